@@ -1,0 +1,233 @@
+"""The trial loop: ask a trial, train it, report each epoch, tell the outcome, log it all.
+
+A trial ends in one of three ways, each recorded in both stores: COMPLETE with its value;
+PRUNED (by the pruner, or because its loss diverged, with the step); FAIL (out of memory,
+an error, or an interruption; an interrupted trial's parameters are queued to run again).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner import study as studies
+from tuner.errors import OpttuneError
+from tuner.events import Observer, TrialOutcome
+from tuner.space import DEFAULTS_ATTR
+
+if TYPE_CHECKING:
+    from tuner.runner import SearchResult, Session
+    from tuner.tracking import Tracker
+
+_MAX_FAILS_IN_A_ROW = 3
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, (RuntimeError, MemoryError)) and (
+            isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()))
+
+
+class TrialRunner:
+    def __init__(self, *, session: Session, study: optuna.Study, tracker: Tracker,
+                 observer: Observer) -> None:
+        self.s = session
+        self.study = study
+        self.tracker = tracker
+        self.observer = observer
+        self.parent = session.meta.mlflow.get("parent_run_id", "")
+        self.experiment = session.meta.mlflow.get("experiment_id", "")
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, *, target: int, timeout: float | None) -> SearchResult:
+        from tuner.runner import Interrupted, SearchResult, signals_as_interrupts
+
+        result = SearchResult(study=self.s.name, metric=self.s.meta.metric,
+                              direction=self.s.meta.direction, device=self.s.device,
+                              data_source=self.s.meta.data_source, stores=self.s.stores,
+                              target=target)
+        self.recover()
+        start = time.monotonic()
+        fails_in_a_row = 0
+        self.observer.study_start({"study": self.s.name, "device": self.s.device,
+                                   "target": target, "done": self._counted(),
+                                   "space": self.s.space, "metric": self.s.meta.metric,
+                                   "data_source": self.s.meta.data_source,
+                                   "stores": self.s.stores})
+        self._parent_status("RUNNING")
+        with signals_as_interrupts() as received:
+            try:
+                while self._counted() + self._running_elsewhere() < target:
+                    if timeout is not None and time.monotonic() - start >= timeout:
+                        break
+                    outcome = self.run_one(index=self._counted() + 1, total=target)
+                    result.trials.append(outcome)
+                    reason = outcome.reason or ""
+                    fails_in_a_row = fails_in_a_row + 1 if outcome.state == "FAIL" and \
+                        not reason.startswith("out of memory") else 0
+                    if fails_in_a_row >= _MAX_FAILS_IN_A_ROW:
+                        raise OpttuneError(f"{fails_in_a_row} trials in a row failed; the last "
+                                           f"with: {reason}")
+            except KeyboardInterrupt:
+                signum = received[-1] if received else 2
+                self._parent_status("KILLED")
+                raise Interrupted(signum) from None
+        self._parent_status("FINISHED")
+        result.total_counted = self._counted()
+        result.best = self.best()
+        result.all_trials = [outcome_of(t) for t in self.study.get_trials(deepcopy=False)
+                             if t.state != TrialState.WAITING]
+        return result
+
+    def _counted(self) -> int:
+        return studies.counted(self.study.get_trials(deepcopy=False))
+
+    def _running_elsewhere(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def recover(self) -> None:
+        """Fail the trials of dead processes (SIGKILL, power loss) and queue them again."""
+        for trial in studies.stale_trials(self.study):
+            studies.fail_stale(self.study, trial)
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if run_id:
+                self._safe(self.tracker.end_trial, run_id, state="KILLED",
+                           tags={"fail_reason": "killed"})
+            self.observer.notice(f"trial {trial.number} was left running by a process that is "
+                                 f"gone; marked failed, its parameters will run again")
+
+    # -- one trial -------------------------------------------------------------------------
+    def run_one(self, *, index: int, total: int) -> TrialOutcome:
+        from tuner.train import Diverged, fit
+
+        trial = self.study.ask()
+        self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
+                                                  studies.owner_record())
+        config = self.s.space.suggest(trial)
+        flat = config.flat()
+        trial.set_user_attr("config", flat)
+        run_id = self._safe(self.tracker.start_trial, self.experiment, parent_run_id=self.parent,
+                            study=self.s.name, number=trial.number, config=flat)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        self.observer.trial_start(trial.number, flat, index, total)
+        history: list[float] = []
+        started = time.perf_counter()
+
+        def on_epoch(r: Any) -> None:
+            history.append(r.value)
+            trial.report(r.value, r.epoch)
+            if run_id:
+                self._safe(self.tracker.log_epoch, run_id, r.epoch, {
+                    "train_loss": r.train_loss, "val_loss": r.val_loss,
+                    self.s.meta.metric: r.value, "lr": r.lr, "epoch_seconds": r.seconds})
+            self.observer.epoch_end(trial.number, r.epoch, config.epochs, r.value, r.train_loss)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned by the {self.s.settings.get('pruner')} "
+                                         f"pruner after epoch {r.epoch + 1}")
+
+        state, value, reason, extra = "COMPLETE", None, None, {}
+        try:
+            seed = (self.s.settings.get("seed") or 0) * 100_003 + trial.number
+            fit(self.s.task, self.s.data, config, device=self.s.device, seed=seed,
+                on_epoch=on_epoch)
+            value = history[-1]
+        except optuna.TrialPruned as exc:
+            state, reason = "PRUNED", str(exc)
+        except Diverged as exc:
+            state, reason = "PRUNED", "diverged"
+            extra = {"diverged_step": exc.step, "diverged_epoch": exc.epoch,
+                     "diverged_loss": str(exc.loss)}
+        except KeyboardInterrupt:
+            self._finish(trial, "FAIL", None, "interrupted", {}, run_id, started, history,
+                         mlflow_state="KILLED")
+            studies.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
+                _free_memory(self.s.device)
+            else:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            state = "FAIL"
+        return self._finish(trial, state, value, reason, extra, run_id, started, history)
+
+    def _finish(self, trial: optuna.Trial, state: str, value: float | None, reason: str | None,
+                extra: dict[str, Any], run_id: str | None, started: float,
+                history: list[float], *, mlflow_state: str | None = None) -> TrialOutcome:
+        seconds = time.perf_counter() - started
+        attrs = {**extra, "epochs_run": len(history), "seconds": round(seconds, 3)}
+        if reason and state == "PRUNED":
+            attrs["prune_reason"] = reason
+        if reason and state == "FAIL":
+            attrs["fail_reason"] = reason
+        for key, val in attrs.items():
+            trial.set_user_attr(key, val)
+        self.study.tell(trial, value if state == "COMPLETE" else None,
+                        state=getattr(TrialState, state))
+        best = self.best()
+        if run_id:
+            tags = {k: v for k, v in attrs.items() if k != "seconds"}
+            metrics = {"trial_seconds": seconds} | ({"value": value} if value is not None else {})
+            self._safe(self.tracker.end_trial, run_id, state=mlflow_state or state, tags=tags,
+                       metrics=metrics)
+            if best is not None and best.number == trial.number and self.parent:
+                self._safe(self.tracker.set_tags, self.parent, {
+                    "best_trial": best.number, "best_value": best.value,
+                    "best_run_id": run_id, "best_optimizer": best.config.get("optimizer")})
+        outcome = TrialOutcome(number=trial.number, state=state, value=value,
+                               config=dict(trial.user_attrs.get("config", {})), reason=reason,
+                               seconds=seconds, run_id=run_id, epochs_run=len(history),
+                               history=history)
+        self.observer.trial_end(outcome, best)
+        return outcome
+
+    def best(self) -> TrialOutcome | None:
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return None
+        pick = max if self.s.meta.direction == "maximize" else min
+        return outcome_of(pick(complete, key=lambda t: t.value))
+
+    def _parent_status(self, status: str) -> None:
+        if self.parent:
+            self._safe(self.tracker.parent_running, self.parent, status == "RUNNING",
+                       status=status)
+
+    def _safe(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """MLflow trouble is reported, never fatal to the study: Optuna's record is primary."""
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            self.observer.notice(f"MLflow: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            return None
+
+
+def _free_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def outcome_of(t: Any) -> TrialOutcome:
+    """A stored trial as a TrialOutcome."""
+    attrs = t.user_attrs
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+    if reason is None and attrs.get(DEFAULTS_ATTR):
+        reason = "defaults"
+    return TrialOutcome(number=t.number, state=t.state.name, value=t.value,
+                        config=dict(attrs.get("config", {})), reason=reason,
+                        seconds=float(attrs.get("seconds", 0.0)),
+                        run_id=attrs.get("mlflow_run_id"),
+                        epochs_run=int(attrs.get("epochs_run", 0)),
+                        history=[t.intermediate_values[k] for k in sorted(t.intermediate_values)])
