@@ -40,7 +40,7 @@ class StudyMeta:
 
         return {
             "task": self.task,
-            "space": json.dumps(self.space.to_dict(), sort_keys=True),
+            "space": json.dumps(self.space.to_dict()),  # key order is choice order
             "data_source": self.data_source,
             "objective": {"metric": self.metric, "direction": self.direction},
             "settings": self.settings,

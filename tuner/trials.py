@@ -107,9 +107,15 @@ class TrialRunner:
         from tuner.train import Diverged, fit
 
         trial = self.study.ask()
-        self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
-                                                  studies.owner_record())
-        config = self.s.space.suggest(trial)
+        try:
+            self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
+                                                      studies.owner_record())
+            config = self.s.space.suggest(trial)
+        except BaseException as exc:  # never leave a trial RUNNING, whatever went wrong
+            self.study.tell(trial, state=TrialState.FAIL)
+            if isinstance(exc, ValueError):
+                raise OpttuneError(f"trial {trial.number} could not be sampled: {exc}") from None
+            raise
         flat = config.flat()
         trial.set_user_attr("config", flat)
         run_id = self._safe(self.tracker.start_trial, self.experiment, parent_run_id=self.parent,
