@@ -1,0 +1,40 @@
+"""Shared fixtures: offline data, and a fresh study home with a ready MLflow store.
+
+Creating an MLflow SQLite store runs its migrations (seconds); tests copy one made once per
+session instead, so that each test still gets its own real, empty store.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Never download in tests, and never touch the user's cache or home."""
+    monkeypatch.setenv("OPTTUNE_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("OPTTUNE_HOME", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    db = folder / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
+@pytest.fixture
+def home(tmp_path: Path, _mlflow_template: Path) -> Iterator[Path]:
+    """An empty study home whose MLflow store already exists (and is empty)."""
+    folder = tmp_path / "home"
+    folder.mkdir()
+    shutil.copy(_mlflow_template, folder / "mlflow.db")
+    yield folder
