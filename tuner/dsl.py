@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from tuner.errors import SpaceError
 from tuner.families import LOG_BY_DEFAULT, VALID_BOUNDS
@@ -50,7 +50,7 @@ class Fixed:
         return f"{_num(self.value)} (fixed)"
 
 
-Dist = Union[Range, Choice, Fixed]
+Dist = Range | Choice | Fixed
 
 
 def _num(value: Any) -> str:
@@ -121,6 +121,8 @@ def parse_float_dist(name: str, spec: str) -> Dist:
         return Range(low, high, log)
     if "," in spec:
         values = [_to_float(name, p.strip(), spec) for p in spec.split(",") if p.strip()]
+        if not values:
+            raise SpaceError(f"{name} needs at least one value, but got {spec!r}")
         for v in values:
             check_value(name, v, spec)
         return _choice_or_fixed(values)

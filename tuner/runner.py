@@ -9,7 +9,6 @@ queued again before the process exits.
 from __future__ import annotations
 
 import gc
-import math
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -72,6 +71,7 @@ def search(
     timeout: float | None = None,
     optimizers: Sequence[str] | None = None,
     params: Mapping[str, Sequence[str]] | None = None,
+    task_params: Mapping[str, str] | None = None,
     batch_size: str | None = None,
     epochs: int | None = None,
     scheduler: str | None = None,
@@ -86,9 +86,16 @@ def search(
     storage: str | None = None,
     tracking_uri: str | None = None,
     allow_changed_space: bool = False,
+    jobs: int | None = None,
+    devices: str | Sequence[str] | None = None,
+    trials_per_device: int = 1,
     observer: Observer | None = None,
 ) -> SearchResult:
-    """Create the study `study` (or continue it) and run trials until it has `n_trials`."""
+    """Create the study `study` (or continue it) and run trials until it has `n_trials`.
+
+    `jobs` trials run at once in as many processes, on `devices` (`trials_per_device` per
+    device); `jobs=0` only creates the study (or sets its budget) for workers to run.
+    """
     from tuner import sampling
     from tuner.devices import check_device_spec
     from tuner.spacefile import load_space_file
@@ -104,14 +111,19 @@ def search(
         raise OpttuneError(f"--pruner must be one of {', '.join(sampling.PRUNERS)}, "
                            f"but got {pruner!r}")
     check_device_spec(device)
+    from tuner.parallel import plan_slots
+
+    slots = plan_slots(jobs=jobs, device=device, devices=devices,
+                       trials_per_device=trials_per_device)
     file_values = load_space_file(Path(space_file)) if space_file else None
     from tasks.registry import get_task
 
     task_obj = get_task(task)
     space = build_space(optimizers=optimizers, params=params, batch_size=batch_size,
                         epochs=epochs, scheduler=scheduler, file_values=file_values,
-                        default_batch_size=task_obj.batch_size, defaults_first=defaults_first)
-    name = study or default_study_name(task_obj.ref or task)
+                        default_batch_size=task_obj.batch_size, defaults_first=defaults_first,
+                        task_params=task_obj.param_specs(task_params))
+    name = study or task_obj.name
     settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "device": device,
                 "n_trials": n_trials,
                 "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
@@ -119,7 +131,7 @@ def search(
     return _prepare_and_run(name=name, task_obj=task_obj, space=space, settings=settings,
                             stores=stores, target=n_trials, timeout=timeout,
                             allow_changed_space=allow_changed_space, observer=observer,
-                            must_exist=False)
+                            must_exist=False, slots=slots)
 
 
 def resume(
@@ -131,22 +143,43 @@ def resume(
     home: str | Path | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
+    jobs: int | None = None,
+    devices: str | Sequence[str] | None = None,
+    trials_per_device: int = 1,
     observer: Observer | None = None,
 ) -> SearchResult:
     """Continue study `name` with its stored task, space and settings.
 
-    `n_trials` more trials are run (default: up to the study's stored budget).
+    `n_trials` more trials are run (default: up to the study's stored budget, which `n_trials`
+    raises for every process of the study); `jobs`, `devices`, `trials_per_device` as in
+    :func:`search`.
     """
+    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    return continue_study(name, stores=stores, n_trials=n_trials, timeout=timeout,
+                          device=device, jobs=jobs, devices=devices,
+                          trials_per_device=trials_per_device, observer=observer)
+
+
+def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
+                   timeout: float | None = None, device: str | None = None,
+                   jobs: int | None = None, devices: str | Sequence[str] | None = None,
+                   trials_per_device: int = 1, observer: Observer | None = None,
+                   storage_obj: Any = None, seed_salt: int = 0) -> SearchResult:
+    """:func:`resume` on resolved stores; also how workers and `--jobs` processes join a
+    study (`seed_salt` gives each process its own sampler seed)."""
     from tasks.registry import get_task
     from tuner.devices import check_device_spec
+    from tuner.parallel import plan_slots
 
     observer = observer or NullObserver()
     if n_trials is not None and n_trials < 1:
         raise OpttuneError(f"--n-trials must be >= 1, but got {n_trials}")
     if device is not None:
         check_device_spec(device)
-    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
-    storage_obj = studies_storage(stores, create=False)
+    slots = plan_slots(jobs=jobs, device=device, devices=devices,
+                       trials_per_device=trials_per_device)
+    if storage_obj is None:
+        storage_obj = studies_storage(stores, create=False)
     study = studies.load_study(storage_obj, name)
     meta = studies.StudyMeta.from_study(study)
     settings = dict(meta.settings)
@@ -158,7 +191,7 @@ def resume(
     return _prepare_and_run(name=name, task_obj=task_obj, space=meta.space, settings=settings,
                             stores=stores, target=target, timeout=timeout,
                             allow_changed_space=False, observer=observer, must_exist=True,
-                            storage_obj=storage_obj)
+                            storage_obj=storage_obj, slots=slots, seed_salt=seed_salt)
 
 
 def default_study_name(task_ref: str) -> str:
@@ -167,25 +200,32 @@ def default_study_name(task_ref: str) -> str:
 
 
 def studies_storage(stores: Stores, *, create: bool) -> Any:
-    from tuner.stores import open_storage
+    from tuner.stores import is_server_url, open_storage
 
-    return open_storage(stores.storage_url, create=create)
+    # Heartbeats where processes on other machines may die unseen (a server database).
+    return open_storage(stores.storage_url, create=create,
+                        heartbeat=is_server_url(stores.storage_url))
 
 
 def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[str, Any],
                      stores: Stores, target: int, timeout: float | None,
                      allow_changed_space: bool, observer: Observer, must_exist: bool,
-                     storage_obj: Any = None) -> SearchResult:
+                     storage_obj: Any = None, slots: list[str] | None = None,
+                     seed_salt: int = 0) -> SearchResult:
     from tuner import sampling
     from tuner.devices import resolve_device
     from tuner.train import DeviceData
 
-    device = resolve_device(settings.get("device") or "auto")
+    # slots: None, trials run here one by one; [d], here on d; else in len(slots) processes.
+    if slots is None:
+        device = resolve_device(settings.get("device") or "auto")
+    else:
+        device = slots[0] if len(slots) == 1 else "cpu"
     data_dir = settings.get("data_dir")
-    task_data = task_obj.load_data(data_dir=Path(data_dir) if data_dir else None)
+    task_data = task_obj.read_data(data_dir=Path(data_dir) if data_dir else None)
     if task_data.notice:
         observer.notice(task_data.notice)
-    _check_task(task_obj, task_data)
+    _check_task(task_obj, task_data, space)
 
     if storage_obj is None:
         storage_obj = studies_storage(stores, create=True)
@@ -199,17 +239,18 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
     if studies.exists(storage_obj, name):
         probe = studies.load_study(storage_obj, name)
         meta = studies.StudyMeta.from_study(probe)
-        _check_same_study(name, meta, task_obj, space, task_data.source, allow_changed_space)
+        _check_same_study(name, meta, task_obj, space, task_data.source, allow_changed_space,
+                          probe.get_trials(deepcopy=False))
         n_before = len(probe.trials)
         sampler = sampling.make_sampler(settings["sampler"], families=families,
-                                        seed=None if seed is None else seed + n_before)
+                                        seed=_sampler_seed(seed, n_before, seed_salt))
         study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
         if allow_changed_space and meta.space != space:
             study.set_user_attr("space", studies.StudyMeta(
                 meta.task, space, meta.data_source, meta.metric, meta.direction,
                 meta.settings, meta.mlflow).user_attrs()["space"])
             meta = studies.StudyMeta.from_study(study)
-        if not must_exist and settings.get("n_trials") != meta.settings.get("n_trials"):
+        if target != meta.settings.get("n_trials"):  # the budget every process works to
             study.set_user_attr("settings", {**meta.settings, "n_trials": target})
     else:
         if must_exist:
@@ -227,6 +268,12 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
         sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed)
         study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
 
+    if slots is not None and len(slots) != 1:
+        from tuner.parallel import run_jobs
+
+        return run_jobs(name=name, stores=stores, slots=slots, target=target, timeout=timeout,
+                        study=study, meta=meta, observer=observer,
+                        announced=[task_data.notice] if task_data.notice else [])
     session = Session(name=name, task=task_obj, space=meta.space, meta=meta,
                       data=DeviceData.from_task_data(task_data, device), device=device,
                       stores=stores, settings=settings)
@@ -236,6 +283,14 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
     return runner.run(target=target, timeout=timeout)
 
 
+def _sampler_seed(seed: int | None, n_before: int, salt: int) -> int | None:
+    """A continued study's sampler seed: new draws after `n_before` trials, and different
+    draws in each process that joins it (`salt`)."""
+    if seed is None:
+        return None
+    return (seed + n_before + 1_000_003 * salt) % 2**32
+
+
 def _space_text(space: Space) -> str:
     import json
 
@@ -243,7 +298,7 @@ def _space_text(space: Space) -> str:
 
 
 def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: Space,
-                      source: str, allow_changed_space: bool) -> None:
+                      source: str, allow_changed_space: bool, trials: Sequence[Any] = ()) -> None:
     if meta.task != task_obj.ref:
         raise OpttuneError(f"study {name!r} tunes task {meta.task!r}, not {task_obj.ref!r}; "
                            f"choose another --study name")
@@ -258,28 +313,26 @@ def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: 
                            f"{describe_diff(meta.space, space)}; run `opttune resume {name}` "
                            f"to keep the stored space, pass --allow-changed-space to continue "
                            f"with the new one, or choose another --study name")
+    if meta.space != space:
+        from tuner.spacediff import optuna_conflicts, recorded_distributions
+
+        conflicts = optuna_conflicts(recorded_distributions(trials), space)
+        if conflicts:  # Optuna would refuse at the first trial, with a cryptic error
+            raise OpttuneError(f"study {name!r} cannot continue with this space, even with "
+                               f"--allow-changed-space: it changes {'; '.join(conflicts)}, and "
+                               f"a study keeps one choice list and one range scale per "
+                               f"parameter (range bounds may move, values may be fixed or "
+                               f"freed); choose another --study name for this space")
 
 
-def _check_task(task_obj: Any, data: Any) -> None:
-    """One forward pass and loss on two samples, so a broken task fails before any study."""
-    import torch
-
-    from tuner.train import _loss_fn
+def _check_task(task_obj: Any, data: Any, space: Space) -> None:
+    """One forward pass and loss on two samples (with the task hyperparameters' defaults),
+    so that a broken task fails with its precise reason before any study is touched."""
+    from tasks.checks import check_model
+    from tuner.space import task_param_values
 
     try:
-        defaults = {}
-        model = task_obj.build_model(defaults)
-        with torch.no_grad():
-            out = model(data.train_x[:2])
-            loss = _loss_fn(task_obj)(out, data.train_y[:2])
-        if not math.isfinite(float(loss)):
-            raise ValueError(f"the loss of an untrained model is {float(loss)}")
-    except Exception as exc:
-        raise OpttuneError(f"task {task_obj.name!r} does not work: its model's output on a "
-                           f"batch of shape {tuple(data.train_x[:2].shape)} does not fit the "
-                           f"{task_obj.loss} loss against targets of shape "
-                           f"{tuple(data.train_y[:2].shape)} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        check_model(task_obj, data, task_param_values(space.task_params))
     finally:
         gc.collect()
 

@@ -75,7 +75,8 @@ class FamilySampler(BaseSampler):
         family = self._family_of(trial)
         if family is None:
             return {}
-        space = self._base.infer_relative_search_space(_FamilyView(study, family), trial)
+        view: Any = _FamilyView(study, family)  # duck-typed Study
+        space = self._base.infer_relative_search_space(view, trial)
         space.pop("optimizer", None)
         return space
 
@@ -85,7 +86,8 @@ class FamilySampler(BaseSampler):
         family = self._family_of(trial)
         if family is None or not search_space:
             return {}
-        return self._base.sample_relative(_FamilyView(study, family), trial, search_space)
+        view: Any = _FamilyView(study, family)
+        return self._base.sample_relative(view, trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,

@@ -110,9 +110,10 @@ class Space:
         for family, params in self.families.items():
             for name, ps in params.items():
                 out.append((family, name, ps.dist.show(), _show_default(ps)))
-        for name, ps in (("batch_size", self.batch_size), ("scheduler", self.scheduler),
-                         *self.task_params.items()):
+        for name, ps in (("batch_size", self.batch_size), ("scheduler", self.scheduler)):
             out.append(("(all)", name, ps.dist.show(), _show_default(ps)))
+        for name, ps in self.task_params.items():
+            out.append(("(task)", name, ps.dist.show(), _show_default(ps)))
         out.append(("(all)", "epochs", f"{self.epochs} (fixed)", ""))
         return out
 
@@ -144,6 +145,7 @@ def build_space(
     default_batch_size: int = 128,
     default_epochs: int = 3,
     defaults_first: bool = True,
+    task_params: Mapping[str, str] | None = None,
 ) -> Space:
     """Resolve the space from the family table, a parsed space file and command-line flags.
 
@@ -164,18 +166,21 @@ def build_space(
     if epochs < 1:
         raise SpaceError(f"epochs must be >= 1, but got epochs={epochs}")
 
-    specs: dict[str, list[str]] = {}
-    for source in (file_values.get("params", {}), params or {}):
+    specs: dict[str, list[tuple[str, bool]]] = {}  # name -> [(DSL text, from the file)]
+    for source, from_file in ((file_values.get("params", {}), True), (params or {}, False)):
         for pname, values in source.items():
-            specs.setdefault(pname, []).extend(values)
+            specs.setdefault(pname, []).extend((text, from_file) for text in values)
 
     families: dict[str, dict[str, ParamSpace]] = {}
     for fname in names:
         family = FAMILIES[fname]
         families[fname] = {p.name: ParamSpace(Range(p.low, p.high, p.log), p.default)
                            for p in family.params}
-    for pname, values in specs.items():
-        for text in values:
+    for pname, entries in specs.items():
+        for text, from_file in entries:
+            # --optimizers narrows a file's families: its lines for the others do not apply.
+            if from_file and optimizers and not _applies(families, pname, text):
+                continue
             _apply(families, pname, text)
     _check_consistent(families)
 
@@ -191,7 +196,14 @@ def build_space(
         epochs=epochs,
         scheduler=ParamSpace(sched_dist, "none" if sched_dist.contains("none") else None),
         defaults_first=defaults_first,
+        task_params=parse_task_params(task_params or {}),
     )
+
+
+def _applies(families: dict[str, dict[str, ParamSpace]], pname: str, text: str) -> bool:
+    scope, _ = dsl.split_scope(text)
+    targets = [scope] if scope is not None else list(families)
+    return any(pname in families.get(f, {}) for f in targets)
 
 
 def _apply(families: dict[str, dict[str, ParamSpace]], pname: str, text: str) -> None:
@@ -217,11 +229,19 @@ def _apply(families: dict[str, dict[str, ParamSpace]], pname: str, text: str) ->
                              f"({', '.join(families)}) has {pname}; it applies to "
                              f"{', '.join(users)}")
     dist = dsl.parse_float_dist(pname, spec)
+    if pname == "momentum" and "nesterov" in targets and _allows_zero(dist):
+        # torch refuses Nesterov without momentum; say so now, not in every trial.
+        raise SpaceError(f"{flag} {text}: nesterov needs momentum > 0, but {dist.show()} "
+                         f"allows 0; give a range above 0 (e.g. --momentum nesterov=0.5:0.99)")
     for fname in targets:
         builtin = FAMILIES[fname].param(pname)
         assert builtin is not None
         default = builtin.default if dist.contains(builtin.default) else None
         families[fname][pname] = ParamSpace(dist, default)
+
+
+def _allows_zero(dist: Dist) -> bool:
+    return dist.low <= 0 if isinstance(dist, Range) else dist.contains(0.0)
 
 
 def _check_consistent(families: dict[str, dict[str, ParamSpace]]) -> None:
@@ -240,6 +260,71 @@ def _check_consistent(families: dict[str, dict[str, ParamSpace]]) -> None:
                     f"all linear ranges, or one common choice list), but {other} has "
                     f"{families[other][pname].dist.show()} and {fname} has {ps.dist.show()}")
             seen.setdefault(pname, (fname, kind))
+
+
+# Names a task hyperparameter may not take: they are the optimizer's and the trial's own.
+RESERVED_NAMES = frozenset({"optimizer", "batch_size", "epochs", "scheduler",
+                            *(p.name for f in FAMILIES.values() for p in f.params)})
+
+
+def parse_task_params(specs: Mapping[str, str]) -> dict[str, ParamSpace]:
+    """Parse a task's hyperparameters, name -> DSL string, into the space's task_params.
+
+    ``"0:0.5"`` is a float range (``:log`` for a log scale), ``"64,128,256"`` a choice whose
+    first value is the default (integers stay integers, words stay words), ``"64"`` fixed.
+    A range has no default: the defaults trials sample it like any other trial.
+    """
+    out: dict[str, ParamSpace] = {}
+    for name, spec in specs.items():
+        if name in RESERVED_NAMES:
+            raise SpaceError(f"task hyperparameter {name!r} clashes with opttune's own "
+                             f"{name!r}; rename it, e.g. 'model_{name}'")
+        if not name.isidentifier():
+            raise SpaceError(f"task hyperparameter names must be Python identifiers such as "
+                             f"'hidden' or 'dropout', but got {name!r}")
+        text = str(spec).strip()
+        if ":" in text:
+            dist: Dist = dsl.parse_float_dist(name, text)
+        else:
+            values = [_task_value(token.strip()) for token in text.split(",") if token.strip()]
+            if not values:
+                raise SpaceError(f"task hyperparameter {name} needs a value, a LOW:HIGH range "
+                                 f"or a comma list, but got {spec!r}")
+            unique = tuple(dict.fromkeys(values))
+            dist = Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
+        default = dist.value if isinstance(dist, Fixed) else \
+            dist.values[0] if isinstance(dist, Choice) else None
+        out[name] = ParamSpace(dist, default)
+    return out
+
+
+def _task_value(token: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(token)
+        except ValueError:
+            pass
+    return token
+
+
+def task_param_values(task_params: Mapping[str, ParamSpace]) -> dict[str, Any]:
+    """One value per task hyperparameter (its default, else the middle of its range), for
+    checking and sizing the model before any trial."""
+    import math
+
+    out: dict[str, Any] = {}
+    for name, ps in task_params.items():
+        dist = ps.dist
+        if ps.default is not None:
+            out[name] = ps.default
+        elif isinstance(dist, Range):
+            out[name] = math.sqrt(dist.low * dist.high) if dist.log else \
+                (dist.low + dist.high) / 2
+        elif isinstance(dist, Choice):
+            out[name] = dist.values[0]
+        else:
+            out[name] = dist.value
+    return out
 
 
 def unknown_family_message(name: str) -> str:

@@ -40,7 +40,7 @@ def load_space_file(path: Path) -> dict[str, Any]:
             out[key] = value
         elif key in ("batch_size", "scheduler"):
             out[key] = _as_dsl(where, value)
-        elif key in ALL_PARAM_NAMES:
+        elif key in ALL_PARAM_NAMES and not _is_family_table(key, value):
             out["params"].setdefault(key, []).append(_as_dsl(where, value))
         elif key in FAMILIES:
             if not isinstance(value, dict):
@@ -56,6 +56,11 @@ def load_space_file(path: Path) -> dict[str, Any]:
             known = ", ".join([*TOP_KEYS, *ALL_PARAM_NAMES, *FAMILIES])
             raise SpaceError(f"{path}: unknown key {key!r}; known keys: {known}")
     return out
+
+
+def _is_family_table(key: str, value: Any) -> bool:
+    """`momentum` is a family and a hyperparameter; a table of hyperparameters means the family."""
+    return key in FAMILIES and isinstance(value, dict) and not set(value) & {"low", "high", "log"}
 
 
 def _parse(path: Path, text: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from typing import Any
 from tuner.errors import StoreError
 
 HOME_ENV = "OPTTUNE_HOME"
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@/\s]*)(?=@)")
+HEARTBEAT_ENV = "OPTTUNE_HEARTBEAT_INTERVAL"
+GRACE_ENV = "OPTTUNE_HEARTBEAT_GRACE"
+# The password runs to the "@" (SQLAlchemy accepts "/" and ":" in it unencoded).
+_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)")
 
 
 def redact(text: str) -> str:
@@ -74,6 +78,44 @@ def check_sqlite_file(path: Path) -> None:
                          f"kind of file); move it away, or point --home/--storage elsewhere")
 
 
+def heartbeat_settings() -> dict[str, int]:
+    """Seconds between a running trial's heartbeats, and silence before it counts as dead.
+
+    $OPTTUNE_HEARTBEAT_INTERVAL and $OPTTUNE_HEARTBEAT_GRACE override 20 and 60 (whole seconds).
+    """
+    values = {}
+    for key, env, default in (("heartbeat_interval", HEARTBEAT_ENV, 20),
+                              ("grace_period", GRACE_ENV, 60)):
+        raw = os.environ.get(env, "").strip() or str(default)
+        try:
+            values[key] = int(raw)
+        except ValueError:
+            values[key] = 0
+        if values[key] < 1:
+            raise StoreError(f"${env} must be a whole number of seconds >= 1, but got {raw!r}")
+    return values
+
+
+def is_server_url(url: str) -> bool:
+    """A database server (PostgreSQL, MySQL): where processes on many machines meet."""
+    return sqlite_path(url) is None and not url.startswith("sqlite:")
+
+
+def driver_url(url: str) -> str:
+    """`postgresql://` with the driver the `postgres` extra installs (psycopg 3).
+
+    SQLAlchemy before 2.1 reads a bare postgresql:// as psycopg2, which that extra lacks.
+    """
+    import importlib.util
+
+    if url.startswith("postgres://"):  # Heroku's spelling, which SQLAlchemy no longer reads
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
 def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
     """Open the Optuna RDB storage at `url`, turning every failure into a StoreError."""
     import optuna
@@ -85,7 +127,12 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
         if not path.exists() and not create:
             raise StoreError(f"there is no study store at {path}; run `opttune search` first, "
                              f"or give the right --home or --storage")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {path.parent}: "
+                             f"{exc.strerror or exc}; give a writable --home or --storage"
+                             ) from None
     engine_kwargs: dict[str, Any] = {}
     if path is not None:
         # Wait for the lock rather than fail at once when another process is writing.
@@ -94,12 +141,13 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
         engine_kwargs["pool_pre_ping"] = True
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat:
-        from optuna.storages import RetryFailedTrialCallback
-
-        heartbeat_kwargs = {"heartbeat_interval": 20, "grace_period": 60,
-                            "failed_trial_callback": RetryFailedTrialCallback(max_retry=1)}
+        # No retry callback: tuner.study.fail_stale fails and re-queues a stale trial once.
+        heartbeat_kwargs = heartbeat_settings()
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs,
+                                              **heartbeat_kwargs)
     except sqlalchemy.exc.ArgumentError:
         raise StoreError(f"--storage {redact(url)!r} is not a valid database URL "
                          f"(e.g. sqlite:///path/opttune.db or postgresql://user@host/db)") from None

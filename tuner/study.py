@@ -21,6 +21,7 @@ from tuner.stores import redact
 
 OWNER_ATTR = "opttune:owner"
 UNCOUNTED_FAILS = ("killed", "interrupted")  # failures whose parameters run again
+UNOWNED_GRACE_S = 120  # a RUNNING trial with no owner record this old was killed right after ask
 
 
 @dataclass(frozen=True)
@@ -145,26 +146,57 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     attrs: dict[str, Any] = {"retry_of": trial.number}
     if trial.user_attrs.get(DEFAULTS_ATTR):
         attrs[DEFAULTS_ATTR] = True
-    params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+    # An enqueued trial interrupted while sampling has only some params: keep its fixed ones.
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     return True
 
 
 def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """RUNNING trials whose process on this machine is gone (killed, crashed, power loss)."""
+    """RUNNING trials whose process is gone (killed, crashed, power loss).
+
+    On this machine the process id tells; on a server store, a heartbeat older than the grace
+    period tells for any machine.
+    """
+    late = set(_heartbeat_stale_ids(study))
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(OWNER_ATTR)
-        if isinstance(owner, dict) and _owner_dead(owner):
+        if t._trial_id in late or (isinstance(owner, dict) and _owner_dead(owner)) or \
+                (owner is None and _unowned_too_long(t)):
             out.append(t)
     return out
+
+
+def _unowned_too_long(trial: FrozenTrial) -> bool:
+    """opttune records the owner right after `ask`; a kill in between leaves no record."""
+    import datetime
+
+    start = trial.datetime_start
+    return start is not None and (datetime.datetime.now() - start).total_seconds() > \
+        UNOWNED_GRACE_S
+
+
+def owner_gone(owner: dict[str, Any]) -> bool:
+    """Whether the process of an owner record (see :func:`owner_record`) has ended."""
+    return _owner_dead(owner)
+
+
+def _heartbeat_stale_ids(study: optuna.Study) -> list[int]:
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
+        return []
+    # Optuna's fail_stale_trials would fail them without our fail_reason and retry record.
+    return list(storage._get_stale_trial_ids(study._study_id))
 
 
 def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed") -> None:
     """Mark a dead process's trial FAIL and queue its parameters to run again once."""
     storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
     try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except RuntimeError:
         return  # finished meanwhile by someone else

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # opens the model-training view in MLflow 3's UI
 STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
                    "KILLED": "KILLED"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What `opttune check` needs to know about one MLflow run."""
+
+    run_id: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    tags: dict[str, str]
 
 
 class Tracker:
@@ -57,9 +67,12 @@ class Tracker:
     def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None and experiment.lifecycle_stage == "deleted":
-            # A study re-created after `delete`: the old experiment keeps its runs, renamed.
+            # A study re-created after `delete`: the old experiment keeps its runs, renamed
+            # (MLflow renames only active experiments, so restore it for the rename).
+            self.client.restore_experiment(experiment.experiment_id)
             self.client.rename_experiment(experiment.experiment_id,
                                           f"{name} (deleted {int(time.time())})")
+            self.client.delete_experiment(experiment.experiment_id)
             experiment = None
         if experiment is None:
             location = (self.artifact_root / name).resolve().as_uri()
@@ -92,8 +105,32 @@ class Tracker:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def log_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # -- other runs (retrain) and experiments (delete) -------------------------------------
+    def create_run(self, experiment_id: str, *, name: str, tags: Mapping[str, str],
+                   params: Mapping[str, Any]) -> str:
+        run = self.client.create_run(experiment_id, run_name=name, tags=dict(tags))
+        self._log_params(run.info.run_id, params)
+        return str(run.info.run_id)
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def delete_experiment(self, experiment_id: str) -> bool:
+        """Mark the experiment deleted (MLflow keeps it restorable); False if it is not there."""
+        try:
+            experiment = self.client.get_experiment(experiment_id)
+        except Exception:
+            return False
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            return False
+        self.client.delete_experiment(experiment_id)
+        return True
 
     # -- trial level -----------------------------------------------------------------------
     def start_trial(self, experiment_id: str, *, parent_run_id: str, study: str, number: int,
@@ -132,6 +169,35 @@ class Tracker:
             return str(self.client.get_run(run_id).info.status)
         except Exception:
             return None
+
+    # -- integrity (opttune check) ---------------------------------------------------------
+    def experiment_exists(self, experiment_id: str) -> bool:
+        try:
+            experiment = self.client.get_experiment(experiment_id)
+        except Exception:
+            return False
+        return experiment is not None and experiment.lifecycle_stage == "active"
+
+    def run_record(self, run_id: str) -> RunRecord | None:
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return None
+        return RunRecord(run.info.run_id, str(run.info.status), dict(run.data.tags))
+
+    def trial_runs(self, experiment_id: str) -> list[RunRecord]:
+        """Every trial (child) run of an experiment: id, status and tags."""
+        out: list[RunRecord] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_runs([experiment_id],
+                                           filter_string="tags.`opttune.role` = 'trial'",
+                                           max_results=1000, page_token=token)
+            out += [RunRecord(r.info.run_id, str(r.info.status), dict(r.data.tags))
+                    for r in page]
+            token = page.token
+            if not token:
+                return out
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

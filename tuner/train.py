@@ -1,17 +1,21 @@
-"""The one training loop: resident tensors, index-sliced batches, validation each epoch.
+"""The one training loop: resident tensors, contiguous batches, validation each epoch.
 
-Data lives on the device for the whole study; each epoch draws one permutation and slices
-batches out of it, so there is no per-sample Python and no DataLoader. Losses stay on the
-device during the epoch; the host reads them once per epoch (and, on CPU where reading is
-free, every few steps to stop a diverging run early).
+Data lives on the device for the whole study. Each epoch draws one permutation and gathers
+the training set into that order once, so every batch is a contiguous slice (a view, no
+copy) rather than a per-step gather; there is no per-sample Python and no DataLoader. Losses
+stay on the device during the epoch as a list of 0-d tensors (appending is free, an indexed
+write per step is not); the host reads them once per epoch (and, on CPU where reading is
+free, every few steps to stop a diverging run early). Measured choices: bench/README.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -21,6 +25,9 @@ from tuner.config import TrialConfig
 
 _CPU_DIVERGENCE_CHECK = 50  # steps between finiteness checks on CPU, where they cost nothing
 _EVAL_CHUNK = 8192
+# Above this the per-epoch permuted copy of the training set would cost too much memory;
+# batches are then gathered step by step instead (the same numbers, a little slower).
+_SHUFFLED_COPY_MAX_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,35 @@ def _loss_fn(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     return torch.nn.functional.cross_entropy
 
 
+class _Shuffler:
+    """Each epoch's batches in a fresh random order, as contiguous slices when memory allows.
+
+    Gathering the whole set once per epoch into a buffer allocated once is one large copy;
+    gathering per step is hundreds of small ones, each with its own dispatch cost.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, seed: int) -> None:
+        self.x, self.y, self.n = x, y, len(x)
+        self.generator = torch.Generator(device=x.device).manual_seed(seed)
+        copy_bytes = x.numel() * x.element_size() + y.numel() * y.element_size()
+        self.copy = copy_bytes <= _SHUFFLED_COPY_MAX_BYTES
+        self.xs = torch.empty_like(x) if self.copy else x
+        self.ys = torch.empty_like(y) if self.copy else y
+        self.perm = torch.arange(self.n, device=x.device)
+
+    def shuffle(self) -> None:
+        self.perm = torch.randperm(self.n, device=self.x.device, generator=self.generator)
+        if self.copy:
+            torch.index_select(self.x, 0, self.perm, out=self.xs)
+            torch.index_select(self.y, 0, self.perm, out=self.ys)
+
+    def batch(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.copy:
+            return self.xs[lo:hi], self.ys[lo:hi]
+        idx = self.perm[lo:hi]
+        return self.x[idx], self.y[idx]
+
+
 def fit(
     task: Task,
     data: DeviceData,
@@ -86,32 +122,38 @@ def fit(
     sched = optimizers.build_scheduler(config.scheduler, opt,
                                        total_steps=steps_per_epoch * config.epochs)
     loss_fn = _loss_fn(task)
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16 and dev.type == "cuda")
+    batches = _Shuffler(data.train_x, data.train_y, seed=seed)
+    # Entering a disabled autocast still costs a few microseconds per step; skip it entirely.
+    autocast: Any = (torch.autocast(dev.type, dtype=torch.bfloat16)
+                     if bf16 and dev.type == "cuda" else contextlib.nullcontext())
     check_every = _CPU_DIVERGENCE_CHECK if dev.type == "cpu" else steps_per_epoch
+    # Batch sizes, to weight the mean loss: the last batch may be short.
+    sizes = torch.full((steps_per_epoch,), float(bs), device=dev)
+    sizes[-1] = n - bs * (steps_per_epoch - 1)
     results: list[EpochResult] = []
     for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, device=dev, generator=generator)
-        losses = torch.empty(steps_per_epoch, device=dev)
+        batches.shuffle()
+        losses: list[torch.Tensor] = []
+        checked = 0
         lr = opt.param_groups[0]["lr"]
         for step in range(steps_per_epoch):
-            idx = perm[step * bs:(step + 1) * bs]
+            x, y = batches.batch(step * bs, (step + 1) * bs)
             with autocast:
-                loss = loss_fn(model(data.train_x[idx]), data.train_y[idx])
+                loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            losses[step] = loss.detach()
-            if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
-                _check_finite(losses[:step + 1], epoch, steps_per_epoch)
-        # Mean over batches weighted by batch size (the last batch may be short).
-        sizes = torch.full((steps_per_epoch,), float(bs), device=dev)
-        sizes[-1] = n - bs * (steps_per_epoch - 1)
-        train_loss = float((losses * sizes).sum() / n)
+            losses.append(loss.detach())
+            if (step + 1) % check_every == 0:
+                _check_finite(losses, checked, epoch, steps_per_epoch)
+                checked = step + 1
+        if checked < steps_per_epoch:
+            _check_finite(losses, checked, epoch, steps_per_epoch)
+        train_loss = float((torch.stack(losses).float() * sizes).sum() / n)
         val_loss, value = evaluate(task, model, data.val_x, data.val_y)
         if not math.isfinite(val_loss):
             raise Diverged(step=(epoch + 1) * steps_per_epoch, epoch=epoch, loss=val_loss)
@@ -122,13 +164,16 @@ def fit(
     return results
 
 
-def _check_finite(losses: torch.Tensor, epoch: int, steps_per_epoch: int) -> None:
-    finite = torch.isfinite(losses)
+def _check_finite(losses: list[torch.Tensor], start: int, epoch: int,
+                  steps_per_epoch: int) -> None:
+    """Raise Diverged at the first non-finite loss in losses[start:] (one host read)."""
+    recent = torch.stack(losses[start:])
+    finite = torch.isfinite(recent)
     if bool(finite.all()):
         return
     first = int((~finite).nonzero()[0, 0])
-    raise Diverged(step=epoch * steps_per_epoch + first, epoch=epoch,
-                   loss=float(losses[first]))
+    raise Diverged(step=epoch * steps_per_epoch + start + first, epoch=epoch,
+                   loss=float(recent[first]))
 
 
 @torch.inference_mode()

@@ -8,13 +8,16 @@ an error, or an interruption; an interrupted trial's parameters are queued to ru
 from __future__ import annotations
 
 import gc
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
+from tuner import budget
 from tuner import study as studies
+from tuner.check import OWNER_TAG, Problem
 from tuner.errors import OpttuneError
 from tuner.events import Observer, TrialOutcome
 from tuner.space import DEFAULTS_ATTR
@@ -52,7 +55,8 @@ class TrialRunner:
                               direction=self.s.meta.direction, device=self.s.device,
                               data_source=self.s.meta.data_source, stores=self.s.stores,
                               target=target)
-        self.recover()
+        with budget.study_lock(self.study):  # one process at a time repairs and re-queues
+            self.recover()
         start = time.monotonic()
         fails_in_a_row = 0
         self.observer.study_start({"study": self.s.name, "device": self.s.device,
@@ -63,10 +67,26 @@ class TrialRunner:
         self._parent_status("RUNNING")
         with signals_as_interrupts() as received:
             try:
-                while self._counted() + self._running_elsewhere() < target:
+                while True:
                     if timeout is not None and time.monotonic() - start >= timeout:
                         break
-                    outcome = self.run_one(index=self._counted() + 1, total=target)
+                    # Atomic across processes: the study's total is never exceeded.
+                    claim = budget.claim_next(self.study, target=target,
+                                              recover=self._recover_stale)
+                    if claim.trial is None:
+                        if not claim.wait:
+                            break
+                        time.sleep(budget.POLL_SECONDS)  # a running trial may yet need a re-run
+                        continue
+                    try:
+                        with budget.heartbeat(self.study, claim.trial):
+                            outcome = self.run_one(index=claim.done + 1, total=target,
+                                                   trial=claim.trial)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        self.observer.notice(f"trial {claim.trial.number} was failed by another "
+                                             f"process (its heartbeat came too late); its "
+                                             f"parameters run again")
+                        continue
                     result.trials.append(outcome)
                     reason = outcome.reason or ""
                     fails_in_a_row = fails_in_a_row + 1 if outcome.state == "FAIL" and \
@@ -79,6 +99,10 @@ class TrialRunner:
                 self._parent_status("KILLED")
                 raise Interrupted(signum) from None
         self._parent_status("FINISHED")
+        if self.parent and result.trials:  # the study's plots, on its parent run
+            from tuner.plots import log_study_plots
+
+            self._safe(log_study_plots, self.study, tracker=self.tracker, run_id=self.parent)
         result.total_counted = self._counted()
         result.best = self.best()
         result.all_trials = [outcome_of(t) for t in self.study.get_trials(deepcopy=False)
@@ -91,8 +115,9 @@ class TrialRunner:
     def _running_elsewhere(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def recover(self) -> None:
-        """Fail the trials of dead processes (SIGKILL, power loss) and queue them again."""
+    def _recover_stale(self) -> None:
+        """Between trials, under the study's lock: fail the trials of dead processes (pid gone,
+        or heartbeat silent) and queue them again once; the cheap part of :meth:`recover`."""
         for trial in studies.stale_trials(self.study):
             studies.fail_stale(self.study, trial)
             run_id = trial.user_attrs.get("mlflow_run_id")
@@ -102,17 +127,51 @@ class TrialRunner:
             self.observer.notice(f"trial {trial.number} was left running by a process that is "
                                  f"gone; marked failed, its parameters will run again")
 
+    def recover(self) -> None:
+        """Repair what a crash left (see tuner.check): fail the trials of dead processes and
+        queue them again, end MLflow runs that disagree with their trial, log missing runs."""
+        from tuner.check import inspect_study, repair
+
+        try:
+            found = inspect_study(self.study, self.tracker, self.s.meta, parent=False).problems
+        except Exception as exc:  # MLflow trouble: still repair the Optuna side
+            self.observer.notice(f"MLflow: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            found = [Problem("stale-trial", f"trial {t.number} is RUNNING but its process is "
+                             f"gone", "mark it FAIL (killed)", t.number)
+                     for t in studies.stale_trials(self.study)]
+        for problem in found:
+            try:
+                repair(self.study, self.tracker, problem)
+            except Exception as exc:
+                self.observer.notice(f"could not repair: {problem.found} ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''})")
+                continue
+            if problem.kind == "stale-trial":
+                self.observer.notice(f"trial {problem.trial} was left running by a process "
+                                     f"that is gone; marked failed, its parameters will run "
+                                     f"again")
+            else:
+                self.observer.notice(f"repaired: {problem.found} ({problem.repair})")
+        mlflow_ids = self.study.user_attrs.get("mlflow", {})  # recreated if it was missing
+        self.parent = mlflow_ids.get("parent_run_id", self.parent)
+        self.experiment = mlflow_ids.get("experiment_id", self.experiment)
+
     # -- one trial -------------------------------------------------------------------------
-    def run_one(self, *, index: int, total: int) -> TrialOutcome:
+    def run_one(self, *, index: int, total: int,
+                trial: optuna.Trial | None = None) -> TrialOutcome:
         from tuner.train import Diverged, fit
 
-        trial = self.study.ask()
+        trial = trial if trial is not None else self.study.ask()
         try:
             self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
                                                       studies.owner_record())
             config = self.s.space.suggest(trial)
         except BaseException as exc:  # never leave a trial RUNNING, whatever went wrong
+            if isinstance(exc, KeyboardInterrupt):
+                trial.set_user_attr("fail_reason", "interrupted")
             self.study.tell(trial, state=TrialState.FAIL)
+            if isinstance(exc, KeyboardInterrupt):
+                studies.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
             if isinstance(exc, ValueError):
                 raise OpttuneError(f"trial {trial.number} could not be sampled: {exc}") from None
             raise
@@ -158,10 +217,12 @@ class TrialRunner:
         except Exception as exc:
             if _is_oom(exc):
                 reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
-                _free_memory(self.s.device)
             else:
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             state = "FAIL"
+        if reason and reason.startswith("out of memory"):
+            # Only now, with the exception and its frames gone, is the trial's memory free.
+            _free_memory(self.s.device)
         return self._finish(trial, state, value, reason, extra, run_id, started, history)
 
     def _finish(self, trial: optuna.Trial, state: str, value: float | None, reason: str | None,
@@ -205,6 +266,9 @@ class TrialRunner:
         if self.parent:
             self._safe(self.tracker.parent_running, self.parent, status == "RUNNING",
                        status=status)
+            if status == "RUNNING":  # lets `opttune check` tell a live search from a dead one
+                self._safe(self.tracker.set_tags, self.parent,
+                           {OWNER_TAG: json.dumps(studies.owner_record())})
 
     def _safe(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """MLflow trouble is reported, never fatal to the study: Optuna's record is primary."""
