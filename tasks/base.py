@@ -38,7 +38,8 @@ class TaskData:
 
     Inputs (``*_x``) have one sample per row, any shape after that; targets (``*_y``) are
     integer class labels (``torch.long``, shape ``(N,)``) for cross entropy, float values for
-    MSE. The validation split is what a search scores; the test split is only for `retrain`.
+    MSE. The validation split is what a search scores; the test split is only for `retrain`
+    (it may be empty when there is none).
     `source` says where the data came from (stored with the study; a study never mixes
     sources); `notice` is shown to the user when the data is, say, a fallback subset.
     """

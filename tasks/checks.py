@@ -37,16 +37,17 @@ def check_data(task: Task, data: Any) -> None:
             if not isinstance(value, torch.Tensor):
                 raise TaskError(f"{who}: TaskData.{name} must be a torch.Tensor, but it is a "
                                 f"{type(value).__name__} (torch.as_tensor converts arrays)")
-        if len(x) == 0:
-            raise TaskError(f"{who}: the {split} split is empty; each of train, val and test "
-                            f"needs at least one sample")
+        if len(x) == 0 and split != "test":  # search never reads test; retrain does
+            raise TaskError(f"{who}: the {split} split is empty; train and val each need at "
+                            f"least one sample")
         if len(x) != len(y):
             raise TaskError(f"{who}: {split}_x has {len(x)} samples but {split}_y has {len(y)}; "
                             f"inputs and targets need one row per sample")
-        if x.shape[1:] != data.train_x.shape[1:]:
+        if len(x) and x.shape[1:] != data.train_x.shape[1:]:
             raise TaskError(f"{who}: {split}_x has samples of shape {tuple(x.shape[1:])} but "
                             f"train_x has {tuple(data.train_x.shape[1:])}; all splits must match")
-        _check_targets(who, task.loss, split, y)
+        if len(y):
+            _check_targets(who, task.loss, split, y)
         for name, value in ((f"{split}_x", x), (f"{split}_y", y)):
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise TaskError(f"{who}: {name} contains NaN or infinite values; clean or "
@@ -60,7 +61,7 @@ def _check_targets(who: str, loss: str, split: str, y: torch.Tensor) -> None:
                 f"{who}: the cross_entropy loss needs integer class labels of shape (N,), but "
                 f"{split}_y is {str(y.dtype).replace('torch.', '')} of shape {tuple(y.shape)}; "
                 f"convert labels with .long(), or use loss='mse' for regression")
-        if int(y.min()) < 0:
+        if len(y) and int(y.min()) < 0:
             raise TaskError(f"{who}: class labels must be 0, 1, 2, …, but {split}_y contains "
                             f"{int(y.min())}")
     elif not y.is_floating_point():
@@ -115,7 +116,7 @@ def _check_class_scores(who: str, data: TaskData, out: torch.Tensor) -> None:
         raise TaskError(f"{who}: for the cross_entropy loss the model must output one row of "
                         f"class scores per sample, shape ({n}, n_classes), but it outputs shape "
                         f"{tuple(out.shape)}")
-    top = max(int(getattr(data, f"{split}_y").max()) for split in _SPLITS)
+    top = max(int(y.max()) for y in (data.train_y, data.val_y, data.test_y) if len(y))
     if top >= out.shape[1]:
         raise TaskError(f"{who}: the labels go up to {top} ({top + 1} classes), but the model "
                         f"outputs {out.shape[1]} score(s) per sample; its last layer needs "

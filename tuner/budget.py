@@ -143,10 +143,16 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = study.ask()
             storage = study._storage
-            storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
-                                          studies.owner_record())
-            if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
-                storage.record_heartbeat(trial._trial_id)  # stale-detectable from birth
+            try:
+                storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
+                                              studies.owner_record())
+                if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+                    storage.record_heartbeat(trial._trial_id)  # stale-detectable from birth
+            except BaseException:  # Ctrl-C right after ask: never leave it RUNNING
+                storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+                studies.requeue(study, storage.get_trial(trial._trial_id))
+                raise
             return Claim(trial=trial, done=done, running=len(running))
         heartbeats = is_heartbeat_enabled(study._storage)
         wait = done < target and any(_may_come_back(t, heartbeats) for t in running)

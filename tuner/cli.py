@@ -173,6 +173,10 @@ def _run_search(kind: str, **kwargs: Any) -> None:
         report.print_error(f"{exc}; finished trials are saved, the interrupted one is marked "
                            f"failed and will run again on resume")
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before the first trial: nothing to mark
+        display.close()
+        report.print_error("interrupted before any trial ran; what the stores hold is intact")
+        sys.exit(130)
     finally:
         display.close()
     if create_only:

@@ -201,8 +201,8 @@ def print_study_ready(result: Any) -> None:
         stores.sqlite_path.parent != stores.home else f"--home {stores.home}"
     console.print(f"Study [bold]{result.study}[/] is ready: {result.total_counted} of "
                   f"{result.target} trials done; none run here (--jobs 0).")
-    console.print(f"Run its trials from any machine that reaches the store:\n"
-                  f"  opttune worker {result.study} {where}", markup=False)
+    console.print("Run its trials from any machine that reaches the store:")
+    console.print(f"  opttune worker {result.study} {where}", markup=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:
@@ -261,7 +261,8 @@ def _params_text(params: dict[str, Any]) -> str:
 
 def print_studies(rows: list[dict[str, Any]], *, storage: str) -> None:
     if not rows:
-        console.print(f"No studies in {storage} yet; `opttune search --task T` starts one.")
+        console.print(f"No studies in {storage} yet; `opttune search --task T` starts one.",
+                      markup=False, soft_wrap=True)
         return
     table = _table(f"Studies in {storage}", ("study", "task", "complete", "pruned", "failed",
                                               "running", "best", "last activity", "data"),
@@ -392,7 +393,7 @@ def print_retrain(result: dict[str, Any]) -> None:
 def print_ui(plan: Any) -> None:
     what = f"study {plan.study}" if plan.study else "all studies"
     console.print(f"MLflow UI for {what} ({plan.tracking_uri}), on 127.0.0.1 only:",
-                  markup=False)
+                  markup=False, soft_wrap=True)
     console.print(plan.url, markup=False, soft_wrap=True)
     if plan.study:
         console.print("The study's run holds its trials: click + beside it to list them.",

@@ -22,7 +22,7 @@ from tuner.config import TrialConfig
 from tuner.errors import OpttuneError, StoreError
 from tuner.events import NullObserver, Observer, TrialOutcome
 from tuner.space import DEFAULTS_ATTR, Space
-from tuner.stores import Stores, redact, resolve_stores
+from tuner.stores import Stores, check_store_files, redact, resolve_stores
 
 
 class Interrupted(Exception):
@@ -128,6 +128,7 @@ def search(
                 "n_trials": n_trials,
                 "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    check_store_files(stores)  # a damaged store fails now, before the data is read
     return _prepare_and_run(name=name, task_obj=task_obj, space=space, settings=settings,
                             stores=stores, target=n_trials, timeout=timeout,
                             allow_changed_space=allow_changed_space, observer=observer,
@@ -178,6 +179,7 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
         check_device_spec(device)
     slots = plan_slots(jobs=jobs, device=device, devices=devices,
                        trials_per_device=trials_per_device)
+    check_store_files(stores)
     if storage_obj is None:
         storage_obj = studies_storage(stores, create=False)
     study = studies.load_study(storage_obj, name)
@@ -227,11 +229,19 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
         observer.notice(task_data.notice)
     _check_task(task_obj, task_data, space)
 
-    if storage_obj is None:
-        storage_obj = studies_storage(stores, create=True)
+    from tuner.stores import sqlite_path
     from tuner.tracking import Tracker
 
-    tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    # Refuse a bad store before the other one is created; a server store (which creates no
+    # file when it fails) is opened before an SQLite one.
+    check_store_files(stores)
+    tracker = None
+    if sqlite_path(stores.tracking_uri) is None:
+        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    if storage_obj is None:
+        storage_obj = studies_storage(stores, create=True)
+    if tracker is None:
+        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     seed = settings.get("seed")
     families = list(space.families)
     pruner = sampling.make_pruner(settings["pruner"], epochs=space.epochs)
@@ -298,7 +308,8 @@ def _space_text(space: Space) -> str:
 
 
 def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: Space,
-                      source: str, allow_changed_space: bool, trials: Sequence[Any] = ()) -> None:
+                      source: str, allow_changed_space: bool,
+                      trials: Sequence[Any] = ()) -> None:
     if meta.task != task_obj.ref:
         raise OpttuneError(f"study {name!r} tunes task {meta.task!r}, not {task_obj.ref!r}; "
                            f"choose another --study name")

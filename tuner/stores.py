@@ -7,6 +7,7 @@ unmasked: :func:`redact` is what every message and log uses.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -70,12 +71,13 @@ def check_sqlite_file(path: Path) -> None:
         raise StoreError(f"{path} is a directory, not an SQLite store file")
     try:
         with path.open("rb") as handle:
-            header = handle.read(16)
+            header = handle.read(100)
     except OSError as exc:
         raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
-    if path.stat().st_size > 0 and header != b"SQLite format 3\x00":
+    if path.stat().st_size > 0 and header[:16] != b"SQLite format 3\x00":
         raise StoreError(f"{path} is not an SQLite database (it may be corrupt or another "
                          f"kind of file); move it away, or point --home/--storage elsewhere")
+    _check_not_truncated(path, header)
 
 
 def heartbeat_settings() -> dict[str, int]:
@@ -124,6 +126,7 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
     path = sqlite_path(url)
     if path is not None:
         check_sqlite_file(path)
+        check_optuna_schema(path)
         if not path.exists() and not create:
             raise StoreError(f"there is no study store at {path}; run `opttune search` first, "
                              f"or give the right --home or --storage")
@@ -151,14 +154,134 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
     except sqlalchemy.exc.ArgumentError:
         raise StoreError(f"--storage {redact(url)!r} is not a valid database URL "
                          f"(e.g. sqlite:///path/opttune.db or postgresql://user@host/db)") from None
-    except ModuleNotFoundError as exc:
-        raise StoreError(f"the database driver {exc.name!r} for {redact(url)} is not installed; "
-                         f"for PostgreSQL: pip install 'opttune[postgres]'") from None
+    except ImportError as exc:  # Optuna wraps the driver's ModuleNotFoundError
+        raise StoreError(_driver_message(url, exc)) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         detail = redact(str(getattr(exc, "orig", exc)) or type(exc).__name__).splitlines()[0]
         where = path if path is not None else redact(url)
         raise StoreError(f"cannot open the study store {where}: {detail}") from None
-    except RuntimeError as exc:  # Optuna's schema-version check
-        msg = redact(str(exc)).splitlines()[0]
-        raise StoreError(f"the study store {redact(url)} has a schema this Optuna cannot use: "
-                         f"{msg}") from None
+    except RuntimeError as exc:  # Optuna's schema-version check (server databases)
+        raise StoreError(_schema_message(redact(url), older="storage upgrade" in str(exc))
+                         ) from None
+
+
+# -- checks before anything is opened (a refused store stays byte for byte as it was) --------
+def check_store_files(stores: Stores) -> None:
+    """Check both SQLite store files before either store is opened, so that a bad one is
+    refused before the other is created."""
+    for url in (stores.storage_url, stores.tracking_uri):
+        path = sqlite_path(url)
+        if path is not None:
+            check_sqlite_file(path)
+    path = sqlite_path(stores.storage_url)
+    if path is not None:
+        check_optuna_schema(path)
+
+
+def _check_not_truncated(path: Path, header: bytes) -> None:
+    """SQLite's header records the database size; a shorter file lost its tail."""
+    if len(header) < 100:
+        if path.stat().st_size > 0:
+            raise StoreError(_damaged(path, "it is shorter than an SQLite header"))
+        return
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    size_is_valid = header[24:28] == header[92:96]  # as SQLite decides it
+    if size_is_valid and pages * page_size > path.stat().st_size:
+        raise StoreError(_damaged(path, f"it holds {path.stat().st_size} bytes of the "
+                                        f"{pages * page_size} its header records"))
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (f"the store {path} is damaged ({why}: truncated by a full disk or an interrupted "
+            f"copy); restore it from a backup, or move it away and point --home/--storage "
+            f"elsewhere")
+
+
+def check_optuna_schema(path: Path) -> None:
+    """Refuse an existing Optuna store of another schema version before Optuna opens it
+    (opening would first add the tables it misses, changing the file, then fail)."""
+    import sqlite3
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            if "alembic_version" not in tables:
+                return  # empty, or made before Optuna used alembic: Optuna decides
+            if "version_info" not in tables:
+                raise StoreError(f"{path} is not an Optuna study store (it has none of "
+                                 f"Optuna's tables; an MLflow store?); give the study store's "
+                                 f"--home or --storage")
+            found = [r[0] for r in con.execute("SELECT version_num FROM alembic_version")]
+            writers = [r[0] for r in con.execute("SELECT library_version FROM version_info")]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(_damaged(path, str(exc))) from None
+    import optuna
+
+    if not found or writers == [optuna.__version__]:
+        return  # written by this very Optuna (reading its schema history takes a while)
+    head, known = _optuna_schema_versions()
+    if found[0] != head:
+        raise StoreError(_schema_message(str(path), older=found[0] in known, found=found[0],
+                                         head=head))
+
+
+@functools.lru_cache(maxsize=1)
+def _optuna_schema_versions() -> tuple[str, frozenset[str]]:
+    """The schema revision this Optuna writes, and every revision it knows."""
+    import optuna.storages._rdb.storage as rdb
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(rdb.__file__).parent / "alembic"))
+    script = ScriptDirectory.from_config(config)
+    return str(script.get_current_head()), frozenset(r.revision for r in script.walk_revisions())
+
+
+def _schema_message(where: str, *, older: bool, found: str = "", head: str = "") -> str:
+    import optuna
+
+    versions = f" (schema {found}; Optuna {optuna.__version__} uses {head})" if found else ""
+    if older:
+        url = where if "://" in where else f"sqlite:///{where}"
+        return (f"the study store {where} was made by an older Optuna{versions}; back it up, "
+                f"then upgrade it in place with: optuna storage upgrade --storage {url}")
+    return (f"the study store {where} was made by a newer Optuna than this one{versions}; "
+            f"upgrade Optuna (pip install -U optuna), or give another --home/--storage")
+
+
+def _driver_message(url: str, exc: ImportError) -> str:
+    cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+    name = cause.name or str(cause).split("'")[1 if "'" in str(cause) else 0]
+    fix = ("pip install 'opttune[postgres]'" if url.startswith("postgres")
+           else "install the driver that the URL names")
+    return (f"the database driver {name!r} for {redact(url)} is not installed; {fix}")
+
+
+def probe_database(url: str, *, what: str) -> None:
+    """One quick connection to a database server, so that a wrong URL fails in seconds with
+    one clear line (MLflow alone retries for nearly two minutes)."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    connect_args = {"connect_timeout": 10} if url.startswith(("postgres", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(driver_url(url), connect_args=connect_args)
+    except sqlalchemy.exc.ArgumentError:
+        raise StoreError(f"{redact(url)!r} is not a valid database URL for the {what}") from None
+    except ImportError as exc:
+        raise StoreError(_driver_message(url, exc)) from None
+    try:
+        with engine.connect():
+            pass
+    except ImportError as exc:
+        raise StoreError(_driver_message(url, exc)) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        detail = redact(str(getattr(exc, "orig", exc)) or type(exc).__name__).splitlines()[0]
+        raise StoreError(f"cannot reach the {what} {redact(url)}: {detail}") from None
+    finally:
+        engine.dispose()

@@ -48,6 +48,11 @@ class Tracker:
 
             check_sqlite_file(path)
             path.parent.mkdir(parents=True, exist_ok=True)
+        elif "://" in tracking_uri and not tracking_uri.startswith(
+                ("http:", "https:", "file:", "databricks")):
+            from tuner.stores import probe_database
+
+            probe_database(tracking_uri, what="MLflow store")  # MLflow retries for minutes
         import mlflow  # noqa: F401  (slow import, kept out of the CLI's start-up)
         from mlflow import MlflowClient
 

@@ -129,7 +129,7 @@ def child_main() -> None:
     try:
         runner.continue_study(spec["name"], stores=stores, device=spec["device"],
                               timeout=spec["timeout"], observer=observer,
-                              seed_salt=int(spec["index"]) + 1)
+                              seed_salt=os.getpid())  # unlike any other job's, on any machine
     except runner.Interrupted as exc:
         code = exc.exit_code
     except OpttuneError as exc:

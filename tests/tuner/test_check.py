@@ -36,7 +36,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> P
     folder.mkdir()
     shutil.copy(_mlflow_template, folder / "mlflow.db")
     search(task="mnist-mlp", study=NAME, n_trials=3, epochs=1, optimizers=["sgd"], seed=1,
-           pruner="none", home=folder)
+           batch_size="512", pruner="none", home=folder)
     return folder
 
 

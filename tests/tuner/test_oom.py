@@ -70,20 +70,20 @@ def task_ref(tmp_path: Path) -> str:
 
 
 def test_an_out_of_memory_trial_fails_and_the_study_goes_on(home: Path, task_ref: str) -> None:
-    result = search(task=task_ref, study="oom", batch_size="32,1024", optimizers=["adam"],
+    result = search(task=task_ref, study="oom", batch_size="128,1024", optimizers=["adam"],
                     n_trials=6, epochs=1, sampler="random", seed=2, defaults_first=False,
                     home=home)
     by_state: dict[str, list[int]] = {}
     for t in result.all_trials:
         by_state.setdefault(t.state, []).append(t.config["batch_size"])
     assert set(by_state) == {"COMPLETE", "FAIL"}, by_state
-    assert set(by_state["FAIL"]) == {1024} and set(by_state["COMPLETE"]) == {32}
+    assert set(by_state["FAIL"]) == {1024} and set(by_state["COMPLETE"]) == {128}
     assert result.total_counted == 6  # an out-of-memory trial counts: it will not fit later
     for t in result.all_trials:
         if t.state == "FAIL":
             assert t.reason is not None and t.reason.startswith("out of memory: CUDA out of "
                                                                 "memory. Tried to allocate")
-    assert result.best is not None and result.best.config["batch_size"] == 32
+    assert result.best is not None and result.best.config["batch_size"] == 128
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     for t in result.all_trials:

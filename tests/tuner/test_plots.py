@@ -34,7 +34,7 @@ def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
 def test_every_kind_as_html_and_png(study_home: Path, tmp_path: Path, kind: str) -> None:
     html = plots.write_plot("s1", kind=kind, output=tmp_path / f"{kind}.html", home=study_home)
     text = Path(html["path"]).read_text(encoding="utf-8")
-    assert text.lstrip().lower().startswith("<html") and text.rstrip().endswith("</html>")
+    assert text.lstrip().lower().startswith("<!doctype html>") and text.rstrip().endswith("</html>")
     assert "plotly" in text.lower() and "s1: " in text  # plotly.js inline; titled by study
     png = plots.write_plot("s1", kind=kind, output=tmp_path / f"{kind}.png", home=study_home)
     data = Path(png["path"]).read_bytes()

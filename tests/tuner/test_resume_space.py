@@ -56,13 +56,14 @@ def snapshot(home: Path) -> dict[str, bytes]:
 def run(home: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["search", "--task", "mnist-mlp", "--study", "s",
                                       "--optimizers", "sgd", "--epochs", "1", "--seed", "1",
+                                      "--batch-size", "512",
                                       "--home", str(home), *args])
     return result.exit_code, " ".join(result.output.split())
 
 
 def test_a_changed_space_is_refused_then_allowed(home: Path) -> None:
     search(task="mnist-mlp", study="s", optimizers=["sgd"], params={"lr": ["1e-3:1e-1"]},
-           n_trials=2, epochs=1, seed=1, home=home)
+           n_trials=2, epochs=1, seed=1, batch_size="512", home=home)
     before = snapshot(home)
 
     code, out = run(home, "--lr", "1e-2:1", "--n-trials", "3")
@@ -86,7 +87,7 @@ def test_a_changed_space_is_refused_then_allowed(home: Path) -> None:
 
 def test_a_change_optuna_cannot_take_is_refused_even_when_allowed(home: Path) -> None:
     search(task="mnist-mlp", study="s", optimizers=["sgd"], n_trials=1, epochs=1, seed=1,
-           home=home)
+           batch_size="512", home=home)
     before = snapshot(home)
     code, out = run(home, "--optimizers", "sgd,adam", "--n-trials", "2",
                     "--allow-changed-space")

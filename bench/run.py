@@ -1,0 +1,145 @@
+"""The one command: `python -m bench` (or `python bench/run.py`) [--quick] [--out PATH].
+
+Runs every measurement, each side by side in this one run, prints a table of ratios with
+the machine and versions, and writes everything to a JSON file (bench/results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, Section, Settings, load  # noqa: E402
+
+SECTIONS = ("epoch", "flops", "choices", "study", "startup", "scaling", "parallel")
+
+
+def settings_for(*, quick: bool, task: str, seed: int) -> Settings:
+    if quick:
+        return Settings(quick=True, task=task, reps=1, train_limit=2048, val_limit=512,
+                        batch_sizes=(128,), study_trials=2, study_epochs=1, seed=seed)
+    return Settings(quick=False, task=task, reps=3, train_limit=None, val_limit=None,
+                    batch_sizes=(64, 128, 256), study_trials=8, study_epochs=3, seed=seed)
+
+
+def run(settings: Settings, only: set[str]) -> dict[str, Any]:
+    from bench import epoch, loop, scaling, study
+    from bench.common import machine
+    from bench.data import load as load_data
+
+    started = time.perf_counter()
+    info = machine()
+    loaded = None
+    if only & {"epoch", "flops", "choices", "scaling"}:
+        loaded = load_data(settings)
+    steps: dict[str, Callable[[], list[Section]]] = {
+        "epoch": lambda: [epoch.epoch_throughput(loaded, settings)],
+        "flops": lambda: [epoch.against_matmul(loaded, settings)],
+        "choices": lambda: [loop.loop_choices(loaded, settings)],
+        "study": lambda: list(study.study_throughput(settings)),
+        "startup": lambda: [study.startup(settings)],
+        "scaling": lambda: [scaling.size_and_width(loaded, settings)],
+        "parallel": lambda: [scaling.side_by_side(settings)],
+    }
+    sections: list[Section] = []
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        print(f"  measuring {name} …", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        made = steps[name]()
+        for section in made:
+            section.seconds = time.perf_counter() - start
+        sections += made
+    info["load_average_at_end"] = round(load(), 2)
+    return {
+        "machine": info,
+        "settings": {k: v for k, v in vars(settings).items()},
+        "data": None if loaded is None else {"source": loaded.data.source,
+                                             "train": loaded.n_train, "val": loaded.n_val,
+                                             "load_s": loaded.seconds},
+        "rows": [r.to_dict() for s in sections for r in s.rows],
+        "sections": {s.name: {"details": s.details, "seconds": s.seconds} for s in sections},
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _value(value: float, unit: str) -> str:
+    if unit == "share":
+        return f"{value:.1%}"
+    if unit == "accuracy":
+        return f"{value:.4f}"
+    if unit in ("samples/s", "MB"):
+        return f"{value:,.0f}"
+    if unit in ("GFLOP/s", "x"):
+        return f"{value:.1f}"
+    if unit == "trials/s":
+        return f"{value:.3f}"
+    return f"{value:.3f}"  # s, ms/step
+
+
+def table(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    head = [f"opttune bench: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
+            f"({m['torch_threads']} threads), optuna {m['optuna']}, mlflow {m['mlflow']}, "
+            f"python {m['python']}, GPU: {m['cuda'] or 'none'}",
+            f"load average {m['load_average_at_start']} at start, {m['load_average_at_end']} "
+            f"at end; {result['seconds']:.0f} s"]
+    if result["data"]:
+        d = result["data"]
+        head.append(f"data: {d['source']}, {d['train']:,} train / {d['val']:,} val")
+    cols = ("section", "measurement", "opttune", "reference", "ratio", "target", "holds")
+    lines = []
+    for r in result["rows"]:
+        ratio = f"{r['ratio']:.0%}" if r["section"] == "2 hardware" else f"{r['ratio']:.2f}x"
+        holds = "" if r["holds"] is None else ("yes" if r["holds"] else "NO")
+        lines.append((r["section"], r["name"], _value(r["opttune"], r["unit"]),
+                      _value(r["reference"], r["unit"]), ratio, r["target"], holds))
+    widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c)
+              for i, c in enumerate(cols)]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in (2, 3, 4) else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    body = [fmt(cols), fmt(tuple("-" * w for w in widths)), *(fmt(line) for line in lines)]
+    notes = [f"  {r['name']}: {r['note']}" for r in result["rows"] if r["note"]]
+    return "\n".join([*head, "", *body, "", "ratio > 1: opttune is better (faster, less "
+                      "memory); hardware row: achieved share of matmul FLOP/s", *notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and one repetition: checks the harness, not speed")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json",
+                        help="where to write the JSON results [default: bench/results.json]")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma list of sections [default: all: {','.join(SECTIONS)}]")
+    parser.add_argument("--task", default="fashion-mnist-mlp",
+                        help="task whose model and data are measured [default: %(default)s]")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {', '.join(sorted(unknown))}; choose from "
+                     f"{', '.join(SECTIONS)}")
+    result = run(settings_for(quick=args.quick, task=args.task, seed=args.seed), only)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(table(result))
+    print(f"\nresults written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

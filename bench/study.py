@@ -1,0 +1,174 @@
+"""3. A whole opttune study against the hand-written Optuna study; 4. what bookkeeping costs.
+
+Each study runs in a fresh process with a fresh home whose MLflow store already exists on
+both sides (creating one runs MLflow's migrations once per home, a one-off the same for
+both; it is measured separately). Same data, model, space (Adam, RMSprop or SGD; lr
+1e-5..1e-1 log), TPE seed, median pruner, trials, epochs and batch size; the hand-written
+study keeps Optuna's in-memory storage as the example does, opttune its SQLite store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import tasks as bench_tasks
+from bench.child import RESULT
+from bench.common import Row, Section, Settings, child_env, python
+
+TARGET_WALL_RATIO = 2.0  # opttune's wall time <= 0.5x the hand-written study's
+TARGET_BOOKKEEPING = 0.03  # MLflow + Optuna < 3% of a trial
+
+
+def bench_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = child_env()
+    env[bench_tasks.BASE_ENV] = settings.task
+    for key, value in ((bench_tasks.TRAIN_ENV, settings.train_limit),
+                       (bench_tasks.VAL_ENV, settings.val_limit)):
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env | extra
+
+
+def run_child(args: list[str], env: dict[str, str], *, timeout: float = 900) -> dict[str, Any]:
+    """Run `python -m bench.child ARGS`; its result, with the wall time seen from here."""
+    start = time.perf_counter()
+    proc = subprocess.run([python(), "-m", "bench.child", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"bench child {' '.join(args[:1])} failed (exit {proc.returncode}): "
+                           + " | ".join(tail))
+    out: dict[str, Any] = json.loads(lines[-1][len(RESULT):])
+    out["wall_s"] = wall
+    return out
+
+
+def mlflow_template(folder: Path) -> tuple[Path, float]:
+    """An empty, initialised MLflow SQLite store to copy into each home; and what it cost."""
+    code = ("import sys; from mlflow import MlflowClient; "
+            "MlflowClient(tracking_uri='sqlite:///' + sys.argv[1]).search_experiments()")
+    db = folder / "template-mlflow.db"
+    start = time.perf_counter()
+    subprocess.run([python(), "-c", code, str(db)], check=True, capture_output=True,
+                   env=child_env(), timeout=300)
+    return db, time.perf_counter() - start
+
+
+def _home(root: Path, name: str, template: Path) -> Path:
+    home = root / name
+    home.mkdir()
+    shutil.copy(template, home / "mlflow.db")
+    return home
+
+
+def study_throughput(settings: Settings) -> tuple[Section, Section]:
+    section, overheads = Section("study"), Section("overheads")
+    root = Path(tempfile.mkdtemp(prefix="opttune-bench-"))
+    try:
+        template, creation = mlflow_template(root)
+        overheads.details["mlflow_store_creation_s"] = creation
+        args = ["--trials", str(settings.study_trials), "--epochs", str(settings.study_epochs),
+                "--batch-size", "128", "--seed", str(settings.seed)]
+        runs: dict[str, list[dict[str, Any]]] = {"opttune": [], "handwritten": []}
+        reps = 1 if settings.quick else max(1, settings.reps // 2)
+        for i in range(reps):
+            for side in runs:
+                home = _home(root, f"{side}-{i}", template)
+                runs[side].append(run_child([side, "--home", str(home), *args],
+                                            bench_env(settings)))
+        section.details = {"runs": runs, "trials": settings.study_trials,
+                           "epochs": settings.study_epochs, "batch_size": 128}
+        best = {side: min(r, key=lambda x: x["wall_s"]) for side, r in runs.items()}
+        ours, theirs = best["opttune"], best["handwritten"]
+        wall_ratio = theirs["wall_s"] / ours["wall_s"]
+        loop_ratio = theirs["clock"]["loop"] / ours["clock"]["loop"]
+        work = f"{settings.study_trials} trials x {settings.study_epochs} epochs"
+        section.rows += [
+            Row("3 study", f"study wall time, {work} (s)", ours["wall_s"], theirs["wall_s"],
+                "s", wall_ratio, target=f"<= {1 / TARGET_WALL_RATIO:g}x time",
+                holds=wall_ratio >= TARGET_WALL_RATIO,
+                note="whole process: start, imports, data, stores, trials"),
+            Row("3 study", "study trial loop only (s)", ours["clock"]["loop"],
+                theirs["clock"]["loop"], "s", loop_ratio),
+            Row("3 study", "best val accuracy", ours["best_value"], theirs["best_value"],
+                "accuracy", ours["best_value"] / theirs["best_value"], target="same or better",
+                holds=ours["best_value"] >= theirs["best_value"]),
+        ]
+        overheads.rows += _bookkeeping_rows(ours, theirs)
+        overheads.rows.append(Row(
+            "4 overhead", "peak memory of a study (MB, ru_maxrss)", ours["maxrss_mb"],
+            theirs["maxrss_mb"], "MB", theirs["maxrss_mb"] / ours["maxrss_mb"]))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return section, overheads
+
+
+def _bookkeeping_rows(ours: dict[str, Any], theirs: dict[str, Any]) -> list[Row]:
+    def shares(run: dict[str, Any]) -> dict[str, float]:
+        clock = run["clock"]
+        loop = clock["loop"]
+        calls = clock.get("mlflow_in_loop", clock.get("mlflow", 0.0)) + \
+            clock.get("optuna_in_loop", clock.get("optuna", 0.0))
+        training = clock.get("fit", loop) - clock.get("mlflow_in_fit", 0.0) - \
+            clock.get("optuna_in_fit", 0.0)
+        return {"calls": calls / loop, "not_training": max(0.0, loop - training) / loop}
+
+    mine, yours = shares(ours), shares(theirs)
+    return [
+        Row("4 overhead", "MLflow + Optuna calls, share of the trial loop", mine["calls"],
+            yours["calls"], "share", yours["calls"] / max(mine["calls"], 1e-9),
+            target=f"< {TARGET_BOOKKEEPING:.0%}", holds=mine["calls"] < TARGET_BOOKKEEPING,
+            note=f"all non-training time in opttune's loop: {mine['not_training']:.1%}"),
+    ]
+
+
+def startup(settings: Settings) -> Section:
+    """Start-up time of CLI commands (a fresh process each, median of several)."""
+    from statistics import median
+
+    section = Section("startup")
+    runs = 3 if settings.quick else 7
+    script = Path(python()).with_name("opttune")
+    cli = [str(script)] if script.exists() else [python(), "-m", "tuner"]
+    empty = Path(tempfile.mkdtemp(prefix="opttune-bench-home-"))
+    commands = {"python -c pass": [python(), "-c", "pass"], "opttune --help": [*cli, "--help"],
+                "opttune tasks": [*cli, "tasks"]}
+    if subprocess.run([*cli, "studies", "--help"], capture_output=True,
+                      env=child_env()).returncode == 0:
+        commands["opttune studies"] = [*cli, "studies", "--home", str(empty)]
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    try:
+        for _ in range(runs):
+            for name, cmd in commands.items():
+                start = time.perf_counter()
+                subprocess.run(cmd, capture_output=True, env=child_env(), check=False,
+                               cwd=empty)
+                times[name].append(time.perf_counter() - start)
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
+    section.details = {"runs": times}
+    floor = median(times.pop("python -c pass"))
+    section.details["python_startup_s"] = floor
+    for name, values in times.items():
+        t = median(values)
+        target = name == "opttune --help"
+        section.rows.append(Row("4 overhead", f"{name} start-up (s, median of {runs})", t, floor,
+                                "s", floor / t, target="< 0.3 s" if target else "",
+                                holds=t < 0.3 if target else None,
+                                note="reference: python -c pass"))
+    return section
+
+
+def tmp_dir() -> Path:
+    return Path(os.environ.get("TMPDIR", tempfile.gettempdir()))
