@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tuner import study as studies
-from tuner.config import TrialConfig
 from tuner.errors import OpttuneError, StoreError
 from tuner.events import NullObserver, Observer, TrialOutcome
-from tuner.space import DEFAULTS_ATTR, Space
+from tuner.space import Space
 from tuner.stores import Stores, check_store_files, redact, resolve_stores
 
 
@@ -98,8 +97,8 @@ def search(
     """
     from tuner import sampling
     from tuner.devices import check_device_spec
-    from tuner.spacefile import load_space_file
     from tuner.space import build_space
+    from tuner.spacefile import load_space_file
 
     observer = observer or NullObserver()
     if n_trials < 1:

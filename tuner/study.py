@@ -84,7 +84,8 @@ def exists(storage: Any, name: str) -> bool:
 
 def create_study(storage: Any, name: str, meta: StudyMeta, *, sampler: Any,
                  pruner: Any) -> optuna.Study:
-    study = optuna.create_study(study_name=name, storage=storage, direction=meta.direction,
+    direction = optuna.study.StudyDirection[meta.direction.upper()]
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                 sampler=sampler, pruner=pruner)
     for key, value in meta.user_attrs().items():
         study.set_user_attr(key, value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -218,7 +219,8 @@ class TrialRunner:
             if _is_oom(exc):
                 reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
             else:
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+                reason = f"{type(exc).__name__}: {first_line}"
             state = "FAIL"
         if reason and reason.startswith("out of memory"):
             # Only now, with the exception and its frames gone, is the trial's memory free.
@@ -256,11 +258,12 @@ class TrialRunner:
         return outcome
 
     def best(self) -> TrialOutcome | None:
-        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.value is not None and math.isfinite(t.value)]  # never an inf or NaN
         if not complete:
             return None
         pick = max if self.s.meta.direction == "maximize" else min
-        return outcome_of(pick(complete, key=lambda t: t.value))
+        return outcome_of(pick(complete, key=lambda t: float(t.value or 0.0)))
 
     def _parent_status(self, status: str) -> None:
         if self.parent:
