@@ -137,8 +137,8 @@ def _check_states(states: Sequence[str] | None) -> set[str]:
         for part in text.split(","):
             state = aliases.get(part.strip().upper(), part.strip().upper())
             if state not in STATES:
-                raise OpttuneError(f"--state must be among {', '.join(s.lower() for s in STATES)}"
-                                   f", but got {part.strip()!r}")
+                raise OpttuneError("--state must be among complete, pruned, failed, running, "
+                                   f"waiting, but got {part.strip()!r}")
             out.add(state)
     return out
 

@@ -277,7 +277,10 @@ def print_studies(rows: list[dict[str, Any]], *, storage: str) -> None:
 
 
 def print_trials(rows: list[dict[str, Any]], *, study: str) -> None:
-    metric = rows[0]["metric"] if rows else "value"
+    if not rows:
+        console.print(f"No trials of {study} match.", markup=False)
+        return
+    metric = rows[0]["metric"]
     table = _table(f"Trials of {study}", ("#", "state", metric, "optimizer", "params",
                                           "batch", "epochs", "seconds", "MLflow run"),
                    wide=("params", "MLflow run"))
@@ -289,8 +292,6 @@ def print_trials(rows: list[dict[str, Any]], *, study: str) -> None:
                       f"{r['epochs_run']}/{_fmt(r['epochs'])}", _fmt(r["seconds"]),
                       r["run_id"] or "-")
     _print_table(table)
-    if not rows:
-        console.print("No trials match.")
 
 
 def print_csv(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -11,6 +11,7 @@ import gc
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -47,6 +48,10 @@ class TrialRunner:
         self.observer = observer
         self.parent = session.meta.mlflow.get("parent_run_id", "")
         self.experiment = session.meta.mlflow.get("experiment_id", "")
+        # Every MLflow call runs on this one thread, in order. An SQLite write costs tens of
+        # ms: epoch metrics and a trial's end are logged while training goes on (see _later).
+        self._mlflow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opttune-mlflow")
+        self._mlflow_errors: list[str] = []
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, target: int, timeout: float | None) -> SearchResult:
@@ -100,6 +105,7 @@ class TrialRunner:
                 self._parent_status("KILLED")
                 raise Interrupted(signum) from None
         self._parent_status("FINISHED")
+        self._safe(lambda: None)  # every queued MLflow write is in before we return
         if self.parent and result.trials:  # the study's plots, on its parent run
             from tuner.plots import log_study_plots
 
@@ -190,7 +196,7 @@ class TrialRunner:
             history.append(r.value)
             trial.report(r.value, r.epoch)
             if run_id:
-                self._safe(self.tracker.log_epoch, run_id, r.epoch, {
+                self._later(self.tracker.log_epoch, run_id, r.epoch, {
                     "train_loss": r.train_loss, "val_loss": r.val_loss,
                     self.s.meta.metric: r.value, "lr": r.lr, "epoch_seconds": r.seconds})
             self.observer.epoch_end(trial.number, r.epoch, config.epochs, r.value, r.train_loss)
@@ -244,10 +250,10 @@ class TrialRunner:
         if run_id:
             tags = {k: v for k, v in attrs.items() if k != "seconds"}
             metrics = {"trial_seconds": seconds} | ({"value": value} if value is not None else {})
-            self._safe(self.tracker.end_trial, run_id, state=mlflow_state or state, tags=tags,
-                       metrics=metrics)
+            self._later(self.tracker.end_trial, run_id, state=mlflow_state or state, tags=tags,
+                        metrics=metrics)
             if best is not None and best.number == trial.number and self.parent:
-                self._safe(self.tracker.set_tags, self.parent, {
+                self._later(self.tracker.set_tags, self.parent, {
                     "best_trial": best.number, "best_value": best.value,
                     "best_run_id": run_id, "best_optimizer": best.config.get("optimizer")})
         outcome = TrialOutcome(number=trial.number, state=state, value=value,
@@ -274,14 +280,25 @@ class TrialRunner:
                            {OWNER_TAG: json.dumps(studies.owner_record())})
 
     def _safe(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """MLflow trouble is reported, never fatal to the study: Optuna's record is primary."""
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            self.observer.notice(f"MLflow: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-            return None
+        """MLflow trouble is reported, never fatal to the study: Optuna's record is primary.
+
+        Waits for the call (and so for every MLflow call queued before it)."""
+        result = self._later(fn, *args, **kwargs).result()
+        while self._mlflow_errors:
+            self.observer.notice(self._mlflow_errors.pop(0))
+        return result
+
+    def _later(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Queue an MLflow call on the MLflow thread; a failure is reported by the next _safe."""
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                self._mlflow_errors.append(f"MLflow: {type(exc).__name__}: {first}")
+                return None
+
+        return self._mlflow.submit(call)
 
 
 def _free_memory(device: str) -> None:

@@ -12,24 +12,21 @@ from pathlib import Path
 import optuna
 import pytest
 from click.testing import CliRunner, Result
+from small_study import small_study_copy
 
 from tuner.cli import cli
 
 
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
-    """Study s1 (sgd, adam: 6 trials) and s2 (adam, momentum: 3 trials) in one home."""
+    """Study s1 (sgd, adam: 6 trials; see small_study.py) and s2 (adam, momentum: 2 trials)."""
     from tuner.runner import search
 
-    folder = tmp_path_factory.mktemp("cli-inspect") / "home"
-    folder.mkdir()
-    shutil.copy(_mlflow_template, folder / "mlflow.db")
+    folder = small_study_copy(tmp_path_factory, _mlflow_template, "cli-inspect")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
         env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        search(task="mnist-mlp", study="s1", n_trials=6, epochs=2, seed=0,
-               optimizers=["sgd", "adam"], home=folder)
-        search(task="mnist-mlp", study="s2", n_trials=3, epochs=1, seed=0,
+        search(task="mnist-mlp", study="s2", n_trials=2, epochs=1, seed=0,
                optimizers=["adam", "momentum"], home=folder)
     return folder
 
@@ -145,7 +142,7 @@ def test_delete_asks_then_removes_the_study_and_its_experiment(study_home: Path,
         f"sqlite:///{home / 'opttune.db'}")]
     experiment = _study(home, "s2").user_attrs["mlflow"]["experiment_id"]
     out = _run(home, "delete", "s2", "--yes").stdout
-    assert "Deleted study s2 (3 trials)" in out and "marked deleted" in out
+    assert "Deleted study s2 (2 trials)" in out and "marked deleted" in out
     names = [r["study"] for r in json.loads(_run(home, "studies", "--format", "json").stdout)]
     assert names == ["s1"]
     from mlflow import MlflowClient

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import statistics
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from small_study import small_study_copy
 
 from tuner import inspect
 from tuner.errors import OpttuneError, StudyNotFoundError
@@ -18,18 +18,8 @@ from tuner.errors import OpttuneError, StudyNotFoundError
 
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
-    """One small real study (sgd and adam, 6 trials of 2 epochs) for the whole module."""
-    from tuner.runner import search
-
-    folder = tmp_path_factory.mktemp("inspect") / "home"
-    folder.mkdir()
-    shutil.copy(_mlflow_template, folder / "mlflow.db")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
-        env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        search(task="mnist-mlp", study="s1", n_trials=6, epochs=2, seed=0,
-               optimizers=["sgd", "adam"], home=folder)
-    return folder
+    """Study s1: sgd and adam, 6 trials of 2 epochs (see small_study.py)."""
+    return small_study_copy(tmp_path_factory, _mlflow_template, "inspect")
 
 
 def _direct(home: Path) -> optuna.Study:

@@ -105,7 +105,7 @@ def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path) -> None
     assert sorted(retries) == sorted(t.number for t in interrupted)  # each queued once
     _assert_stores_agree(home, "term")
 
-    result = CliRunner().invoke(cli, ["resume", "term", "--home", str(home), "--jobs", "2"])
+    result = CliRunner().invoke(cli, ["resume", "term", "--home", str(home)])
     assert result.exit_code == 0, result.output
     study = _study(home, "term")
     assert counted(study.trials) == 4 == len(study.get_trials(states=FINISHED))

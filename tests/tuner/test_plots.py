@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import optuna
 import pytest
+from small_study import small_study_copy
 
 from tuner import plots
 from tuner.errors import OpttuneError
@@ -16,17 +16,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
-    from tuner.runner import search
-
-    folder = tmp_path_factory.mktemp("plots") / "home"
-    folder.mkdir()
-    shutil.copy(_mlflow_template, folder / "mlflow.db")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
-        env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        search(task="mnist-mlp", study="s1", n_trials=5, epochs=2, seed=0,
-               optimizers=["sgd", "adam"], home=folder)
-    return folder
+    """Study s1: sgd and adam, 6 trials of 2 epochs (see small_study.py)."""
+    return small_study_copy(tmp_path_factory, _mlflow_template, "plots")
 
 
 @pytest.mark.slow

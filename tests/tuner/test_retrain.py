@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from click.testing import CliRunner
+from small_study import small_study_copy
 
 from tuner.cli import cli
 from tuner.errors import OpttuneError
@@ -20,17 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
-    from tuner.runner import search
-
-    folder = tmp_path_factory.mktemp("retrain") / "home"
-    folder.mkdir()
-    shutil.copy(_mlflow_template, folder / "mlflow.db")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
-        env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        search(task="mnist-mlp", study="s1", n_trials=4, epochs=2, seed=0,
-               optimizers=["sgd", "adam"], home=folder)
-    return folder
+    """Study s1: sgd and adam, 6 trials of 2 epochs (see small_study.py)."""
+    return small_study_copy(tmp_path_factory, _mlflow_template, "retrain")
 
 
 def _score_saved_model(folder: Path) -> float:
@@ -86,7 +77,7 @@ def test_retrain_a_chosen_trial_for_other_epochs_as_json(study_home: Path) -> No
 def test_retrain_refuses_a_trial_that_is_not_there(study_home: Path) -> None:
     from tuner.retrain import retrain
 
-    with pytest.raises(OpttuneError, match="--trial 99: study 's1' has trials 0 to 3"):
+    with pytest.raises(OpttuneError, match="--trial 99: study 's1' has trials 0 to 5"):
         retrain("s1", trial=99, home=study_home)
     with pytest.raises(OpttuneError, match="--epochs must be >= 1, but got 0"):
         retrain("s1", epochs=0, home=study_home)

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 import pytest
+from small_study import small_study_copy
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +34,8 @@ CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-bro
 
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
-    from tuner.runner import search
-
-    folder = tmp_path_factory.mktemp("ui") / "home"
-    folder.mkdir()
-    shutil.copy(_mlflow_template, folder / "mlflow.db")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
-        env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        search(task="mnist-mlp", study="s1", n_trials=4, epochs=1, seed=0,
-               optimizers=["sgd", "adam"], home=folder)
-    return folder
+    """Study s1: sgd and adam, 6 trials of 2 epochs (see small_study.py)."""
+    return small_study_copy(tmp_path_factory, _mlflow_template, "ui")
 
 
 def _free_port() -> int:
@@ -214,11 +206,11 @@ def test_the_printed_url_shows_the_runs_table_with_nested_trials(
         rows = " | ".join(browser.wait_for(ROWS))
         assert re.search(r"\bs1\b", rows) and "trial 0" not in rows
         browser.js(f"document.querySelector('{EXPANDER}').click()")
-        rows = browser.wait_for(f"(r => r.some(t => t.includes('trial 3')) && r)({ROWS})")
+        rows = browser.wait_for(f"(r => r.some(t => t.includes('trial 5')) && r)({ROWS})")
         texts = [" ".join(r.split()) for r in rows]
         parent = next(i for i, t in enumerate(texts) if re.search(r"\bs1\b", t))
         trials = [i for i, t in enumerate(texts) if re.search(r"trial \d · (sgd|adam)", t)]
-        assert len(trials) == 4 and min(trials) > parent  # listed under the study's run
+        assert len(trials) == 6 and min(trials) > parent  # listed under the study's run
         assert any("trial 0 · sgd" in t for t in texts)
         assert any("trial 1 · adam" in t for t in texts)
     finally:

@@ -169,6 +169,7 @@ def test_a_killed_workers_trial_fails_and_runs_again_once(pg_url: str, home: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_silent_trial_of_another_machine_is_failed_by_heartbeat(
         pg_url: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that died (no pid to look at here): its heartbeat stops, the trial is failed
