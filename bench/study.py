@@ -10,7 +10,6 @@ study keeps Optuna's in-memory storage as the example does, opttune its SQLite s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -92,15 +91,15 @@ def study_throughput(settings: Settings) -> tuple[Section, Section]:
         best = {side: min(r, key=lambda x: x["wall_s"]) for side, r in runs.items()}
         ours, theirs = best["opttune"], best["handwritten"]
         wall_ratio = theirs["wall_s"] / ours["wall_s"]
-        loop_ratio = theirs["clock"]["loop"] / ours["clock"]["loop"]
+        loop_ratio = theirs["clock"]["trial"] / ours["clock"]["trial"]
         work = f"{settings.study_trials} trials x {settings.study_epochs} epochs"
         section.rows += [
             Row("3 study", f"study wall time, {work} (s)", ours["wall_s"], theirs["wall_s"],
                 "s", wall_ratio, target=f"<= {1 / TARGET_WALL_RATIO:g}x time",
                 holds=wall_ratio >= TARGET_WALL_RATIO,
                 note="whole process: start, imports, data, stores, trials"),
-            Row("3 study", "study trial loop only (s)", ours["clock"]["loop"],
-                theirs["clock"]["loop"], "s", loop_ratio),
+            Row("3 study", "study, trials only (s)", ours["clock"]["trial"],
+                theirs["clock"]["trial"], "s", loop_ratio),
             Row("3 study", "best val accuracy", ours["best_value"], theirs["best_value"],
                 "accuracy", ours["best_value"] / theirs["best_value"], target="same or better",
                 holds=ours["best_value"] >= theirs["best_value"]),
@@ -114,22 +113,32 @@ def study_throughput(settings: Settings) -> tuple[Section, Section]:
     return section, overheads
 
 
-def _bookkeeping_rows(ours: dict[str, Any], theirs: dict[str, Any]) -> list[Row]:
-    def shares(run: dict[str, Any]) -> dict[str, float]:
-        clock = run["clock"]
-        loop = clock["loop"]
-        calls = clock.get("mlflow_in_loop", clock.get("mlflow", 0.0)) + \
-            clock.get("optuna_in_loop", clock.get("optuna", 0.0))
-        training = clock.get("fit", loop) - clock.get("mlflow_in_fit", 0.0) - \
-            clock.get("optuna_in_fit", 0.0)
-        return {"calls": calls / loop, "not_training": max(0.0, loop - training) / loop}
+def bookkeeping(run: dict[str, Any]) -> dict[str, float]:
+    """Shares of the trials' time: MLflow and Optuna calls, and all that is not training.
 
-    mine, yours = shares(ours), shares(theirs)
+    `trial` is every second spent running trials (for opttune: claiming each trial under the
+    study's lock, then run_one; for the hand-written study: study.optimize); training is the
+    time in fit (the objective) less the Optuna and MLflow calls made from inside it.
+    """
+    clock = run["clock"]
+    trial = clock["trial"]
+    calls = clock.get("mlflow_in_trial", 0.0) + clock.get("optuna_in_trial", 0.0)
+    training = clock.get("fit", 0.0) - clock.get("mlflow_in_fit", 0.0) - \
+        clock.get("optuna_in_fit", 0.0)
+    return {"trial_s": trial, "training_s": training,
+            "mlflow_s": clock.get("mlflow_in_trial", 0.0),
+            "optuna_s": clock.get("optuna_in_trial", 0.0),
+            "calls": calls / trial, "not_training": max(0.0, trial - training) / trial}
+
+
+def _bookkeeping_rows(ours: dict[str, Any], theirs: dict[str, Any]) -> list[Row]:
+    mine, yours = bookkeeping(ours), bookkeeping(theirs)
     return [
-        Row("4 overhead", "MLflow + Optuna calls, share of the trial loop", mine["calls"],
+        Row("4 overhead", "MLflow + Optuna calls, share of trial time", mine["calls"],
             yours["calls"], "share", yours["calls"] / max(mine["calls"], 1e-9),
             target=f"< {TARGET_BOOKKEEPING:.0%}", holds=mine["calls"] < TARGET_BOOKKEEPING,
-            note=f"all non-training time in opttune's loop: {mine['not_training']:.1%}"),
+            note=f"MLflow {mine['mlflow_s']:.2f} s, Optuna {mine['optuna_s']:.2f} s of "
+                 f"{mine['trial_s']:.1f} s; all but training: {mine['not_training']:.1%}"),
     ]
 
 
@@ -168,7 +177,3 @@ def startup(settings: Settings) -> Section:
                                 holds=t < 0.3 if target else None,
                                 note="reference: python -c pass"))
     return section
-
-
-def tmp_dir() -> Path:
-    return Path(os.environ.get("TMPDIR", tempfile.gettempdir()))
