@@ -106,11 +106,12 @@ def study_opttune(args: argparse.Namespace) -> dict[str, Any]:
     result = search(task=TASK_REF, study="bench", n_trials=args.trials, epochs=args.epochs,
                     optimizers=OPTIMIZERS, params=FIXED, batch_size=str(args.batch_size),
                     seed=args.seed, sampler="tpe", pruner="median", device="cpu",
-                    home=args.home)
-    states = [t.state for t in result.trials]
+                    home=args.home, jobs=args.jobs)
+    states = [t.state for t in result.all_trials]
     return {"best_value": result.best.value if result.best else None,
             "best_config": result.best.config if result.best else None,
             "states": {s: states.count(s) for s in set(states)}, "import_s": ready - _STARTED,
+            "epochs_trained": sum(t.epochs_run for t in result.all_trials),
             "clock": clock.seconds, "calls": clock.calls}
 
 
@@ -144,6 +145,7 @@ def study_handwritten(args: argparse.Namespace) -> dict[str, Any]:
     states = [t.state.name for t in study.trials]
     return {"best_value": study.best_value, "best_config": study.best_params,
             "states": {s: states.count(s) for s in set(states)}, "import_s": ready - _STARTED,
+            "epochs_trained": sum(len(t.intermediate_values) for t in study.trials),
             "clock": clock.seconds, "calls": clock.calls}
 
 
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=None, help="opttune's --jobs")
     args = parser.parse_args(argv)
     out = MODES[args.mode](args)
     out["process_s"] = time.perf_counter() - _STARTED

@@ -27,7 +27,7 @@ def settings_for(*, quick: bool, task: str, seed: int) -> Settings:
         return Settings(quick=True, task=task, reps=1, train_limit=2048, val_limit=512,
                         batch_sizes=(128,), study_trials=2, study_epochs=1, seed=seed)
     return Settings(quick=False, task=task, reps=3, train_limit=None, val_limit=None,
-                    batch_sizes=(64, 128, 256), study_trials=8, study_epochs=3, seed=seed)
+                    batch_sizes=(64, 128, 256), study_trials=8, study_epochs=2, seed=seed)
 
 
 def run(settings: Settings, only: set[str]) -> dict[str, Any]:
@@ -126,8 +126,20 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma list of sections [default: all: {','.join(SECTIONS)}]")
     parser.add_argument("--task", default="fashion-mnist-mlp",
                         help="task whose model and data are measured [default: %(default)s]")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every measured loop, both sides (and OMP_NUM_"
+                             "THREADS of the study processes) [default: torch's, one per core]")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        import os
+
+        import torch
+
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, but got {args.threads}")
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SECTIONS)
     if unknown:

@@ -67,6 +67,10 @@ def check(name: str, *, fix: bool = False, home: str | Path | None = None,
     meta = studies.StudyMeta.from_study(study)
     tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     report = inspect_study(study, tracker, meta)
+    stored = meta.mlflow.get("tracking_uri")
+    if stored and stored != redact(stores.tracking_uri):
+        report.notes.append(f"the study was logged to MLflow at {stored}; this check looked at "
+                            f"{redact(stores.tracking_uri)} (give --tracking-uri or --home)")
     if fix:
         for problem in report.problems:
             repair(study, tracker, problem)
@@ -229,7 +233,8 @@ def _recreate_experiment(study: optuna.Study, tracker: Tracker) -> None:
     parent = tracker.create_parent(experiment, study=name, params={
         "task": meta.task, "data_source": meta.data_source, **settings}, tags={"study": name})
     study.set_user_attr("mlflow", {**meta.mlflow, "experiment_id": experiment,
-                                   "parent_run_id": parent})
+                                   "parent_run_id": parent,
+                                   "tracking_uri": redact(tracker.tracking_uri)})
 
 
 def describe(problem: Problem) -> dict[str, Any]:

@@ -258,6 +258,7 @@ def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
     if fmt == "json":
         report.print_json({"study": result.study, "trials": result.trials, "runs": result.runs,
                            "running": result.running, "fixed": result.fixed,
+                           "notes": result.notes,
                            "problems": [describe(p) for p in result.problems]})
     else:
         report.print_check(result)

@@ -216,6 +216,8 @@ def print_check(result: Any) -> None:
     if result.running:
         console.print(f"Running now (left alone): trials "
                       f"{', '.join(str(n) for n in result.running)}", style="dim")
+    for note in result.notes:
+        print_notice(note)
     if not result.problems:
         console.print(Text("No problems: no trial is left RUNNING, and every finished trial "
                            "has an MLflow run with the matching status.", style="green"))

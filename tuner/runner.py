@@ -176,8 +176,8 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
         raise OpttuneError(f"--n-trials must be >= 1, but got {n_trials}")
     if device is not None:
         check_device_spec(device)
-    slots = plan_slots(jobs=jobs, device=device, devices=devices,
-                       trials_per_device=trials_per_device)
+        if devices:
+            raise OpttuneError(f"give --device or --devices, not both (got --device {device})")
     check_store_files(stores)
     if storage_obj is None:
         storage_obj = studies_storage(stores, create=False)
@@ -186,6 +186,9 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
     settings = dict(meta.settings)
     if device is not None:
         settings["device"] = device
+    # Without --devices, --jobs uses the study's device (or the override) on this machine.
+    slots = plan_slots(jobs=jobs, device=None if devices else settings.get("device"),
+                       devices=devices, trials_per_device=trials_per_device)
     done = studies.counted(study.get_trials(deepcopy=False))
     target = done + n_trials if n_trials is not None else int(settings.get("n_trials", done))
     task_obj = get_task(meta.task)

@@ -106,7 +106,8 @@ class TrialRunner:
                 raise Interrupted(signum) from None
         self._parent_status("FINISHED")
         self._safe(lambda: None)  # every queued MLflow write is in before we return
-        if self.parent and result.trials:  # the study's plots, on its parent run
+        # The study's plots, on its parent run: drawn by the last of its processes to finish.
+        if self.parent and result.trials and not self._running_elsewhere():
             from tuner.plots import log_study_plots
 
             self._safe(log_study_plots, self.study, tracker=self.tracker, run_id=self.parent)
@@ -168,10 +169,12 @@ class TrialRunner:
                 trial: optuna.Trial | None = None) -> TrialOutcome:
         from tuner.train import Diverged, fit
 
+        claimed = trial is not None  # budget.claim_next already recorded the owner
         trial = trial if trial is not None else self.study.ask()
         try:
-            self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
-                                                      studies.owner_record())
+            if not claimed:
+                self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
+                                                          studies.owner_record())
             config = self.s.space.suggest(trial)
         except BaseException as exc:  # never leave a trial RUNNING, whatever went wrong
             if isinstance(exc, KeyboardInterrupt):

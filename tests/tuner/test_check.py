@@ -141,6 +141,12 @@ def test_every_kind_of_crash_damage_is_found_then_fixed(stores: Path) -> None:
     cli_result = CliRunner().invoke(cli, ["check", NAME, "--home", str(stores)])
     assert cli_result.exit_code == 1
     assert "--fix" in cli_result.output and "stale-trial" in cli_result.output
+    as_json = CliRunner().invoke(cli, ["check", NAME, "--format", "json", "--home", str(stores)])
+    assert as_json.exit_code == 1
+    document = json.loads(as_json.output)
+    assert document["fixed"] is False and len(document["problems"]) == 7
+    assert {"kind": "stale-trial", "trial": stale.number, "run_id": stale_run} in [
+        {k: p[k] for k in ("kind", "trial", "run_id")} for p in document["problems"]]
 
     fixed = CliRunner().invoke(cli, ["check", NAME, "--fix", "--home", str(stores)])
     assert fixed.exit_code == 0, fixed.output

@@ -26,7 +26,7 @@ from tuner.check import check
 from tuner.cli import cli
 
 STUDY = "k"
-EPOCHS = 6  # long enough that a trial is still training well after its first epoch
+EPOCHS = 4  # long enough that a trial is still training well after its first epoch
 
 
 def start_search(home: Path) -> subprocess.Popen[str]:
