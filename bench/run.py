@@ -27,7 +27,7 @@ def settings_for(*, quick: bool, task: str, seed: int) -> Settings:
         return Settings(quick=True, task=task, reps=1, train_limit=2048, val_limit=512,
                         batch_sizes=(128,), study_trials=2, study_epochs=1, seed=seed)
     return Settings(quick=False, task=task, reps=3, train_limit=None, val_limit=None,
-                    batch_sizes=(64, 128, 256), study_trials=8, study_epochs=2, seed=seed)
+                    batch_sizes=(64, 128, 256), study_trials=8, study_epochs=3, seed=seed)
 
 
 def run(settings: Settings, only: set[str]) -> dict[str, Any]:

@@ -146,7 +146,8 @@ def worker(**kwargs: Any) -> None:
     """Join study NAME from this machine: run its trials until its budget is met.
 
     Everything else (task, space, settings, the MLflow store) comes from the study, e.g.
-    `opttune worker s1 --storage postgresql://user:pw@host/db --jobs 4`.
+    `opttune worker s1 --storage postgresql://user@host/db --jobs 4` (the password in
+    ~/.pgpass or $PGPASSWORD).
     """
     _run_search("worker", **kwargs)
 
