@@ -141,6 +141,7 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
         if done + len(running) < target:
             with warnings.catch_warnings():  # we run the heartbeat ourselves (see heartbeat)
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                _prefer_retries(study)
                 trial = study.ask()
             storage = study._storage
             try:
@@ -157,6 +158,28 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
         heartbeats = is_heartbeat_enabled(study._storage)
         wait = done < target and any(_may_come_back(t, heartbeats) for t in running)
         return Claim(trial=None, done=done, running=len(running), wait=wait)
+
+
+def _prefer_retries(study: optuna.Study) -> None:
+    """Make `ask` pop an interrupted trial's re-run before other queued trials.
+
+    Optuna pops queued trials lowest number first, so a re-run (queued when its trial was
+    killed) would wait behind the queued defaults trials and, with a small budget, never run.
+    """
+    storage, study_id = study._storage, study._study_id
+
+    def pop() -> int | None:
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        waiting.sort(key=lambda t: ("retry_of" not in t.user_attrs, t.number))
+        for t in waiting:
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                    return int(t._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    study._pop_waiting_trial_id = pop  # type: ignore[method-assign]
 
 
 def _may_come_back(trial: Any, heartbeats: bool) -> bool:

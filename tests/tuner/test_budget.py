@@ -76,3 +76,19 @@ def test_the_study_lock_holds_off_another_process_until_released(tmp_path: Path)
     proc.wait(timeout=60)
     assert got >= released
     assert (tmp_path / "opttune.db.lock").exists()  # the lock file sits next to the store
+
+
+def test_a_re_run_is_claimed_before_other_queued_trials(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'opttune.db'}", create=True)
+    study = optuna.create_study(study_name="r", storage=storage)
+    study.enqueue_trial({"x": 1.0})  # e.g. a defaults trial still waiting
+    study.enqueue_trial({"x": 2.0}, user_attrs={"retry_of": 0})  # an interrupted trial's re-run
+
+    first = claim_next(study, target=5, recover=lambda: None)
+    assert first.trial is not None
+    assert first.trial.user_attrs.get("retry_of") == 0
+    assert first.trial.suggest_float("x", 0.0, 3.0) == 2.0
+    study.tell(first.trial, 0.0)
+
+    second = claim_next(study, target=5, recover=lambda: None)
+    assert second.trial is not None and second.trial.suggest_float("x", 0.0, 3.0) == 1.0
