@@ -47,7 +47,10 @@ class Clock:
         self.calls[bucket] = self.calls.get(bucket, 0) + 1
 
     def wrap(self, owner: Any, name: str, bucket: str, *, nested: bool = False) -> None:
-        fn = getattr(owner, name)
+        setattr(owner, name, self.timed(getattr(owner, name), bucket, nested=nested))
+
+    def timed(self, fn: Callable[..., Any], bucket: str, *,
+              nested: bool = False) -> Callable[..., Any]:
         clock = self
 
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -71,7 +74,7 @@ class Clock:
                     for outer in clock._inside:  # e.g. MLflow time spent inside fit's epochs
                         clock._add(f"{bucket}_in_{outer}", seconds)
 
-        setattr(owner, name, timed)
+        return timed
 
 
 def _optuna_calls(clock: Clock) -> None:
@@ -130,15 +133,12 @@ def study_handwritten(args: argparse.Namespace) -> dict[str, Any]:
     make = handwritten.make_objective
 
     def timed_objective(*a: Any, **k: Any) -> Any:
-        objective = make(*a, **k)
-        box = type("Box", (), {"objective": staticmethod(objective)})
-        clock.wrap(box, "objective", "fit", nested=True)
-        return box.objective
+        return clock.timed(make(*a, **k), "fit", nested=True)
 
     handwritten.make_objective = timed_objective  # type: ignore[assignment]
     ready = time.perf_counter()
     task = get_task(TASK_REF)
-    data = task.load_data(data_dir=None)
+    data = task.read_data()
     study = handwritten.run_study(task, data, tracking_uri=f"sqlite:///{args.home}/mlflow.db",
                                   trials=args.trials, epochs=args.epochs,
                                   batch_size=args.batch_size, seed=args.seed)
@@ -159,7 +159,7 @@ def trials_at_once(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     task = get_task(TASK_REF)
-    data = DeviceData.from_task_data(task.load_data(data_dir=None), "cpu")
+    data = DeviceData.from_task_data(task.read_data(), "cpu")
     config = TrialConfig("adam", {"lr": 1e-3}, args.batch_size, args.epochs)
     fit(task, data, TrialConfig("adam", {"lr": 1e-3}, args.batch_size, 1), device="cpu")
     print("READY", flush=True)

@@ -33,7 +33,7 @@ def load(settings: Settings) -> Loaded:
 
     task = get_task(settings.task)
     start = time.perf_counter()
-    full = task.load_data(data_dir=None)
+    full = task.read_data()
     seconds = time.perf_counter() - start
     data = TaskData(full.train_x[:settings.train_limit], full.train_y[:settings.train_limit],
                     full.val_x[:settings.val_limit], full.val_y[:settings.val_limit],

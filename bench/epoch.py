@@ -7,6 +7,7 @@ over the training set, validate on the validation set.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from bench import handwritten
 from bench.common import Row, Section, Settings, interleaved, summary
@@ -22,6 +23,10 @@ def _opttune_epoch(loaded: Loaded, batch_size: int, seed: int) -> float:
 
     config = TrialConfig("adam", {"lr": 1e-3}, batch_size, 1)
     return fit(loaded.task, loaded.device_data, config, device="cpu", seed=seed)[-1].value
+
+
+def _untimed_epoch(loaded: Loaded, batch_size: int) -> None:
+    _opttune_epoch(loaded, batch_size, 0)
 
 
 def epoch_throughput(loaded: Loaded, settings: Settings) -> Section:
@@ -89,12 +94,11 @@ def against_matmul(loaded: Loaded, settings: Settings) -> Section:
         def matmul(mm: list[float] = mm) -> None:
             mm.append(matmul_gflops(n, 1))
 
-        times = interleaved({"step": lambda r=runner, k=steps: r.chunk(k), "matmul": matmul},
-                            rounds)
+        times = interleaved({"step": partial(runner.chunk, steps), "matmul": matmul}, rounds)
         achieved = per_sample["train_step"] * bs / min(times["step"]) / 1e9
         rule = per_sample["six_n_b"] * bs / min(times["step"]) / 1e9
         peak = max(mm)
-        epoch_s = min(interleaved({"epoch": lambda b=bs: _opttune_epoch(loaded, b, 0) and None},
+        epoch_s = min(interleaved({"epoch": partial(_untimed_epoch, loaded, bs)},
                                   1 if settings.quick else 2)["epoch"])
         epoch_flops = per_sample["train_step"] * loaded.n_train + \
             per_sample["forward"] * loaded.n_val

@@ -9,6 +9,7 @@ tensor), and torch's thread count. What wins here is what tuner/train.py and tun
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from bench.common import Row, Section, Settings, cores, interleaved, summary
@@ -109,8 +110,8 @@ def loop_choices(loaded: Loaded, settings: Settings) -> Section:
         for label, ours, theirs in comparisons:
             chosen = StepRunner(loaded, batch_size=bs, **ours)
             other = StepRunner(loaded, batch_size=bs, **theirs)
-            times = interleaved({"chosen": lambda r=chosen: r.chunk(chunk),
-                                 "alternative": lambda r=other: r.chunk(chunk)}, rounds,
+            times = interleaved({"chosen": partial(chosen.chunk, chunk),
+                                 "alternative": partial(other.chunk, chunk)}, rounds,
                                 warmup=False)
             best = {k: min(v) for k, v in times.items()}
             section.details[f"{label}, batch {bs}"] = {k: summary(v) for k, v in times.items()}

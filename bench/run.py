@@ -33,20 +33,26 @@ def settings_for(*, quick: bool, task: str, seed: int) -> Settings:
 def run(settings: Settings, only: set[str]) -> dict[str, Any]:
     from bench import epoch, loop, scaling, study
     from bench.common import machine
+    from bench.data import Loaded
     from bench.data import load as load_data
 
     started = time.perf_counter()
     info = machine()
-    loaded = None
-    if only & {"epoch", "flops", "choices", "scaling"}:
-        loaded = load_data(settings)
+    loaded: Loaded | None = None
+
+    def data() -> Loaded:  # loaded once, by the first section that needs it
+        nonlocal loaded
+        if loaded is None:
+            loaded = load_data(settings)
+        return loaded
+
     steps: dict[str, Callable[[], list[Section]]] = {
-        "epoch": lambda: [epoch.epoch_throughput(loaded, settings)],
-        "flops": lambda: [epoch.against_matmul(loaded, settings)],
-        "choices": lambda: [loop.loop_choices(loaded, settings)],
+        "epoch": lambda: [epoch.epoch_throughput(data(), settings)],
+        "flops": lambda: [epoch.against_matmul(data(), settings)],
+        "choices": lambda: [loop.loop_choices(data(), settings)],
         "study": lambda: list(study.study_throughput(settings)),
         "startup": lambda: [study.startup(settings)],
-        "scaling": lambda: [scaling.size_and_width(loaded, settings)],
+        "scaling": lambda: [scaling.size_and_width(data(), settings)],
         "parallel": lambda: [scaling.side_by_side(settings)],
     }
     sections: list[Section] = []
@@ -88,14 +94,20 @@ def _value(value: float, unit: str) -> str:
 
 def table(result: dict[str, Any]) -> str:
     m = result["machine"]
-    head = [f"opttune bench: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
-            f"({m['torch_threads']} threads), optuna {m['optuna']}, mlflow {m['mlflow']}, "
-            f"python {m['python']}, GPU: {m['cuda'] or 'none'}",
+    threads = f"{m['torch_threads']} thread{'s' if m['torch_threads'] > 1 else ''}"
+    head = [f"opttune bench: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({threads}), "
+            f"optuna {m['optuna']}, mlflow {m['mlflow']}, python {m['python']}, "
+            f"GPU: {m['cuda'] or 'none'}",
             f"load average {m['load_average_at_start']} at start, {m['load_average_at_end']} "
             f"at end; {result['seconds']:.0f} s"]
     if result["data"]:
         d = result["data"]
         head.append(f"data: {d['source']}, {d['train']:,} train / {d['val']:,} val")
+    busy = max(m["load_average_at_start"], m["load_average_at_end"])
+    if busy > max(1, m["cores"] - 1) and m["torch_threads"] > 1:
+        head.append(f"WARNING: the machine was busy (load {busy:.1f} on {m['cores']} cores): "
+                    f"multi-threaded timings can be several times off; run again when it is "
+                    f"idle, or with --threads 1")
     cols = ("section", "measurement", "opttune", "reference", "ratio", "target", "holds")
     lines = []
     for r in result["rows"]:
@@ -117,7 +129,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Measure opttune against the hand-written loop and "
+        "study, side by side; print the ratios and write them to a JSON file.")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and one repetition: checks the harness, not speed")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json",
@@ -145,6 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {', '.join(sorted(unknown))}; choose from "
                      f"{', '.join(SECTIONS)}")
+    from tasks.registry import get_task
+    from tuner.errors import OpttuneError
+
+    try:
+        task = get_task(args.task)
+    except OpttuneError as exc:
+        parser.error(str(exc))
+    if task.loss != "cross_entropy":
+        parser.error(f"--task must be a classification task (the hand-written baselines score "
+                     f"accuracy), but {args.task!r} has the {task.loss} loss")
     result = run(settings_for(quick=args.quick, task=args.task, seed=args.seed), only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))

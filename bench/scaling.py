@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from typing import Any
 
 from bench import tasks as bench_tasks
 from bench.common import Row, Section, Settings, cores, interleaved, python, summary
@@ -16,13 +17,16 @@ from bench.data import Loaded, linear_flops
 from bench.study import bench_env
 
 
-def _epoch_seconds(task: object, data: object, batch_size: int, reps: int) -> list[float]:
+def _epoch_seconds(task: Any, data: Any, batch_size: int, reps: int) -> list[float]:
     from tuner.config import TrialConfig
     from tuner.train import fit
 
     config = TrialConfig("adam", {"lr": 1e-3}, batch_size, 1)
-    return interleaved({"fit": lambda: fit(task, data, config, device="cpu")  # type: ignore[arg-type]
-                        and None}, reps, warmup=False)["fit"]
+
+    def epoch() -> None:
+        fit(task, data, config, device="cpu")
+
+    return interleaved({"fit": epoch}, reps, warmup=False)["fit"]
 
 
 def size_and_width(loaded: Loaded, settings: Settings) -> Section:
@@ -39,8 +43,10 @@ def size_and_width(loaded: Loaded, settings: Settings) -> Section:
         by_size[size] = min(_epoch_seconds(loaded.task, part, bs, settings.reps))
     widths = (128, 256, 512) if settings.quick else (128, 256, 512, 1024)
     by_width, flops = {}, {}
+    inputs = loaded.data.train_x[0].numel()
+    classes = int(loaded.data.train_y.max()) + 1
     for width in widths:
-        task = bench_tasks.widened(loaded.task, width)
+        task = bench_tasks.widened(loaded.task, width, inputs=inputs, classes=classes)
         flops[width] = linear_flops(task.build_model({}), 1)["train_step"]
         by_width[width] = min(_epoch_seconds(task, loaded.device_data, bs, settings.reps))
     section.details = {"batch_size": bs, "epoch_s_by_train_size": by_size,

@@ -72,7 +72,16 @@ def _home(root: Path, name: str, template: Path) -> Path:
 
 
 def study_throughput(settings: Settings) -> tuple[Section, Section]:
+    import sys
+
     section, overheads = Section("study"), Section("overheads")
+    try:
+        import optuna_integration  # noqa: F401  (the hand-written study's MLflowCallback)
+    except ImportError:
+        why = "optuna-integration is not installed (pip install -e \".[bench]\")"
+        print(f"  skipping the study comparison: {why}", file=sys.stderr)
+        section.details["skipped"] = why
+        return section, overheads
     root = Path(tempfile.mkdtemp(prefix="opttune-bench-"))
     try:
         template, creation = mlflow_template(root)

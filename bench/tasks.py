@@ -37,18 +37,18 @@ def limited(base: Task, train: int | None, val: int | None) -> Task:
         return base
 
     def load_data(*, data_dir: Any = None) -> TaskData:
-        return cut(base.load_data(data_dir=data_dir), train, val)
+        return cut(base.read_data(data_dir=data_dir), train, val)
 
     return replace(base, name=f"{base.name}-bench", load_data=load_data)
 
 
-def widened(base: Task, width: int) -> Task:
-    """`base`'s data with an MLP in_features-width-width/2-classes (the MLP, scaled)."""
+def widened(base: Task, width: int, *, inputs: int = 784, classes: int = 10) -> Task:
+    """`base`'s data with an MLP inputs-width-width/2-classes (the MLP, scaled)."""
 
     def build(params: Mapping[str, Any]) -> Any:
         from tasks.images import mlp
 
-        return mlp([784, width, max(1, width // 2), 10])
+        return mlp([inputs, width, max(1, width // 2), classes])
 
     return replace(base, name=f"{base.name}-w{width}", build_model=build)
 
