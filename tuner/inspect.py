@@ -47,6 +47,7 @@ def objective_of(study: Any) -> tuple[str, str]:
 def list_studies(*, home: str | Path | None = None, storage: str | None = None,
                  tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """One summary per study in the store, by name; an absent SQLite store lists none."""
+    from tuner import study as studies
     from tuner.stores import open_storage
 
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
@@ -60,7 +61,7 @@ def list_studies(*, home: str | Path | None = None, storage: str | None = None,
         attrs = frozen.user_attrs
         objective = attrs.get("objective") or {}
         direction = objective.get("direction") or frozen.direction.name.lower()
-        best = _best([t for t in trials if t.state.name == "COMPLETE"], direction)
+        best = studies.best_complete(trials, direction)
         times = [d for t in trials for d in (t.datetime_start, t.datetime_complete) if d]
         out.append({
             "study": frozen.study_name, "task": attrs.get("task"),
@@ -310,12 +311,6 @@ def _quartiles(values: list[float]) -> tuple[float | None, float | None, float |
         return values[0], values[0], values[0]
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q2, q3
-
-
-def _best(trials: list[Any], direction: str) -> Any:
-    if not trials:
-        return None
-    return (max if direction == "maximize" else min)(trials, key=lambda t: t.value)
 
 
 def _best_record(rows: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ space, the data source, the objective and the settings, and the MLflow ids.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -138,6 +139,16 @@ def counted(trials: list[FrozenTrial]) -> int:
         elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in UNCOUNTED_FAILS:
             n += 1
     return n
+
+
+def best_complete(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The best COMPLETE trial with a finite value (never an inf or NaN), or None."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE
+                and t.value is not None and math.isfinite(t.value)]
+    if not complete:
+        return None
+    pick = max if direction == "maximize" else min
+    return pick(complete, key=lambda t: float(t.value or 0.0))
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:

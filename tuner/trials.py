@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -267,12 +266,9 @@ class TrialRunner:
         return outcome
 
     def best(self) -> TrialOutcome | None:
-        complete = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.value is not None and math.isfinite(t.value)]  # never an inf or NaN
-        if not complete:
-            return None
-        pick = max if self.s.meta.direction == "maximize" else min
-        return outcome_of(pick(complete, key=lambda t: float(t.value or 0.0)))
+        best = studies.best_complete(self.study.get_trials(deepcopy=False),
+                                     self.s.meta.direction)
+        return None if best is None else outcome_of(best)
 
     def _parent_status(self, status: str) -> None:
         if self.parent:
