@@ -59,13 +59,12 @@ def list_studies(*, home: str | Path | None = None, storage: str | None = None,
     for frozen in sorted(storage_obj.get_all_studies(), key=lambda s: s.study_name):
         trials = storage_obj.get_all_trials(frozen._study_id, deepcopy=False)
         attrs = frozen.user_attrs
-        objective = attrs.get("objective") or {}
-        direction = objective.get("direction") or frozen.direction.name.lower()
+        metric, direction = objective_of(frozen)
         best = studies.best_complete(trials, direction)
         times = [d for t in trials for d in (t.datetime_start, t.datetime_complete) if d]
         out.append({
             "study": frozen.study_name, "task": attrs.get("task"),
-            "metric": objective.get("metric", "value"), "direction": direction,
+            "metric": metric, "direction": direction,
             "trials": len(trials), **_state_counts(trials),
             "budget": (attrs.get("settings") or {}).get("n_trials"),
             "best_value": best.value if best else None,
