@@ -94,8 +94,10 @@ def _optuna_calls(clock: Clock) -> None:
 
 
 def study_opttune(args: argparse.Namespace) -> dict[str, Any]:
-    from tuner import budget, train, trials
-    from tuner.runner import search
+    from tuner.study import claims as budget
+    from tuner.training import loop as train
+    from tuner.search import trial_loop as trials
+    from tuner.search.runner import search
 
     clock = Clock()
     # What the trial loop waits for: MLflow calls go through these two (on the MLflow thread).
@@ -154,8 +156,8 @@ def trials_at_once(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from tasks.registry import get_task
-    from tuner.config import TrialConfig
-    from tuner.train import DeviceData, fit
+    from tuner.space.config import TrialConfig
+    from tuner.training.loop import DeviceData, fit
 
     torch.set_num_threads(args.threads)
     task = get_task(TASK_REF)

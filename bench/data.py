@@ -29,7 +29,7 @@ def load(settings: Settings) -> Loaded:
 
     from tasks.base import TaskData
     from tasks.registry import get_task
-    from tuner.train import DeviceData
+    from tuner.training.loop import DeviceData
 
     task = get_task(settings.task)
     start = time.perf_counter()

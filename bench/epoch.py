@@ -18,8 +18,8 @@ TARGET_MATMUL_SHARE = 0.70  # at batch >= 256 on CPU
 
 
 def _opttune_epoch(loaded: Loaded, batch_size: int, seed: int) -> float:
-    from tuner.config import TrialConfig
-    from tuner.train import fit
+    from tuner.space.config import TrialConfig
+    from tuner.training.loop import fit
 
     config = TrialConfig("adam", {"lr": 1e-3}, batch_size, 1)
     return fit(loaded.task, loaded.device_data, config, device="cpu", seed=seed)[-1].value

@@ -18,8 +18,8 @@ from bench.study import bench_env
 
 
 def _epoch_seconds(task: Any, data: Any, batch_size: int, reps: int) -> list[float]:
-    from tuner.config import TrialConfig
-    from tuner.train import fit
+    from tuner.space.config import TrialConfig
+    from tuner.training.loop import fit
 
     config = TrialConfig("adam", {"lr": 1e-3}, batch_size, 1)
 
@@ -30,7 +30,7 @@ def _epoch_seconds(task: Any, data: Any, batch_size: int, reps: int) -> list[flo
 
 
 def size_and_width(loaded: Loaded, settings: Settings) -> Section:
-    from tuner.train import DeviceData
+    from tuner.training.loop import DeviceData
 
     section = Section("scaling")
     bs = 128

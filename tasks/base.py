@@ -155,7 +155,7 @@ class Task:
 
     def default_params(self) -> dict[str, Any]:
         """A value for each hyperparameter: the fixed value, first choice or range middle."""
-        from tuner.space import parse_task_params, task_param_values
+        from tuner.space.searchspace import parse_task_params, task_param_values
 
         return task_param_values(parse_task_params(self.hyperparams))
 

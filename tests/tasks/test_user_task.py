@@ -15,10 +15,10 @@ from mlflow import MlflowClient
 from tasks.base import Task, TaskData
 from tasks.checks import check_data, check_model
 from tasks.registry import get_task
-from tuner.cli import cli
+from tuner.cli.commands import cli
 from tuner.errors import SpaceError, TaskError
-from tuner.space import parse_task_params
-from tuner.spacediff import describe_diff
+from tuner.space.searchspace import parse_task_params
+from tuner.space.diff import describe_diff
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_readme_task_runs_resumes_from_elsewhere_and_shows_in_mlflow(
 def test_param_overrides_the_task_hyperparameters(tmp_path: Path, home: Path) -> None:
     path = tmp_path / "my_task.py"
     path.write_text(readme_task())
-    from tuner.runner import search
+    from tuner.search.runner import search
 
     result = search(task=f"{path}:task", study="narrow", n_trials=1, epochs=1, seed=0,
                     optimizers=["adam"], task_params={"hidden": "8", "dropout": "0,0.1"},
@@ -111,7 +111,7 @@ def test_task_hyperparameters_parse_into_the_space() -> None:
     with pytest.raises(SpaceError, match="LOW < HIGH"):
         parse_task_params({"dropout": "0.5:0"})
     old, new = parse_task_params({"hidden": "32,64"}), parse_task_params({"hidden": "64"})
-    from tuner.space import build_space
+    from tuner.space.searchspace import build_space
 
     assert "task.hidden changed: 32,64 -> 64 (fixed)" in describe_diff(
         build_space(task_params={"hidden": "32,64"}), build_space(task_params={"hidden": "64"}))

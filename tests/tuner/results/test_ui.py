@@ -1,0 +1,217 @@
+"""`opttune ui`: a real MLflow server on 127.0.0.1 only, its REST API, and its page in Chromium.
+
+The Chromium check needs the `chromium` package (Debian: apt-get install chromium); it is
+skipped when no Chromium is installed. It drives the browser over the DevTools protocol on
+a pipe (--remote-debugging-pipe), so it needs no extra Python package.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from helpers.small_study import small_study_copy
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser",
+                                                       "google-chrome")) if p), None)
+
+
+@pytest.fixture(scope="module")
+def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
+    """Study s1: sgd and adam, 6 trials of 2 epochs (see small_study.py)."""
+    return small_study_copy(tmp_path_factory, _mlflow_template, "ui")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(study_home: Path) -> Iterator[dict[str, Any]]:
+    """`opttune ui s1 --port P` as a real process; always killed (its whole group) after."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "s1", "--port", str(port),
+                                "--home", str(study_home)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _answers(port):
+            assert process.poll() is None, "opttune ui exited before serving"
+            assert time.monotonic() < deadline, "the MLflow UI did not start in 180 s"
+            time.sleep(0.3)
+        assert process.stdout is not None
+        url = next(line.strip() for line in process.stdout if line.startswith("http"))
+        yield {"port": port, "url": url, "process": process}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        assert not _answers(port)
+
+
+def _answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _api(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_ui_serves_the_study_on_loopback_only(server: dict[str, Any], study_home: Path) -> None:
+    port = server["port"]
+    study = optuna.load_study(study_name="s1", storage=f"sqlite:///{study_home / 'opttune.db'}")
+    ids = study.user_attrs["mlflow"]
+    assert server["url"] == (f"http://127.0.0.1:{port}/#/experiments/{ids['experiment_id']}"
+                             f"/runs?workflowType=machine_learning")
+    runs = _api(port, "runs/search", {"experiment_ids": [ids["experiment_id"]],
+                                      "max_results": 100})["runs"]
+    by_id = {r["info"]["run_id"]: r for r in runs}
+    trial_ids = {t.user_attrs["mlflow_run_id"] for t in study.get_trials()}
+    assert set(by_id) == trial_ids | {ids["parent_run_id"]}
+    for run_id in trial_ids:
+        tags = {t["key"]: t["value"] for t in by_id[run_id]["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == ids["parent_run_id"]
+    names = {r["info"]["run_name"] for r in runs}
+    assert {"s1", "trial 0 · sgd · lr=0.001", "trial 1 · adam · lr=0.001"} <= names
+    experiment = _api(port, f"experiments/get?experiment_id={ids['experiment_id']}")
+    tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # model-training view
+
+    # Bound to 127.0.0.1 only: no listening socket on another address, no answer elsewhere.
+    if shutil.which("ss"):
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+        local = [line.split()[3] for line in listening.splitlines()
+                 if line.split()[3].endswith(f":{port}")]
+        assert local == [f"127.0.0.1:{port}"]
+    others = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None,
+                                                        socket.AF_INET)}
+    for address in others - {"127.0.0.1", "127.0.1.1"}:
+        assert not _answers(port, address)
+
+
+class _Chromium:
+    """Headless Chromium driven over the DevTools protocol on fds 3 and 4."""
+
+    def __init__(self, profile: Path) -> None:
+        to_browser, self._to = os.pipe()
+        self._from, from_browser = os.pipe()
+
+        def wire() -> None:  # in the child: the pipe ends become fds 3 (read) and 4 (write)
+            read_end = fcntl.fcntl(to_browser, fcntl.F_DUPFD, 10)
+            write_end = fcntl.fcntl(from_browser, fcntl.F_DUPFD, 10)
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        self.process = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-pipe",
+             "about:blank"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=wire)
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer = b""
+        self._id = 0
+        self.session = ""
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        message: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self._to, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from, 1 << 16)
+                assert chunk, "Chromium closed the DevTools pipe"
+                self._buffer += chunk
+            raw, _, self._buffer = self._buffer.partition(b"\0")
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply["error"]
+                return dict(reply["result"])
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", url=url)["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target,
+                                 flatten=True)["sessionId"]
+
+    def js(self, expression: str) -> Any:
+        return self.call("Runtime.evaluate", expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._to)
+        os.close(self._from)
+
+
+ROWS = "Array.from(document.querySelectorAll('[role=row]')).map(r => r.innerText)"
+EXPANDER = "button[data-component-id*=runnamecellrenderer]"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
+def test_the_printed_url_shows_the_runs_table_with_nested_trials(
+        server: dict[str, Any], tmp_path: Path) -> None:
+    browser = _Chromium(tmp_path / "profile")
+    try:
+        browser.open(server["url"])
+        # The model-training runs table: the study's parent run, its trials folded under it.
+        browser.wait_for(f"document.querySelector('{EXPANDER}') !== null")
+        rows = " | ".join(browser.wait_for(ROWS))
+        assert re.search(r"\bs1\b", rows) and "trial 0" not in rows
+        browser.js(f"document.querySelector('{EXPANDER}').click()")
+        rows = browser.wait_for(f"(r => r.some(t => t.includes('trial 5')) && r)({ROWS})")
+        texts = [" ".join(r.split()) for r in rows]
+        parent = next(i for i, t in enumerate(texts) if re.search(r"\bs1\b", t))
+        trials = [i for i, t in enumerate(texts) if re.search(r"trial \d · (sgd|adam)", t)]
+        assert len(trials) == 6 and min(trials) > parent  # listed under the study's run
+        assert any("trial 0 · sgd" in t for t in texts)
+        assert any("trial 1 · adam" in t for t in texts)
+    finally:
+        browser.close()

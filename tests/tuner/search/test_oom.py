@@ -1,0 +1,111 @@
+"""Out of device memory: the trial fails with the reason recorded and the study goes on.
+
+There is no GPU here, so a user task (a file written by the test, loaded like any user's
+task) wraps the MNIST MLP in a model that raises PyTorch's own CUDA out-of-memory error when
+a training batch is larger than it "fits" — exactly what a too-large batch size does on a
+real card.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from tuner.cli.commands import cli
+from tuner.search.runner import search
+
+TASK_FILE = '''
+import sys
+import weakref
+
+import torch
+
+from tasks.base import Task
+from tasks.registry import get_task
+
+MNIST = get_task("mnist-mlp")
+FITS = 256  # the largest training batch this pretend card holds
+
+
+class Greedy(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if self.training and x.shape[0] > FITS:
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total "
+                "capacity; 6.10 GiB already allocated)")
+        return self.inner(x)
+
+
+def build(params):
+    model = Greedy(MNIST.build_model(params))
+    sys.modules["oom_probe"].models.append(weakref.ref(model))
+    return model
+
+
+greedy = Task(name="greedy", load_data=MNIST.load_data, build_model=build, batch_size=64)
+'''
+
+
+@pytest.fixture
+def task_ref(tmp_path: Path) -> str:
+    path = tmp_path / "greedy_task.py"
+    path.write_text(textwrap.dedent(TASK_FILE))
+    probe = types.ModuleType("oom_probe")
+    probe.models = []  # type: ignore[attr-defined]
+    sys.modules["oom_probe"] = probe
+    return f"{path}:greedy"
+
+
+def test_an_out_of_memory_trial_fails_and_the_study_goes_on(home: Path, task_ref: str) -> None:
+    result = search(task=task_ref, study="oom", batch_size="128,1024", optimizers=["adam"],
+                    n_trials=6, epochs=1, sampler="random", seed=2, defaults_first=False,
+                    home=home)
+    by_state: dict[str, list[int]] = {}
+    for t in result.all_trials:
+        by_state.setdefault(t.state, []).append(t.config["batch_size"])
+    assert set(by_state) == {"COMPLETE", "FAIL"}, by_state
+    assert set(by_state["FAIL"]) == {1024} and set(by_state["COMPLETE"]) == {128}
+    assert result.total_counted == 6  # an out-of-memory trial counts: it will not fit later
+    for t in result.all_trials:
+        if t.state == "FAIL":
+            assert t.reason is not None and t.reason.startswith("out of memory: CUDA out of "
+                                                                "memory. Tried to allocate")
+    assert result.best is not None and result.best.config["batch_size"] == 128
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    for t in result.all_trials:
+        run = client.get_run(t.run_id)
+        assert run.info.status == ("FAILED" if t.state == "FAIL" else "FINISHED")
+        if t.state == "FAIL":
+            assert run.data.tags["fail_reason"].startswith("out of memory")
+
+    # Nothing holds on to a failed trial's model (its tensors would stay on the card).
+    gc.collect()
+    alive = [ref for ref in sys.modules["oom_probe"].models if ref() is not None]
+    assert alive == []
+
+
+def test_out_of_memory_in_a_row_does_not_stop_the_study(home: Path, task_ref: str) -> None:
+    """Unlike errors (three in a row stop a study), memory depends on the trial's settings."""
+    result = CliRunner().invoke(cli, [
+        "search", "--task", task_ref, "--study", "big", "--batch-size", "1024",
+        "--optimizers", "sgd,adam", "--n-trials", "4", "--epochs", "1", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    study = optuna.load_study(study_name="big", storage=f"sqlite:///{home / 'opttune.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 4
+    assert all(t.user_attrs["fail_reason"].startswith("out of memory") for t in study.trials)
+    assert "out of memory" in result.output

@@ -1,0 +1,172 @@
+"""Kill a real search mid-trial (SIGKILL, SIGINT, SIGTERM) and check both stores afterwards.
+
+Modelled on Optuna's own storage tests: a real process, a real SQLite study store and a real
+MLflow store; the signal lands while a trial is training (we wait until the trial has
+reported an epoch). Afterwards every trial that had finished is intact, nothing is left
+RUNNING in either store, and the interrupted trial's parameters run again exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from tuner.study.recovery import check
+from tuner.cli.commands import cli
+
+STUDY = "k"
+EPOCHS = 4  # long enough that a trial is still training well after its first epoch
+
+
+def start_search(home: Path) -> subprocess.Popen[str]:
+    """`opttune search` in its own process: an SGD defaults trial, then an Adam one."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", "search", "--task", "mnist-mlp", "--study", STUDY,
+         "--n-trials", "3", "--epochs", str(EPOCHS), "--optimizers", "sgd,adam",
+         "--pruner", "none", "--seed", "1", "--home", str(home)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def trial_rows(db: Path) -> list[tuple[int, str, int]]:
+    """(number, state, epochs reported) of every trial, read straight from the SQLite file."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(
+                "SELECT t.number, t.state, (SELECT COUNT(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet, or a writer holds the lock
+        return []
+
+
+def wait_mid_trial(proc: subprocess.Popen[str], db: Path, *, after_one: bool,
+                   timeout: float = 180) -> int:
+    """Wait until a trial has reported an epoch (and, with `after_one`, an earlier trial is
+    complete); return its number."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"search ended early ({proc.returncode}):\n"
+                                 f"{proc.stdout.read() if proc.stdout else ''}")
+        rows = trial_rows(db)
+        done = [n for n, state, _ in rows if state == "COMPLETE"]
+        training = [n for n, state, epochs in rows if state == "RUNNING" and 0 < epochs < EPOCHS]
+        if training and (done or not after_one):
+            return training[0]
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("no trial was mid-flight in time")
+
+
+def load(home: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home / 'opttune.db'}")
+
+
+def mlflow_runs(home: Path) -> list[Any]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(STUDY)
+    assert experiment is not None
+    return list(client.search_runs([experiment.experiment_id], max_results=1000))
+
+
+def snapshot(study: optuna.Study) -> dict[int, tuple[str, float | None, dict[str, Any]]]:
+    return {t.number: (t.state.name, t.value, dict(t.params))
+            for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+
+def assert_nothing_running(home: Path) -> None:
+    study = load(home)
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    statuses = {r.info.run_name: r.info.status for r in mlflow_runs(home)}
+    assert "RUNNING" not in statuses.values(), statuses
+
+
+def assert_consistent(home: Path) -> None:
+    """Each trial's MLflow run has the status its trial's state calls for."""
+    runs = {r.info.run_id: r for r in mlflow_runs(home)}
+    for t in load(home).get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            continue
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        interrupted = t.user_attrs.get("fail_reason") in ("killed", "interrupted")
+        expected = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED",
+                    "FAIL": "KILLED" if interrupted else "FAILED"}[t.state.name]
+        assert run.info.status == expected, (t.number, t.state, run.info.status)
+        assert run.data.tags["trial_state"] in (t.state.name, "KILLED")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
+    proc = start_search(home)
+    killed = wait_mid_trial(proc, home / "opttune.db", after_one=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    before = load(home)
+    finished_before = snapshot(before)
+    victim = before.trials[killed]
+    assert victim.state == TrialState.RUNNING  # what Optuna alone would leave forever
+    assert finished_before and all(s == "COMPLETE" for s, _, _ in finished_before.values())
+
+    result = CliRunner().invoke(cli, ["resume", STUDY, "--n-trials", "1", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    assert f"trial {killed} was left running" in result.output
+
+    after = load(home)
+    for number, record in finished_before.items():
+        assert snapshot(after)[number] == record  # every finished trial intact
+    gone = after.trials[killed]
+    assert gone.state == TrialState.FAIL and gone.user_attrs["fail_reason"] == "killed"
+    retries = [t for t in after.trials if t.user_attrs.get("retry_of") == killed]
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == victim.params
+    assert retries[0].user_attrs.get("defaults_trial") is True  # it was Adam's defaults trial
+    runs = {r.info.run_id: r for r in mlflow_runs(home)}
+    assert runs[victim.user_attrs["mlflow_run_id"]].info.status == "KILLED"
+    assert_nothing_running(home)
+    assert_consistent(home)
+
+    assert check(STUDY, home=home).problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, signum: int,
+                                                            code: int) -> None:
+    proc = start_search(home)
+    interrupted = wait_mid_trial(proc, home / "opttune.db", after_one=False)
+    finished_before = snapshot(load(home))
+    proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == code, output
+    assert "Traceback" not in output
+    assert f"Error: interrupted by {signal.Signals(signum).name}" in output
+
+    study = load(home)
+    for number, record in finished_before.items():
+        assert snapshot(study)[number] == record
+    trial = study.trials[interrupted]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "interrupted"
+    queued = [t for t in study.trials if t.user_attrs.get("retry_of") == interrupted]
+    assert len(queued) == 1 and queued[0].state == TrialState.WAITING
+    assert queued[0].system_attrs["fixed_params"] == trial.params
+    assert_nothing_running(home)
+    assert_consistent(home)
+    assert check(STUDY, home=home).problems == []
+    parent = [r for r in mlflow_runs(home) if r.data.tags.get("opttune.role") == "study"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"

@@ -1,0 +1,469 @@
+"""The command line: thin click commands over the library; each renders through tuner.report.
+
+Only click is imported at start-up, so `opttune --help` is instant; torch, optuna and mlflow
+load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+PARAM_FLAGS = ("lr", "momentum", "beta1", "beta2", "alpha", "eps", "weight_decay")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Library errors become one `Error: …` line and exit code 1, with no traceback."""
+    from tuner.errors import OpttuneError
+
+    try:
+        yield
+    except OpttuneError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def store_options(func: F) -> F:
+    func = click.option("--tracking-uri", default=None, metavar="URI",
+                        help="MLflow tracking URI [default: sqlite:///HOME/mlflow.db].")(func)
+    func = click.option("--storage", default=None, metavar="URL",
+                        help="Optuna storage URL [default: sqlite:///HOME/opttune.db].")(func)
+    func = click.option("--home", default=None, metavar="DIR", type=click.Path(file_okay=False),
+                        help="Folder of the stores [default: $OPTTUNE_HOME or ./studies].")(func)
+    return func
+
+
+def job_options(func: F) -> F:
+    func = click.option("--trials-per-device", default=1, show_default=True, type=int,
+                        metavar="K", help="Trials that may share one device (small models "
+                        "leave most of a GPU idle).")(func)
+    func = click.option("--devices", default=None, metavar="LIST",
+                        help="Devices for --jobs, e.g. cuda:0,cuda:1 [default: every visible "
+                             "GPU, else the CPU].")(func)
+    func = click.option("--jobs", default=None, type=int, metavar="N",
+                        help="Trials at once on this machine, each in its own process "
+                             "[default: 1]; 0 runs none (create the study for workers).")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="opttune")
+def cli() -> None:
+    """Tune the optimizer of a PyTorch model with Optuna, logged to MLflow."""
+
+
+@cli.command()
+@click.option("--task", required=True, help="Built-in task name, module:attr or file.py:attr.")
+@click.option("--study", default=None, help="Study name [default: the task's name].")
+@click.option("--n-trials", default=20, show_default=True, type=int,
+              help="The study's total number of trials.")
+@click.option("--timeout", default=None, type=float, help="Stop starting trials after S seconds.")
+@click.option("--epochs", default=None, type=int, help="Epochs per trial [default: 3].")
+@click.option("--optimizers", default=None, metavar="LIST",
+              help="Families to compare, e.g. sgd,momentum,adam [default: sgd, momentum, "
+                   "nesterov, adam, adamw, rmsprop].")
+@click.option("--lr", multiple=True, metavar="SPEC", help="Learning rate: LOW:HIGH, a,b,c or "
+              "a value; family=SPEC scopes it (repeatable).")
+@click.option("--momentum", multiple=True, metavar="SPEC", help="Momentum (SGD families, RMSprop).")
+@click.option("--beta1", multiple=True, metavar="SPEC", help="Adam-family beta1.")
+@click.option("--beta2", multiple=True, metavar="SPEC", help="Adam-family beta2.")
+@click.option("--alpha", multiple=True, metavar="SPEC", help="RMSprop smoothing constant.")
+@click.option("--eps", multiple=True, metavar="SPEC", help="Epsilon (Adam family, RMSprop).")
+@click.option("--weight-decay", multiple=True, metavar="SPEC",
+              help="Weight decay; 0 turns it off.")
+@click.option("--batch-size", default=None, metavar="LIST", help="e.g. 64,128,256 [default: "
+              "the task's, 128].")
+@click.option("--scheduler", default=None, metavar="LIST",
+              help="none, cosine, step, onecycle, warmup, or a comma list [default: none].")
+@click.option("--space", "space_file", default=None, type=click.Path(dir_okay=False),
+              help="A TOML (or YAML) space file; flags override it.")
+@click.option("--no-defaults", is_flag=True, help="Skip the PyTorch-defaults trial per family.")
+@click.option("--sampler", default="tpe", show_default=True,
+              type=click.Choice(["tpe", "random", "cmaes", "qmc"]))
+@click.option("--pruner", default="median", show_default=True,
+              type=click.Choice(["median", "hyperband", "none"]))
+@click.option("--seed", default=None, type=int, help="Seed for a reproducible study.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, cuda:N or mps (auto: CUDA, then MPS, then CPU).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder with the task's data files (e.g. the four MNIST IDX files).")
+@click.option("--param", "task_params", multiple=True, metavar="NAME=SPEC",
+              help="Search a task hyperparameter differently, e.g. hidden=64,128 or "
+                   "dropout=0:0.5 (repeatable; see `opttune tasks`).")
+@click.option("--allow-changed-space", is_flag=True,
+              help="Continue a study even though its space changed; old trials still count.")
+@job_options
+@store_options
+def search(**kwargs: Any) -> None:
+    """Create a study (or continue the one of that name) and run trials."""
+    params = {name: list(kwargs.pop(name)) for name in PARAM_FLAGS if kwargs.get(name)}
+    for name in PARAM_FLAGS:
+        kwargs.pop(name, None)
+    optimizers = kwargs.pop("optimizers")
+    kwargs["optimizers"] = optimizers.split(",") if optimizers else None
+    kwargs["defaults_first"] = not kwargs.pop("no_defaults")
+    kwargs["task_params"] = _name_specs(kwargs.pop("task_params"))
+    _run_search("search", params=params, **kwargs)
+
+
+def _name_specs(values: tuple[str, ...]) -> dict[str, str]:
+    """``("hidden=64,128", …)`` → ``{"hidden": "64,128"}``; a later flag for a name wins."""
+    out = {}
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise click.BadParameter(f"expected NAME=SPEC such as hidden=64,128, but got "
+                                     f"{value!r}", param_hint="--param")
+        out[name.strip()] = spec.strip()
+    return out
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--n-trials", default=None, type=int,
+              help="Run N more trials [default: up to the study's budget].")
+@click.option("--timeout", default=None, type=float, help="Stop starting trials after S seconds.")
+@click.option("--device", default=None, help="Override the stored device.")
+@job_options
+@store_options
+def resume(**kwargs: Any) -> None:
+    """Continue a study with its stored task, space and settings."""
+    _run_search("resume", **kwargs)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--timeout", default=None, type=float, help="Stop starting trials after S seconds.")
+@click.option("--device", default=None, help="Override the stored device.")
+@job_options
+@store_options
+def worker(**kwargs: Any) -> None:
+    """Join study NAME from this machine: run its trials until its budget is met.
+
+    Everything else (task, space, settings, the MLflow store) comes from the study, e.g.
+    `opttune worker s1 --storage postgresql://user@host/db --jobs 4` (the password in
+    ~/.pgpass or $PGPASSWORD).
+    """
+    _run_search("worker", **kwargs)
+
+
+def _run_search(kind: str, **kwargs: Any) -> None:
+    from tuner.cli import render as report
+    from tuner.search import runner
+
+    quiet_libraries()
+    display = report.SearchDisplay()
+    create_only = kwargs.get("jobs") == 0
+    try:
+        with user_errors():
+            if kind == "search":
+                _show_space(kwargs)
+                result = runner.search(observer=display, **kwargs)
+            elif kind == "worker":
+                from tuner.search.worker import work
+
+                result = work(kwargs.pop("name"), observer=display, **kwargs)
+            else:
+                result = runner.resume(kwargs.pop("name"), observer=display, **kwargs)
+    except runner.Interrupted as exc:
+        display.close()
+        report.print_error(f"{exc}; finished trials are saved, the interrupted one is marked "
+                           f"failed and will run again on resume")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before the first trial: nothing to mark
+        display.close()
+        report.print_error("interrupted before any trial ran; what the stores hold is intact")
+        sys.exit(130)
+    finally:
+        display.close()
+    if create_only:
+        report.print_study_ready(result)
+        return
+    report.print_search_summary(result, result.all_trials)
+
+
+def quiet_libraries() -> None:
+    """Optuna's and MLflow's INFO lines repeat what our display shows."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _show_space(kwargs: dict[str, Any]) -> None:
+    """Resolve and print the space before any data is read or store is touched."""
+    from pathlib import Path
+
+    from tasks.registry import get_task
+    from tuner.cli import render as report
+    from tuner.space.searchspace import build_space
+    from tuner.space.files import load_space_file
+
+    task = get_task(kwargs["task"])
+    file_values = load_space_file(Path(kwargs["space_file"])) if kwargs.get("space_file") else None
+    space = build_space(optimizers=kwargs["optimizers"], params=kwargs["params"],
+                        batch_size=kwargs["batch_size"], epochs=kwargs["epochs"],
+                        scheduler=kwargs["scheduler"], file_values=file_values,
+                        default_batch_size=task.batch_size,
+                        defaults_first=kwargs["defaults_first"],
+                        task_params=task.param_specs(kwargs["task_params"]))
+    report.print_space(space)
+
+
+@cli.command()
+@click.option("--format", "fmt", default="table", type=click.Choice(["table", "json"]),
+              show_default=True)
+def tasks(fmt: str) -> None:
+    """List the tasks: what each trains, on what data, and its objective."""
+    from tasks.registry import list_tasks
+    from tuner.cli import render as report
+
+    with user_errors():
+        found = list_tasks()
+    sizes = {t.name: t.parameter_count() for t in found}
+    if fmt == "json":
+        report.print_json([{"name": t.name, "ref": t.ref, "summary": t.summary, "data": t.data,
+                            "model": t.model, "parameters": sizes[t.name],
+                            "hyperparams": dict(t.hyperparams), "metric": t.metric,
+                            "direction": t.direction}
+                           for t in found])
+    else:
+        report.print_tasks(found, sizes=sizes)
+
+
+@cli.command("check")
+@click.argument("name")
+@click.option("--fix", is_flag=True, help="Repair what is found.")
+@click.option("--format", "fmt", default="table", type=click.Choice(["table", "json"]),
+              show_default=True)
+@store_options
+def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
+    """Find, and with --fix repair, what a crash can leave: trials left RUNNING, MLflow runs
+    out of step with their trials, trials without a run, runs without a trial.
+
+    Exits with 1 while problems remain (0 when none, or all were fixed).
+    """
+    from tuner.cli import render as report
+    from tuner.study.recovery import check, describe
+
+    quiet_libraries()
+    with user_errors():
+        result = check(name, fix=fix, **stores)
+    if fmt == "json":
+        report.print_json({"study": result.study, "trials": result.trials, "runs": result.runs,
+                           "running": result.running, "fixed": result.fixed,
+                           "notes": result.notes,
+                           "problems": [describe(p) for p in result.problems]})
+    else:
+        report.print_check(result)
+    if not result.clean:
+        sys.exit(1)
+
+
+# -- looking at studies ------------------------------------------------------------------------
+def _format_option(*choices: str) -> Callable[[F], F]:
+    return click.option("--format", "fmt", default="table", show_default=True,
+                        type=click.Choice(list(choices)),
+                        help="table for people; " + ", ".join(c for c in choices if c != "table")
+                             + " for programs (stdout holds nothing else).")
+
+
+@cli.command()
+@_format_option("table", "json")
+@store_options
+def studies(fmt: str, **stores: Any) -> None:
+    """List the studies: trials by state, best value, last activity, data source."""
+    from tuner.results import queries as inspect
+    from tuner.cli import render as report
+    from tuner.study.stores import redact, resolve_stores
+
+    quiet_libraries()
+    with user_errors():
+        rows = inspect.list_studies(**stores)
+    if fmt == "json":
+        report.print_json(rows)
+    else:
+        report.print_studies(rows, storage=redact(resolve_stores(**stores).storage_url))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              help="Only trials in STATE: complete, pruned, failed, running, waiting "
+                   "(repeatable, or a comma list).")
+@click.option("--sort", default="number", show_default=True,
+              type=click.Choice(["number", "value", "duration"]),
+              help="value: best first; duration: longest first.")
+@click.option("--limit", default=None, type=int, help="Show the first N trials only.")
+@_format_option("table", "csv", "json")
+@store_options
+def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt: str,
+           **stores: Any) -> None:
+    """One row per trial: state, value, optimizer and params, epochs, time, MLflow run."""
+    from tuner.results import queries as inspect
+    from tuner.cli import render as report
+
+    quiet_libraries()
+    with user_errors():
+        rows = inspect.trial_rows(name, states=states, sort=sort, limit=limit, **stores)
+    if fmt == "json":
+        report.print_json(rows)
+    elif fmt == "csv":
+        report.print_csv(*inspect.csv_columns(rows))
+    else:
+        report.print_trials(rows, study=name)
+
+
+@cli.command()
+@click.argument("name")
+@_format_option("table", "json")
+@store_options
+def best(name: str, fmt: str, **stores: Any) -> None:
+    """The best trial: value, params, MLflow run, and the command that re-runs it."""
+    from tuner.results import queries as inspect
+    from tuner.cli import render as report
+
+    quiet_libraries()
+    with user_errors():
+        found = inspect.best_trial(name, **stores)
+    if fmt == "json":
+        report.print_json(found)
+    else:
+        report.print_best(found)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--by", default="optimizer", show_default=True, metavar="PARAM",
+              help="Group by another categorical instead, e.g. batch_size or scheduler.")
+@_format_option("table", "json")
+@store_options
+def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
+    """Per optimizer: best, median and IQR, defaults vs tuned, trials, pruned, time.
+
+    Several studies (compare A B) are lined up side by side.
+    """
+    from tuner.results import queries as inspect
+    from tuner.cli import render as report
+
+    quiet_libraries()
+    with user_errors():
+        result = inspect.compare(list(names), by=by.replace("-", "_"), **stores)
+    if fmt == "json":
+        report.print_json(result)
+    else:
+        report.print_compare(result)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", required=True,
+              type=click.Choice(["history", "importance", "parallel", "slice", "contour",
+                                 "curves"]),
+              help="curves: per-epoch validation values of each optimizer's best trial.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="FILE.html (interactive) or FILE.png/.svg/.pdf (static).")
+@click.option("--params", default=None, metavar="LIST",
+              help="Parameters to draw (slice, parallel, contour, importance), e.g. lr,momentum.")
+@store_options
+def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -> None:
+    """Draw a plot of a study into an HTML or PNG file (no browser needed)."""
+    from tuner.results import plots
+    from tuner.cli import render as report
+
+    quiet_libraries()
+    with user_errors():
+        written = plots.write_plot(name, kind=kind, output=output,
+                                   params=params.split(",") if params else None, **stores)
+    report.print_written(f"the {kind} plot of {name}", written["path"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="FILE.csv or FILE.json")
+@store_options
+def export(name: str, output: str, **stores: Any) -> None:
+    """Write all trials (params, values, states, times, per-epoch values) to CSV or JSON."""
+    from tuner.results import queries as inspect
+    from tuner.cli import render as report
+
+    quiet_libraries()
+    with user_errors():
+        written = inspect.export_study(name, output, **stores)
+    report.print_written(f"{written['records']} trials of {name}", written["path"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--trial", "trial", default=None, type=int,
+              help="Retrain this trial's config [default: the best trial].")
+@click.option("--epochs", default=None, type=int, help="Train this many epochs instead.")
+@click.option("--device", default=None, help="Override the stored device.")
+@_format_option("table", "json")
+@store_options
+def retrain(name: str, trial: int | None, epochs: int | None, device: str | None, fmt: str,
+            **stores: Any) -> None:
+    """Train a config on train+validation, score the test split once, save the model."""
+    from tuner.cli import render as report
+    from tuner.results.retrain import retrain as run_retrain
+
+    quiet_libraries()
+    with user_errors():
+        result = run_retrain(name, trial=trial, epochs=epochs, device=device,
+                             notice=report.print_notice, **stores)
+    if fmt == "json":
+        report.print_json(result.to_dict())
+    else:
+        report.print_retrain(result.to_dict())
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--port", default=5000, show_default=True, type=int, help="Port on 127.0.0.1.")
+@store_options
+def ui(name: str | None, port: int, **stores: Any) -> None:
+    """Start the MLflow UI for the store on 127.0.0.1 and print the study's URL."""
+    from tuner.cli import render as report
+    from tuner.results import ui as mlflow_ui
+
+    with user_errors():
+        plan = mlflow_ui.plan_ui(name, port=port, **stores)
+        report.print_ui(plan)
+        code = mlflow_ui.serve(plan, ready=lambda: report.print_ui_ready(plan))
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@store_options
+def delete(name: str, yes: bool, **stores: Any) -> None:
+    """Delete a study from the store and mark its MLflow experiment deleted."""
+    from tuner.results import delete as deleting
+    from tuner.cli import render as report
+
+    quiet_libraries()
+    with user_errors():
+        info = deleting.preview(name, **stores)
+        if not yes:
+            running = f"; {info['running']} of them are RUNNING now" if info["running"] else ""
+            click.confirm(f"Delete study {name!r} ({info['trials']} trials{running}) and its "
+                          f"MLflow experiment?", abort=True, err=True)
+        report.print_deleted(deleting.delete_study(name, **stores))
+
+
+def main() -> None:
+    cli(prog_name="opttune")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Deleting a study: its trials leave the Optuna store, its MLflow experiment is marked deleted.
+
+MLflow keeps a deleted experiment (restorable, and out of the UI's list); a new study of the
+same name later gets a fresh experiment. Retrained models under ``<home>/models/`` stay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def preview(name: str, *, home: str | Path | None = None, storage: str | None = None,
+            tracking_uri: str | None = None) -> dict[str, Any]:
+    """What deleting `name` would remove (for the confirmation question)."""
+    from tuner.results.queries import open_study
+
+    _, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
+    return _describe(study)
+
+
+def _describe(study: Any) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    return {"study": study.study_name, "trials": len(trials),
+            "running": sum(t.state.name == "RUNNING" for t in trials),
+            "experiment_id": (study.user_attrs.get("mlflow") or {}).get("experiment_id")}
+
+
+def delete_study(name: str, *, home: str | Path | None = None, storage: str | None = None,
+                 tracking_uri: str | None = None) -> dict[str, Any]:
+    """Remove study `name` from the Optuna store and mark its MLflow experiment deleted."""
+    import optuna
+
+    from tuner.results.queries import open_study
+
+    stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
+    info = _describe(study)
+    optuna.delete_study(study_name=name, storage=study._storage)
+    info["mlflow"] = _delete_experiment(stores, info["experiment_id"])
+    return info
+
+
+def _delete_experiment(stores: Any, experiment_id: str | None) -> str:
+    """'deleted', 'not found', or why MLflow could not be reached (the study is gone anyway)."""
+    if not experiment_id:
+        return "not found"
+    from tuner.study.stores import sqlite_path
+    from tuner.study.tracker import Tracker
+
+    path = sqlite_path(stores.tracking_uri)
+    if path is not None and not path.exists():
+        return "not found"
+    try:
+        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+        return "deleted" if tracker.delete_experiment(experiment_id) else "not found"
+    except Exception as exc:
+        return f"not reachable ({type(exc).__name__}: {str(exc).splitlines()[0]})"

@@ -1,0 +1,203 @@
+"""Retrain a study's chosen configuration on train+validation and score the test split once.
+
+The trial's exact configuration (its `config` user attribute) is trained by the same loop as
+every trial (:func:`tuner.train.fit`), with the trial's own seed, on the training and
+validation splits together. The held-out test split, which `search` never touches, is scored
+once at the end. The weights and the configuration are saved under ``<home>/models/`` and
+logged as a run (with the model as artifacts) in the study's MLflow experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import OpttuneError, StoreError
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    study: str
+    trial: int
+    task: str
+    config: dict[str, Any]  # the flat trial config, epochs as trained
+    metric: str  # test_acc or test_mse
+    test: dict[str, float]  # {"test_loss": …, metric: …}
+    train_samples: int
+    test_samples: int
+    device: str
+    seconds: float
+    folder: Path
+    model_path: Path
+    config_path: Path
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+
+def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
+            device: str | None = None, home: str | Path | None = None,
+            storage: str | None = None, tracking_uri: str | None = None,
+            notice: Callable[[str], None] | None = None) -> RetrainResult:
+    """Train trial `trial` (default: the best) of study `name` on train+val; score the test
+    split once; save and log the model. `epochs` overrides the trial's epochs."""
+    from tasks.registry import get_task
+    from tuner.training.devices import check_device_spec, resolve_device
+    from tuner.results.queries import open_study
+    from tuner.study.records import StudyMeta
+
+    if epochs is not None and epochs < 1:
+        raise OpttuneError(f"--epochs must be >= 1, but got {epochs}")
+    if device is not None:
+        check_device_spec(device)
+    stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
+    meta = StudyMeta.from_study(study)
+    chosen = _choose_trial(study, trial)
+    flat = dict(chosen.user_attrs["config"])
+    if epochs is not None:
+        flat["epochs"] = epochs
+    task = get_task(meta.task)
+    data_dir = meta.settings.get("data_dir")
+    data = task.read_data(data_dir=Path(data_dir) if data_dir else None)
+    if data.notice and notice is not None:
+        notice(data.notice)
+    if data.source != meta.data_source:
+        raise OpttuneError(f"study {name!r} was tuned on data from {meta.data_source!r}, but "
+                           f"the data now comes from {data.source!r}; retrain on the same data "
+                           f"(give the study's --data-dir), or tune a new study on this data")
+    dev = resolve_device(device or meta.settings.get("device") or "auto")
+    seed = (meta.settings.get("seed") or 0) * 100_003 + chosen.number  # the trial's own seed
+    started = time.perf_counter()
+    model, epochs_log = _train(task, data, flat, device=dev, seed=seed)
+    test = _score(task, model, data, dev, meta.metric)
+    seconds = time.perf_counter() - started
+    folder = stores.home / "models" / f"{_safe_name(name)}-trial-{chosen.number}"
+    record = {"study": name, "trial": chosen.number, "task": meta.task, "config": flat,
+              "trained_on": "train+validation", "seed": seed, "data_source": meta.data_source,
+              "train_samples": len(data.train_x) + len(data.val_x),
+              "test_samples": len(data.test_x), "test": test, "device": dev,
+              "seconds": round(seconds, 3), "saved": datetime.now().isoformat(timespec="seconds")}
+    run_id = _save_and_log(stores, meta, name, chosen, record, model, epochs_log, folder)
+    return RetrainResult(study=name, trial=chosen.number, task=meta.task, config=flat,
+                         metric=_test_metric(meta.metric), test=test,
+                         train_samples=record["train_samples"], test_samples=len(data.test_x),
+                         device=dev, seconds=seconds, folder=folder,
+                         model_path=folder / MODEL_FILE, config_path=folder / CONFIG_FILE,
+                         run_id=run_id)
+
+
+def _choose_trial(study: Any, number: int | None) -> Any:
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        if not complete:
+            raise OpttuneError(f"study {study.study_name!r} has no complete trial to retrain; "
+                               f"finish some with `opttune resume {study.study_name}`")
+        chosen = study.best_trial
+    else:
+        found = [t for t in trials if t.number == number]
+        if not found:
+            raise OpttuneError(f"--trial {number}: study {study.study_name!r} has trials 0 to "
+                               f"{len(trials) - 1}; see `opttune trials {study.study_name}`")
+        chosen = found[0]
+    if not chosen.user_attrs.get("config"):
+        raise OpttuneError(f"trial {chosen.number} of study {study.study_name!r} has no "
+                           f"configuration (it never started training); choose another --trial")
+    return chosen
+
+
+def _train(task: Any, data: Any, flat: dict[str, Any], *, device: str,
+           seed: int) -> tuple[Any, list[Any]]:
+    """fit() on train+validation; the model is caught from the task's own factory."""
+    import torch
+
+    from tuner.space.config import TrialConfig
+    from tuner.training.loop import DeviceData, Diverged, fit
+
+    built: list[torch.nn.Module] = []
+
+    def build_model(params: Any) -> torch.nn.Module:
+        built.append(task.build_model(params))
+        return built[-1]
+
+    merged = dataclasses.replace(data, train_x=torch.cat([data.train_x, data.val_x]),
+                                 train_y=torch.cat([data.train_y, data.val_y]))
+    try:
+        epochs_log = fit(dataclasses.replace(task, build_model=build_model),
+                         DeviceData.from_task_data(merged, device), TrialConfig.from_flat(flat),
+                         device=device, seed=seed)
+    except Diverged as exc:
+        raise OpttuneError(f"retraining diverged ({exc}); this configuration is unstable on "
+                           f"train+validation, try another --trial") from None
+    return built[-1], epochs_log
+
+
+def _score(task: Any, model: Any, data: Any, device: str, metric: str) -> dict[str, float]:
+    from tuner.training.loop import evaluate
+
+    loss, value = evaluate(task, model, data.test_x.to(device), data.test_y.to(device))
+    return {"test_loss": loss, _test_metric(metric): value}
+
+
+def _test_metric(metric: str) -> str:
+    return "test_" + metric.removeprefix("val_")
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
+
+
+def _save_and_log(stores: Any, meta: Any, name: str, trial: Any, record: dict[str, Any],
+                  model: Any, epochs_log: list[Any], folder: Path) -> str:
+    """Write model.pt and config.json, then log both (and the metrics) as an MLflow run."""
+    import torch
+
+    from tuner.study.tracker import Tracker
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, folder / MODEL_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    run_id = ""
+    try:
+        experiment = meta.mlflow.get("experiment_id", "")
+        if not experiment or not tracker.experiment_exists(experiment):
+            experiment = tracker.ensure_experiment(name, tags={"opttune.task": meta.task})
+        flat = record["config"]
+        run_id = tracker.create_run(
+            experiment, name=f"retrain · trial {trial.number} · {flat.get('optimizer')}",
+            tags={"opttune.role": "retrain", "study": name, "trial_number": str(trial.number),
+                  "optimizer": str(flat.get("optimizer")),
+                  "source_run_id": str(trial.user_attrs.get("mlflow_run_id", ""))},
+            params={**flat, "trained_on": "train+validation", "seed": record["seed"]})
+        for r in epochs_log:
+            tracker.log_epoch(run_id, r.epoch, {"train_loss": r.train_loss, "lr": r.lr,
+                                                "epoch_seconds": r.seconds})
+        tracker.log_epoch(run_id, 0, record["test"])
+        record["mlflow_run_id"] = run_id
+        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        tracker.log_artifacts(run_id, folder, "model")
+        tracker.finish_run(run_id)
+    except Exception as exc:
+        if run_id:
+            try:
+                tracker.finish_run(run_id, "FAILED")
+            except Exception:
+                pass  # the store is failing: the error below says what matters
+        raise StoreError(f"the model is saved in {folder}, but logging it to MLflow failed: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         ) from None
+    return run_id

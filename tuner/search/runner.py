@@ -1,0 +1,375 @@
+"""Running a study: the one code path behind `opttune search`, `resume` and `tuner.search`.
+
+Order matters for "bad input fails before any work": flags, space, task, device and data are
+all checked before a store is opened or created; then trials run one after another with
+ask/tell, so that the budget is the study's total and an interrupted trial can be marked and
+queued again before the process exits.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.study import records as studies
+from tuner.errors import OpttuneError, StoreError
+from tuner.search.events import NullObserver, Observer, TrialOutcome
+from tuner.space.searchspace import Space
+from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
+
+
+class Interrupted(Exception):
+    """The search was stopped by SIGINT or SIGTERM after marking everything cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+@dataclass
+class SearchResult:
+    study: str
+    metric: str
+    direction: str
+    device: str
+    data_source: str
+    stores: Stores
+    trials: list[TrialOutcome] = field(default_factory=list)  # run in this call
+    all_trials: list[TrialOutcome] = field(default_factory=list)  # the whole study
+    best: TrialOutcome | None = None
+    total_counted: int = 0
+    target: int = 0
+
+
+@dataclass
+class Session:
+    """Everything a run of trials needs, resolved and checked."""
+
+    name: str
+    task: Any
+    space: Space
+    meta: studies.StudyMeta
+    data: Any
+    device: str
+    stores: Stores
+    settings: dict[str, Any]
+
+
+def search(
+    *,
+    task: str,
+    study: str | None = None,
+    n_trials: int = 20,
+    timeout: float | None = None,
+    optimizers: Sequence[str] | None = None,
+    params: Mapping[str, Sequence[str]] | None = None,
+    task_params: Mapping[str, str] | None = None,
+    batch_size: str | None = None,
+    epochs: int | None = None,
+    scheduler: str | None = None,
+    space_file: str | Path | None = None,
+    defaults_first: bool = True,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int | None = None,
+    device: str = "auto",
+    data_dir: str | Path | None = None,
+    home: str | Path | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    allow_changed_space: bool = False,
+    jobs: int | None = None,
+    devices: str | Sequence[str] | None = None,
+    trials_per_device: int = 1,
+    observer: Observer | None = None,
+) -> SearchResult:
+    """Create the study `study` (or continue it) and run trials until it has `n_trials`.
+
+    `jobs` trials run at once in as many processes, on `devices` (`trials_per_device` per
+    device); `jobs=0` only creates the study (or sets its budget) for workers to run.
+    """
+    from tuner.search import sampling
+    from tuner.training.devices import check_device_spec
+    from tuner.space.searchspace import build_space
+    from tuner.space.files import load_space_file
+
+    observer = observer or NullObserver()
+    if n_trials < 1:
+        raise OpttuneError(f"n_trials must be >= 1, but got n_trials={n_trials}")
+    if sampler not in sampling.SAMPLERS:
+        raise OpttuneError(f"--sampler must be one of {', '.join(sampling.SAMPLERS)}, "
+                           f"but got {sampler!r}")
+    if pruner not in sampling.PRUNERS:
+        raise OpttuneError(f"--pruner must be one of {', '.join(sampling.PRUNERS)}, "
+                           f"but got {pruner!r}")
+    check_device_spec(device)
+    from tuner.search.jobs import plan_slots
+
+    slots = plan_slots(jobs=jobs, device=device, devices=devices,
+                       trials_per_device=trials_per_device)
+    file_values = load_space_file(Path(space_file)) if space_file else None
+    from tasks.registry import get_task
+
+    task_obj = get_task(task)
+    space = build_space(optimizers=optimizers, params=params, batch_size=batch_size,
+                        epochs=epochs, scheduler=scheduler, file_values=file_values,
+                        default_batch_size=task_obj.batch_size, defaults_first=defaults_first,
+                        task_params=task_obj.param_specs(task_params))
+    name = study or task_obj.name
+    settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "device": device,
+                "n_trials": n_trials,
+                "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
+    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    check_store_files(stores)  # a damaged store fails now, before the data is read
+    return _prepare_and_run(name=name, task_obj=task_obj, space=space, settings=settings,
+                            stores=stores, target=n_trials, timeout=timeout,
+                            allow_changed_space=allow_changed_space, observer=observer,
+                            must_exist=False, slots=slots)
+
+
+def resume(
+    name: str,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    home: str | Path | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    jobs: int | None = None,
+    devices: str | Sequence[str] | None = None,
+    trials_per_device: int = 1,
+    observer: Observer | None = None,
+) -> SearchResult:
+    """Continue study `name` with its stored task, space and settings.
+
+    `n_trials` more trials are run (default: up to the study's stored budget, which `n_trials`
+    raises for every process of the study); `jobs`, `devices`, `trials_per_device` as in
+    :func:`search`.
+    """
+    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    return continue_study(name, stores=stores, n_trials=n_trials, timeout=timeout,
+                          device=device, jobs=jobs, devices=devices,
+                          trials_per_device=trials_per_device, observer=observer)
+
+
+def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
+                   timeout: float | None = None, device: str | None = None,
+                   jobs: int | None = None, devices: str | Sequence[str] | None = None,
+                   trials_per_device: int = 1, observer: Observer | None = None,
+                   storage_obj: Any = None, seed_salt: int = 0) -> SearchResult:
+    """:func:`resume` on resolved stores; also how workers and `--jobs` processes join a
+    study (`seed_salt` gives each process its own sampler seed)."""
+    from tasks.registry import get_task
+    from tuner.training.devices import check_device_spec
+    from tuner.search.jobs import plan_slots
+
+    observer = observer or NullObserver()
+    if n_trials is not None and n_trials < 1:
+        raise OpttuneError(f"--n-trials must be >= 1, but got {n_trials}")
+    if device is not None:
+        check_device_spec(device)
+        if devices:
+            raise OpttuneError(f"give --device or --devices, not both (got --device {device})")
+    check_store_files(stores)
+    if storage_obj is None:
+        storage_obj = studies_storage(stores, create=False)
+    study = studies.load_study(storage_obj, name)
+    meta = studies.StudyMeta.from_study(study)
+    settings = dict(meta.settings)
+    if device is not None:
+        settings["device"] = device
+    # Without --devices, --jobs uses the study's device (or the override) on this machine.
+    slots = plan_slots(jobs=jobs, device=None if devices else settings.get("device"),
+                       devices=devices, trials_per_device=trials_per_device)
+    done = studies.counted(study.get_trials(deepcopy=False))
+    target = done + n_trials if n_trials is not None else int(settings.get("n_trials", done))
+    task_obj = get_task(meta.task)
+    return _prepare_and_run(name=name, task_obj=task_obj, space=meta.space, settings=settings,
+                            stores=stores, target=target, timeout=timeout,
+                            allow_changed_space=False, observer=observer, must_exist=True,
+                            storage_obj=storage_obj, slots=slots, seed_salt=seed_salt)
+
+
+def default_study_name(task_ref: str) -> str:
+    """A study's default name is its task's name (its attribute name for module:attr)."""
+    return task_ref.rpartition(":")[2] if ":" in task_ref else task_ref
+
+
+def studies_storage(stores: Stores, *, create: bool) -> Any:
+    from tuner.study.stores import is_server_url, open_storage
+
+    # Heartbeats where processes on other machines may die unseen (a server database).
+    return open_storage(stores.storage_url, create=create,
+                        heartbeat=is_server_url(stores.storage_url))
+
+
+def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[str, Any],
+                     stores: Stores, target: int, timeout: float | None,
+                     allow_changed_space: bool, observer: Observer, must_exist: bool,
+                     storage_obj: Any = None, slots: list[str] | None = None,
+                     seed_salt: int = 0) -> SearchResult:
+    from tuner.search import sampling
+    from tuner.training.devices import resolve_device
+    from tuner.training.loop import DeviceData
+
+    # slots: None, trials run here one by one; [d], here on d; else in len(slots) processes.
+    if slots is None:
+        device = resolve_device(settings.get("device") or "auto")
+    else:
+        device = slots[0] if len(slots) == 1 else "cpu"
+    data_dir = settings.get("data_dir")
+    task_data = task_obj.read_data(data_dir=Path(data_dir) if data_dir else None)
+    if task_data.notice:
+        observer.notice(task_data.notice)
+    _check_task(task_obj, task_data, space)
+
+    from tuner.study.stores import sqlite_path
+    from tuner.study.tracker import Tracker
+
+    # Refuse a bad store before the other one is created; a server store (which creates no
+    # file when it fails) is opened before an SQLite one.
+    check_store_files(stores)
+    tracker = None
+    if sqlite_path(stores.tracking_uri) is None:
+        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    if storage_obj is None:
+        storage_obj = studies_storage(stores, create=True)
+    if tracker is None:
+        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    seed = settings.get("seed")
+    families = list(space.families)
+    pruner = sampling.make_pruner(settings["pruner"], epochs=space.epochs)
+
+    if studies.exists(storage_obj, name):
+        probe = studies.load_study(storage_obj, name)
+        meta = studies.StudyMeta.from_study(probe)
+        _check_same_study(name, meta, task_obj, space, task_data.source, allow_changed_space,
+                          probe.get_trials(deepcopy=False))
+        n_before = len(probe.trials)
+        sampler = sampling.make_sampler(settings["sampler"], families=families,
+                                        seed=_sampler_seed(seed, n_before, seed_salt))
+        study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
+        if allow_changed_space and meta.space != space:
+            study.set_user_attr("space", studies.StudyMeta(
+                meta.task, space, meta.data_source, meta.metric, meta.direction,
+                meta.settings, meta.mlflow).user_attrs()["space"])
+            meta = studies.StudyMeta.from_study(study)
+        if target != meta.settings.get("n_trials"):  # the budget every process works to
+            study.set_user_attr("settings", {**meta.settings, "n_trials": target})
+    else:
+        if must_exist:
+            raise StoreError(f"study {name!r} disappeared from the store")
+        experiment_id = tracker.ensure_experiment(name, tags={"opttune.task": task_obj.ref})
+        parent = tracker.create_parent(experiment_id, study=name, params={
+            "task": task_obj.ref, "data_source": task_data.source, **{
+                k: v for k, v in settings.items() if v is not None}}, tags={"study": name})
+        tracker.log_text(parent, _space_text(space), "space.json")
+        meta = studies.StudyMeta(
+            task=task_obj.ref, space=space, data_source=task_data.source,
+            metric=task_obj.metric, direction=task_obj.direction, settings=settings,
+            mlflow={"experiment_id": experiment_id, "parent_run_id": parent,
+                    "tracking_uri": redact(stores.tracking_uri)})
+        sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed)
+        study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
+
+    if slots is not None and len(slots) != 1:
+        from tuner.search.jobs import run_jobs
+
+        return run_jobs(name=name, stores=stores, slots=slots, target=target, timeout=timeout,
+                        study=study, meta=meta, observer=observer,
+                        announced=[task_data.notice] if task_data.notice else [])
+    session = Session(name=name, task=task_obj, space=meta.space, meta=meta,
+                      data=DeviceData.from_task_data(task_data, device), device=device,
+                      stores=stores, settings=settings)
+    from tuner.search.trial_loop import TrialRunner
+
+    runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
+    return runner.run(target=target, timeout=timeout)
+
+
+def _sampler_seed(seed: int | None, n_before: int, salt: int) -> int | None:
+    """A continued study's sampler seed: new draws after `n_before` trials, and different
+    draws in each process that joins it (`salt`)."""
+    if seed is None:
+        return None
+    return (seed + n_before + 1_000_003 * salt) % 2**32
+
+
+def _space_text(space: Space) -> str:
+    import json
+
+    return json.dumps(space.to_dict(), indent=2, sort_keys=True)
+
+
+def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: Space,
+                      source: str, allow_changed_space: bool,
+                      trials: Sequence[Any] = ()) -> None:
+    if meta.task != task_obj.ref:
+        raise OpttuneError(f"study {name!r} tunes task {meta.task!r}, not {task_obj.ref!r}; "
+                           f"choose another --study name")
+    if meta.data_source != source:
+        raise OpttuneError(f"study {name!r} was run on data from {meta.data_source!r}, but the "
+                           f"data now comes from {source!r}; a study never mixes data sources "
+                           f"(give the same --data-dir, or start a new --study)")
+    if meta.space != space and not allow_changed_space:
+        from tuner.space.diff import describe_diff
+
+        raise OpttuneError(f"the search space of study {name!r} differs from the stored one: "
+                           f"{describe_diff(meta.space, space)}; run `opttune resume {name}` "
+                           f"to keep the stored space, pass --allow-changed-space to continue "
+                           f"with the new one, or choose another --study name")
+    if meta.space != space:
+        from tuner.space.diff import optuna_conflicts, recorded_distributions
+
+        conflicts = optuna_conflicts(recorded_distributions(trials), space)
+        if conflicts:  # Optuna would refuse at the first trial, with a cryptic error
+            raise OpttuneError(f"study {name!r} cannot continue with this space, even with "
+                               f"--allow-changed-space: it changes {'; '.join(conflicts)}, and "
+                               f"a study keeps one choice list and one range scale per "
+                               f"parameter (range bounds may move, values may be fixed or "
+                               f"freed); choose another --study name for this space")
+
+
+def _check_task(task_obj: Any, data: Any, space: Space) -> None:
+    """One forward pass and loss on two samples (with the task hyperparameters' defaults),
+    so that a broken task fails with its precise reason before any study is touched."""
+    from tasks.checks import check_model
+    from tuner.space.searchspace import task_param_values
+
+    try:
+        check_model(task_obj, data, task_param_values(space.task_params))
+    finally:
+        gc.collect()
+
+
+@contextmanager
+def signals_as_interrupts() -> Iterator[list[int]]:
+    """Turn SIGTERM into KeyboardInterrupt so both stop a trial the same clean way."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def elapsed_since(start: float) -> float:
+    return time.monotonic() - start

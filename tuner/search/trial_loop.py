@@ -1,0 +1,322 @@
+"""The trial loop: ask a trial, train it, report each epoch, tell the outcome, log it all.
+
+A trial ends in one of three ways, each recorded in both stores: COMPLETE with its value;
+PRUNED (by the pruner, or because its loss diverged, with the step); FAIL (out of memory,
+an error, or an interruption; an interrupted trial's parameters are queued to run again).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.study import claims as budget
+from tuner.study import records as studies
+from tuner.study.recovery import OWNER_TAG, Problem
+from tuner.errors import OpttuneError
+from tuner.search.events import Observer, TrialOutcome
+from tuner.space.searchspace import DEFAULTS_ATTR
+
+if TYPE_CHECKING:
+    from tuner.search.runner import SearchResult, Session
+    from tuner.study.tracker import Tracker
+
+_MAX_FAILS_IN_A_ROW = 3
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, (RuntimeError, MemoryError)) and (
+            isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()))
+
+
+class TrialRunner:
+    def __init__(self, *, session: Session, study: optuna.Study, tracker: Tracker,
+                 observer: Observer) -> None:
+        self.s = session
+        self.study = study
+        self.tracker = tracker
+        self.observer = observer
+        self.parent = session.meta.mlflow.get("parent_run_id", "")
+        self.experiment = session.meta.mlflow.get("experiment_id", "")
+        # Every MLflow call runs on this one thread, in order. An SQLite write costs tens of
+        # ms: epoch metrics and a trial's end are logged while training goes on (see _later).
+        self._mlflow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opttune-mlflow")
+        self._mlflow_errors: list[str] = []
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, *, target: int, timeout: float | None) -> SearchResult:
+        from tuner.search.runner import Interrupted, SearchResult, signals_as_interrupts
+
+        result = SearchResult(study=self.s.name, metric=self.s.meta.metric,
+                              direction=self.s.meta.direction, device=self.s.device,
+                              data_source=self.s.meta.data_source, stores=self.s.stores,
+                              target=target)
+        with budget.study_lock(self.study):  # one process at a time repairs and re-queues
+            self.recover()
+        start = time.monotonic()
+        fails_in_a_row = 0
+        self.observer.study_start({"study": self.s.name, "device": self.s.device,
+                                   "target": target, "done": self._counted(),
+                                   "space": self.s.space, "metric": self.s.meta.metric,
+                                   "data_source": self.s.meta.data_source,
+                                   "stores": self.s.stores})
+        self._parent_status("RUNNING")
+        with signals_as_interrupts() as received:
+            try:
+                while True:
+                    if timeout is not None and time.monotonic() - start >= timeout:
+                        break
+                    # Atomic across processes: the study's total is never exceeded.
+                    claim = budget.claim_next(self.study, target=target,
+                                              recover=self._recover_stale)
+                    if claim.trial is None:
+                        if not claim.wait:
+                            break
+                        time.sleep(budget.POLL_SECONDS)  # a running trial may yet need a re-run
+                        continue
+                    try:
+                        with budget.heartbeat(self.study, claim.trial):
+                            outcome = self.run_one(index=claim.done + 1, total=target,
+                                                   trial=claim.trial)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        self.observer.notice(f"trial {claim.trial.number} was failed by another "
+                                             f"process (its heartbeat came too late); its "
+                                             f"parameters run again")
+                        continue
+                    result.trials.append(outcome)
+                    reason = outcome.reason or ""
+                    fails_in_a_row = fails_in_a_row + 1 if outcome.state == "FAIL" and \
+                        not reason.startswith("out of memory") else 0
+                    if fails_in_a_row >= _MAX_FAILS_IN_A_ROW:
+                        raise OpttuneError(f"{fails_in_a_row} trials in a row failed; the last "
+                                           f"with: {reason}")
+            except KeyboardInterrupt:
+                signum = received[-1] if received else 2
+                self._parent_status("KILLED")
+                raise Interrupted(signum) from None
+        self._parent_status("FINISHED")
+        self._safe(lambda: None)  # every queued MLflow write is in before we return
+        # The study's plots, on its parent run: drawn by the last of its processes to finish.
+        if self.parent and result.trials and not self._running_elsewhere():
+            from tuner.results.plots import log_study_plots
+
+            self._safe(log_study_plots, self.study, tracker=self.tracker, run_id=self.parent)
+        result.total_counted = self._counted()
+        result.best = self.best()
+        result.all_trials = [outcome_of(t) for t in self.study.get_trials(deepcopy=False)
+                             if t.state != TrialState.WAITING]
+        return result
+
+    def _counted(self) -> int:
+        return studies.counted(self.study.get_trials(deepcopy=False))
+
+    def _running_elsewhere(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _recover_stale(self) -> None:
+        """Between trials, under the study's lock: fail the trials of dead processes (pid gone,
+        or heartbeat silent) and queue them again once; the cheap part of :meth:`recover`."""
+        for trial in studies.stale_trials(self.study):
+            studies.fail_stale(self.study, trial)
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if run_id:
+                self._safe(self.tracker.end_trial, run_id, state="KILLED",
+                           tags={"fail_reason": "killed"})
+            self.observer.notice(f"trial {trial.number} was left running by a process that is "
+                                 f"gone; marked failed, its parameters will run again")
+
+    def recover(self) -> None:
+        """Repair what a crash left (see tuner.check): fail the trials of dead processes and
+        queue them again, end MLflow runs that disagree with their trial, log missing runs."""
+        from tuner.study.recovery import inspect_study, repair
+
+        try:
+            found = inspect_study(self.study, self.tracker, self.s.meta, parent=False).problems
+        except Exception as exc:  # MLflow trouble: still repair the Optuna side
+            self.observer.notice(f"MLflow: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            found = [Problem("stale-trial", f"trial {t.number} is RUNNING but its process is "
+                             f"gone", "mark it FAIL (killed)", t.number)
+                     for t in studies.stale_trials(self.study)]
+        for problem in found:
+            try:
+                repair(self.study, self.tracker, problem)
+            except Exception as exc:
+                self.observer.notice(f"could not repair: {problem.found} ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''})")
+                continue
+            if problem.kind == "stale-trial":
+                self.observer.notice(f"trial {problem.trial} was left running by a process "
+                                     f"that is gone; marked failed, its parameters will run "
+                                     f"again")
+            else:
+                self.observer.notice(f"repaired: {problem.found} ({problem.repair})")
+        mlflow_ids = self.study.user_attrs.get("mlflow", {})  # recreated if it was missing
+        self.parent = mlflow_ids.get("parent_run_id", self.parent)
+        self.experiment = mlflow_ids.get("experiment_id", self.experiment)
+
+    # -- one trial -------------------------------------------------------------------------
+    def run_one(self, *, index: int, total: int,
+                trial: optuna.Trial | None = None) -> TrialOutcome:
+        from tuner.training.loop import Diverged, fit
+
+        claimed = trial is not None  # budget.claim_next already recorded the owner
+        trial = trial if trial is not None else self.study.ask()
+        try:
+            if not claimed:
+                self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
+                                                          studies.owner_record())
+            config = self.s.space.suggest(trial)
+        except BaseException as exc:  # never leave a trial RUNNING, whatever went wrong
+            if isinstance(exc, KeyboardInterrupt):
+                trial.set_user_attr("fail_reason", "interrupted")
+            self.study.tell(trial, state=TrialState.FAIL)
+            if isinstance(exc, KeyboardInterrupt):
+                studies.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+            if isinstance(exc, ValueError):
+                raise OpttuneError(f"trial {trial.number} could not be sampled: {exc}") from None
+            raise
+        flat = config.flat()
+        trial.set_user_attr("config", flat)
+        run_id = self._safe(self.tracker.start_trial, self.experiment, parent_run_id=self.parent,
+                            study=self.s.name, number=trial.number, config=flat)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        self.observer.trial_start(trial.number, flat, index, total)
+        history: list[float] = []
+        started = time.perf_counter()
+
+        def on_epoch(r: Any) -> None:
+            history.append(r.value)
+            trial.report(r.value, r.epoch)
+            if run_id:
+                self._later(self.tracker.log_epoch, run_id, r.epoch, {
+                    "train_loss": r.train_loss, "val_loss": r.val_loss,
+                    self.s.meta.metric: r.value, "lr": r.lr, "epoch_seconds": r.seconds})
+            self.observer.epoch_end(trial.number, r.epoch, config.epochs, r.value, r.train_loss)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned by the {self.s.settings.get('pruner')} "
+                                         f"pruner after epoch {r.epoch + 1}")
+
+        state, value, reason, extra = "COMPLETE", None, None, {}
+        try:
+            seed = (self.s.settings.get("seed") or 0) * 100_003 + trial.number
+            fit(self.s.task, self.s.data, config, device=self.s.device, seed=seed,
+                on_epoch=on_epoch)
+            value = history[-1]
+        except optuna.TrialPruned as exc:
+            state, reason = "PRUNED", str(exc)
+        except Diverged as exc:
+            state, reason = "PRUNED", "diverged"
+            extra = {"diverged_step": exc.step, "diverged_epoch": exc.epoch,
+                     "diverged_loss": str(exc.loss)}
+        except KeyboardInterrupt:
+            self._finish(trial, "FAIL", None, "interrupted", {}, run_id, started, history,
+                         mlflow_state="KILLED")
+            studies.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
+            else:
+                first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+                reason = f"{type(exc).__name__}: {first_line}"
+            state = "FAIL"
+        if reason and reason.startswith("out of memory"):
+            # Only now, with the exception and its frames gone, is the trial's memory free.
+            _free_memory(self.s.device)
+        return self._finish(trial, state, value, reason, extra, run_id, started, history)
+
+    def _finish(self, trial: optuna.Trial, state: str, value: float | None, reason: str | None,
+                extra: dict[str, Any], run_id: str | None, started: float,
+                history: list[float], *, mlflow_state: str | None = None) -> TrialOutcome:
+        seconds = time.perf_counter() - started
+        attrs = {**extra, "epochs_run": len(history), "seconds": round(seconds, 3)}
+        if reason and state == "PRUNED":
+            attrs["prune_reason"] = reason
+        if reason and state == "FAIL":
+            attrs["fail_reason"] = reason
+        for key, val in attrs.items():
+            trial.set_user_attr(key, val)
+        self.study.tell(trial, value if state == "COMPLETE" else None,
+                        state=getattr(TrialState, state))
+        best = self.best()
+        if run_id:
+            tags = {k: v for k, v in attrs.items() if k != "seconds"}
+            metrics = {"trial_seconds": seconds} | ({"value": value} if value is not None else {})
+            self._later(self.tracker.end_trial, run_id, state=mlflow_state or state, tags=tags,
+                        metrics=metrics)
+            if best is not None and best.number == trial.number and self.parent:
+                self._later(self.tracker.set_tags, self.parent, {
+                    "best_trial": best.number, "best_value": best.value,
+                    "best_run_id": run_id, "best_optimizer": best.config.get("optimizer")})
+        outcome = TrialOutcome(number=trial.number, state=state, value=value,
+                               config=dict(trial.user_attrs.get("config", {})), reason=reason,
+                               seconds=seconds, run_id=run_id, epochs_run=len(history),
+                               history=history)
+        self.observer.trial_end(outcome, best)
+        return outcome
+
+    def best(self) -> TrialOutcome | None:
+        best = studies.best_complete(self.study.get_trials(deepcopy=False),
+                                     self.s.meta.direction)
+        return None if best is None else outcome_of(best)
+
+    def _parent_status(self, status: str) -> None:
+        if self.parent:
+            self._safe(self.tracker.parent_running, self.parent, status == "RUNNING",
+                       status=status)
+            if status == "RUNNING":  # lets `opttune check` tell a live search from a dead one
+                self._safe(self.tracker.set_tags, self.parent,
+                           {OWNER_TAG: json.dumps(studies.owner_record())})
+
+    def _safe(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """MLflow trouble is reported, never fatal to the study: Optuna's record is primary.
+
+        Waits for the call (and so for every MLflow call queued before it)."""
+        result = self._later(fn, *args, **kwargs).result()
+        while self._mlflow_errors:
+            self.observer.notice(self._mlflow_errors.pop(0))
+        return result
+
+    def _later(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Queue an MLflow call on the MLflow thread; a failure is reported by the next _safe."""
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                self._mlflow_errors.append(f"MLflow: {type(exc).__name__}: {first}")
+                return None
+
+        return self._mlflow.submit(call)
+
+
+def _free_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def outcome_of(t: Any) -> TrialOutcome:
+    """A stored trial as a TrialOutcome."""
+    attrs = t.user_attrs
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+    if reason is None and attrs.get(DEFAULTS_ATTR):
+        reason = "defaults"
+    return TrialOutcome(number=t.number, state=t.state.name, value=t.value,
+                        config=dict(attrs.get("config", {})), reason=reason,
+                        seconds=float(attrs.get("seconds", 0.0)),
+                        run_id=attrs.get("mlflow_run_id"),
+                        epochs_run=int(attrs.get("epochs_run", 0)),
+                        history=[t.intermediate_values[k] for k in sorted(t.intermediate_values)])

@@ -1,0 +1,152 @@
+"""Joining a study from any process or machine: `opttune worker NAME`, and each `--jobs` process.
+
+A worker needs nothing but the study's name and store: the task, space, data source and
+settings are read from the study, the MLflow store from it too (unless `--tracking-uri` says
+otherwise), and trials run until the study's budget is met, counted over every process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from tuner.errors import OpttuneError, StoreError
+from tuner.search.events import Observer, TrialOutcome
+
+
+def work(name: str, *, home: str | Path | None = None, storage: str | None = None,
+         tracking_uri: str | None = None, device: str | None = None, jobs: int | None = None,
+         devices: str | list[str] | None = None, trials_per_device: int = 1,
+         timeout: float | None = None, observer: Observer | None = None) -> Any:
+    """Run trials of study `name` until its budget is met; returns a SearchResult."""
+    from dataclasses import replace
+
+    from tuner.search import runner
+    from tuner.study import records as studies
+    from tuner.study.stores import resolve_stores
+
+    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    storage_obj = runner.studies_storage(stores, create=False)
+    meta = studies.StudyMeta.from_study(studies.load_study(storage_obj, name))
+    if tracking_uri is None:
+        stored = meta.mlflow.get("tracking_uri", "")
+        if "***" in stored:
+            raise StoreError(f"study {name!r} logs to the MLflow store {stored}, whose password "
+                             f"is not stored; give it with --tracking-uri")
+        if stored:
+            stores = replace(stores, tracking_uri=stored)
+    _check_experiment(name, stores.tracking_uri, stores.artifact_root, meta.mlflow)
+    # Each worker its own sampler seed: processes started together must not sample alike.
+    return runner.continue_study(name, stores=stores, storage_obj=storage_obj, device=device,
+                                 jobs=jobs, devices=devices, trials_per_device=trials_per_device,
+                                 timeout=timeout, observer=observer, seed_salt=os.getpid())
+
+
+def _check_experiment(name: str, tracking_uri: str, artifact_root: Path,
+                      ids: dict[str, str]) -> None:
+    """Runs must hang under the study's parent run: refuse an MLflow store without it."""
+    from tuner.study.stores import redact, sqlite_path
+    from tuner.study.tracker import Tracker
+
+    path = sqlite_path(tracking_uri)
+    experiment = ids.get("experiment_id")
+    if not experiment:
+        return
+    if path is not None and not path.exists():
+        raise StoreError(f"the MLflow store of study {name!r} is not here: {path} does not "
+                         f"exist; give the study's MLflow store with --tracking-uri (a file "
+                         f"on a shared disk, or an MLflow or database server)")
+    if not Tracker(tracking_uri, artifact_root).experiment_exists(experiment):
+        raise StoreError(f"the MLflow store {redact(tracking_uri)} has no experiment "
+                         f"{experiment} of study {name!r}; give the study's MLflow store with "
+                         f"--tracking-uri")
+
+
+# -- one process of `--jobs` ------------------------------------------------------------------
+class PipeObserver:
+    """Sends what a job's trials do to the process that started it, one JSON line each."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def send(self, event: str, **data: Any) -> None:
+        try:
+            self.out.write(json.dumps({"event": event, **data}, default=str) + "\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass  # the parent is gone: the watchdog stops us
+
+    def notice(self, text: str) -> None:
+        self.send("notice", text=text)
+
+    def study_start(self, info: dict[str, Any]) -> None:
+        pass  # the parent announced the study once for all jobs
+
+    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None:
+        self.send("trial_start", number=number, config=config, index=index, total=total)
+
+    def epoch_end(self, number: int, epoch: int, epochs: int, value: float,
+                  train_loss: float) -> None:
+        self.send("epoch_end", number=number, epoch=epoch, epochs=epochs, value=value,
+                  train_loss=train_loss)
+
+    def trial_end(self, outcome: TrialOutcome, best: TrialOutcome | None) -> None:
+        self.send("trial_end", outcome=asdict(outcome), best=asdict(best) if best else None)
+
+
+def child_main() -> None:
+    """Entry of a `--jobs` process: its spec comes on stdin, its events go to stdout."""
+    spec = json.loads(sys.stdin.readline())
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the event stream
+    _stop_with_parent()
+    observer = PipeObserver(events)
+    import logging
+
+    import optuna
+    import torch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for logger in ("mlflow", "alembic"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    torch.set_num_threads(int(spec["threads"]))
+    if spec["device"].startswith("cuda"):
+        torch.cuda.set_device(torch.device(spec["device"]))  # nothing lands on cuda:0 by default
+
+    from tuner.search import runner
+    from tuner.study.stores import resolve_stores
+
+    stores = resolve_stores(home=spec["home"], storage=spec["storage"],
+                            tracking_uri=spec["tracking_uri"])
+    code = 0
+    try:
+        runner.continue_study(spec["name"], stores=stores, device=spec["device"],
+                              timeout=spec["timeout"], observer=observer,
+                              seed_salt=os.getpid())  # unlike any other job's, on any machine
+    except runner.Interrupted as exc:
+        code = exc.exit_code
+    except OpttuneError as exc:
+        observer.send("error", message=f"job {int(spec['index']) + 1} ({spec['device']}): "
+                                       f"{exc}")
+        code = 1
+    events.close()
+    sys.exit(code)
+
+
+def _stop_with_parent() -> None:
+    """A job whose parent died stops cleanly (SIGTERM: its trial is marked and re-queued)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="opttune-parent-watch", daemon=True).start()

@@ -1,0 +1,113 @@
+"""Reading a space file (TOML, or YAML) into the same values the command-line flags give.
+
+    optimizers = ["sgd", "adam"]
+    epochs = 3
+    batch_size = [64, 128]        # a list is a choice, a number fixes it
+    lr = "1e-5:1e-1"              # the command line's DSL, or a table {low, high, log}
+    [adam]                        # a table named after a family scopes what is in it
+    lr = "1e-5:1e-2"
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import SpaceError
+from tuner.space.families import ALL_PARAM_NAMES, FAMILIES
+
+TOP_KEYS = ("optimizers", "epochs", "batch_size", "scheduler")
+
+
+def load_space_file(path: Path) -> dict[str, Any]:
+    """Parse `path` into ``{"optimizers", "epochs", "batch_size", "scheduler", "params"}``."""
+    if not path.is_file():
+        raise SpaceError(f"space file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    raw = _parse(path, text)
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: the space file must be a table of keys, but got "
+                         f"{type(raw).__name__}")
+    out: dict[str, Any] = {"params": {}}
+    for key, value in raw.items():
+        where = f"{path}: {key}"
+        if key == "optimizers":
+            out[key] = _word_list(where, value)
+        elif key == "epochs":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SpaceError(f"{where} must be an integer, but got {value!r}")
+            out[key] = value
+        elif key in ("batch_size", "scheduler"):
+            out[key] = _as_dsl(where, value)
+        elif key in ALL_PARAM_NAMES and not _is_family_table(key, value):
+            out["params"].setdefault(key, []).append(_as_dsl(where, value))
+        elif key in FAMILIES:
+            if not isinstance(value, dict):
+                raise SpaceError(f"{where} must be a table of that family's hyperparameters, "
+                                 f"but got {value!r}")
+            for pname, pvalue in value.items():
+                if pname not in ALL_PARAM_NAMES:
+                    raise SpaceError(f"{where}.{pname}: unknown hyperparameter; known: "
+                                     f"{', '.join(ALL_PARAM_NAMES)}")
+                spec = _as_dsl(f"{where}.{pname}", pvalue)
+                out["params"].setdefault(pname, []).append(f"{key}={spec}")
+        else:
+            known = ", ".join([*TOP_KEYS, *ALL_PARAM_NAMES, *FAMILIES])
+            raise SpaceError(f"{path}: unknown key {key!r}; known keys: {known}")
+    return out
+
+
+def _is_family_table(key: str, value: Any) -> bool:
+    """`momentum` is a family and a hyperparameter; a table of hyperparameters means the family."""
+    return key in FAMILIES and isinstance(value, dict) and not set(value) & {"low", "high", "log"}
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpaceError(f"{path} is not valid YAML: {exc}") from None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _word_list(where: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise SpaceError(f"{where} must be a list of family names, but got {value!r}")
+
+
+def _as_dsl(where: str, value: Any) -> str:
+    """Turn a TOML/YAML value into the DSL string the flags use."""
+    if isinstance(value, bool):
+        raise SpaceError(f"{where} must be a number, a string or a list, but got {value!r}")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        extra = set(value) - {"low", "high", "log"}
+        if extra or not {"low", "high"} <= set(value):
+            raise SpaceError(f"{where} as a table needs low and high (and optionally log), "
+                             f"but got keys {sorted(value)}")
+        low, high = value["low"], value["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise SpaceError(f"{where}: low and high must be numbers, but got {value!r}")
+        scale = "" if "log" not in value else (":log" if value["log"] else ":linear")
+        return f"{low}:{high}{scale}"
+    raise SpaceError(f"{where} must be a number, a string, a list or a table, but got {value!r}")

@@ -1,0 +1,215 @@
+"""Study lifecycle: create or load a study, its stored metadata, and repairs after a crash.
+
+Everything `resume` and `worker` need lives in the study's user attributes: the task, the
+space, the data source, the objective and the settings, and the MLflow ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import OpttuneError, StudyNotFoundError
+from tuner.space.searchspace import DEFAULTS_ATTR, Space
+from tuner.study.stores import redact
+
+OWNER_ATTR = "opttune:owner"
+UNCOUNTED_FAILS = ("killed", "interrupted")  # failures whose parameters run again
+UNOWNED_GRACE_S = 120  # a RUNNING trial with no owner record this old was killed right after ask
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """What a study stores about itself."""
+
+    task: str
+    space: Space
+    data_source: str
+    metric: str
+    direction: str
+    settings: dict[str, Any]
+    mlflow: dict[str, str]
+
+    def user_attrs(self) -> dict[str, Any]:
+        from tuner import __version__
+
+        return {
+            "task": self.task,
+            "space": json.dumps(self.space.to_dict()),  # key order is choice order
+            "data_source": self.data_source,
+            "objective": {"metric": self.metric, "direction": self.direction},
+            "settings": self.settings,
+            "mlflow": self.mlflow,
+            "opttune_version": __version__,
+        }
+
+    @classmethod
+    def from_study(cls, study: optuna.Study) -> StudyMeta:
+        attrs = study.user_attrs
+        missing = [k for k in ("task", "space", "data_source") if k not in attrs]
+        if missing:
+            raise OpttuneError(f"study {study.study_name!r} was not made by opttune (no "
+                               f"{', '.join(missing)} attribute); it cannot be resumed here")
+        objective = attrs.get("objective", {})
+        return cls(task=attrs["task"], space=Space.from_dict(json.loads(attrs["space"])),
+                   data_source=attrs["data_source"],
+                   metric=objective.get("metric", "val_acc"),
+                   direction=objective.get("direction", "maximize"),
+                   settings=dict(attrs.get("settings", {})), mlflow=dict(attrs.get("mlflow", {})))
+
+
+def study_names(storage: Any) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage: Any, name: str, *, sampler: Any = None, pruner: Any = None) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        known = study_names(storage)
+        listing = ", ".join(known) if known else "none yet"
+        raise StudyNotFoundError(f"no study named {name!r} in {redact(storage.url)}; known "
+                                 f"studies: {listing}") from None
+
+
+def exists(storage: Any, name: str) -> bool:
+    return name in study_names(storage)
+
+
+def create_study(storage: Any, name: str, meta: StudyMeta, *, sampler: Any,
+                 pruner: Any) -> optuna.Study:
+    direction = optuna.study.StudyDirection[meta.direction.upper()]
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                sampler=sampler, pruner=pruner)
+    for key, value in meta.user_attrs().items():
+        study.set_user_attr(key, value)
+    if meta.space.defaults_first:
+        for family in meta.space.families:
+            study.enqueue_trial(meta.space.defaults_params(family),
+                                user_attrs={DEFAULTS_ATTR: True})
+    return study
+
+
+# -- bookkeeping per trial --------------------------------------------------------------------
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a live process from a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_record() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+
+
+def _owner_dead(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return False  # another machine's trial: its heartbeat decides
+    pid = int(owner.get("pid", -1))
+    if pid == os.getpid():
+        return False
+    if os.path.isdir("/proc"):
+        start = _process_start(pid)
+        return start is None or (owner.get("start") is not None and start != owner["start"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def counted(trials: list[FrozenTrial]) -> int:
+    """Trials that count towards the budget: finished, or failed for a reason of their own."""
+    n = 0
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in UNCOUNTED_FAILS:
+            n += 1
+    return n
+
+
+def best_complete(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The best COMPLETE trial with a finite value (never an inf or NaN), or None."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE
+                and t.value is not None and math.isfinite(t.value)]
+    if not complete:
+        return None
+    pick = max if direction == "maximize" else min
+    return pick(complete, key=lambda t: float(t.value or 0.0))
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Enqueue `trial`'s parameters once more, unless a retry of it already exists."""
+    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        return False
+    attrs: dict[str, Any] = {"retry_of": trial.number}
+    if trial.user_attrs.get(DEFAULTS_ATTR):
+        attrs[DEFAULTS_ATTR] = True
+    # An enqueued trial interrupted while sampling has only some params: keep its fixed ones.
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+    return True
+
+
+def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """RUNNING trials whose process is gone (killed, crashed, power loss).
+
+    On this machine the process id tells; on a server store, a heartbeat older than the grace
+    period tells for any machine.
+    """
+    late = set(_heartbeat_stale_ids(study))
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get(OWNER_ATTR)
+        if t._trial_id in late or (isinstance(owner, dict) and _owner_dead(owner)) or \
+                (owner is None and _unowned_too_long(t)):
+            out.append(t)
+    return out
+
+
+def _unowned_too_long(trial: FrozenTrial) -> bool:
+    """opttune records the owner right after `ask`; a kill in between leaves no record."""
+    import datetime
+
+    start = trial.datetime_start
+    return start is not None and (datetime.datetime.now() - start).total_seconds() > \
+        UNOWNED_GRACE_S
+
+
+def owner_gone(owner: dict[str, Any]) -> bool:
+    """Whether the process of an owner record (see :func:`owner_record`) has ended."""
+    return _owner_dead(owner)
+
+
+def _heartbeat_stale_ids(study: optuna.Study) -> list[int]:
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
+        return []
+    # Optuna's fail_stale_trials would fail them without our fail_reason and retry record.
+    return list(storage._get_stale_trial_ids(study._study_id))
+
+
+def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed") -> None:
+    """Mark a dead process's trial FAIL and queue its parameters to run again once."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except RuntimeError:
+        return  # finished meanwhile by someone else
+    requeue(study, trial)

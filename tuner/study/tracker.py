@@ -1,0 +1,212 @@
+"""MLflow: one experiment per study, one parent run per study, one child run per trial.
+
+The only module that imports mlflow. It uses an explicit :class:`MlflowClient` with the
+study's tracking URI, never the global fluent state, so nothing depends on the current
+directory's stray ``mlruns/``. Per-epoch metrics go out asynchronously, off the step loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import StoreError
+from tuner.study.stores import redact, sqlite_path
+
+# MLflow's own chatter (alembic migrations, "creating table") is not for our users.
+for _name in ("mlflow", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # opens the model-training view in MLflow 3's UI
+STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
+                   "KILLED": "KILLED"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What `opttune check` needs to know about one MLflow run."""
+
+    run_id: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    tags: dict[str, str]
+
+
+class Tracker:
+    """The MLflow side of one study."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path) -> None:
+        path = sqlite_path(tracking_uri)
+        if path is not None:
+            from tuner.study.stores import check_sqlite_file
+
+            check_sqlite_file(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif "://" in tracking_uri and not tracking_uri.startswith(
+                ("http:", "https:", "file:", "databricks")):
+            from tuner.study.stores import probe_database
+
+            probe_database(tracking_uri, what="MLflow store")  # MLflow retries for minutes
+        import mlflow  # noqa: F401  (slow import, kept out of the CLI's start-up)
+        from mlflow import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # mlflow sets its own level on import
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            self.client.search_experiments(max_results=1)  # fail here, not mid-study
+        except Exception as exc:
+            raise StoreError(f"cannot open the MLflow store {redact(tracking_uri)}: "
+                             f"{redact(str(exc)).splitlines()[0]}") from None
+
+    # -- study level -----------------------------------------------------------------------
+    def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            # A study re-created after `delete`: the old experiment keeps its runs, renamed
+            # (MLflow renames only active experiments, so restore it for the rename).
+            self.client.restore_experiment(experiment.experiment_id)
+            self.client.rename_experiment(experiment.experiment_id,
+                                          f"{name} (deleted {int(time.time())})")
+            self.client.delete_experiment(experiment.experiment_id)
+            experiment = None
+        if experiment is None:
+            location = (self.artifact_root / name).resolve().as_uri()
+            experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        for key, value in {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **tags}.items():
+            self.client.set_experiment_tag(experiment_id, key, value)
+        return str(experiment_id)
+
+    def create_parent(self, experiment_id: str, *, study: str, params: Mapping[str, Any],
+                      tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(experiment_id, run_name=study,
+                                     tags={"opttune.role": "study", **tags})
+        self._log_params(run.info.run_id, params)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return str(run.info.run_id)
+
+    def parent_running(self, run_id: str, running: bool, *, status: str = "FINISHED") -> None:
+        if running:
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(run_id, status)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # -- other runs (retrain) and experiments (delete) -------------------------------------
+    def create_run(self, experiment_id: str, *, name: str, tags: Mapping[str, str],
+                   params: Mapping[str, Any]) -> str:
+        run = self.client.create_run(experiment_id, run_name=name, tags=dict(tags))
+        self._log_params(run.info.run_id, params)
+        return str(run.info.run_id)
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def delete_experiment(self, experiment_id: str) -> bool:
+        """Mark the experiment deleted (MLflow keeps it restorable); False if it is not there."""
+        try:
+            experiment = self.client.get_experiment(experiment_id)
+        except Exception:
+            return False
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            return False
+        self.client.delete_experiment(experiment_id)
+        return True
+
+    # -- trial level -----------------------------------------------------------------------
+    def start_trial(self, experiment_id: str, *, parent_run_id: str, study: str, number: int,
+                    config: Mapping[str, Any]) -> str:
+        lr = config.get("lr")
+        name = f"trial {number} · {config.get('optimizer')}" + (
+            f" · lr={lr:.3g}" if isinstance(lr, float) else "")
+        run = self.client.create_run(experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": parent_run_id, "opttune.role": "trial", "study": study,
+            "trial_number": str(number), "optimizer": str(config.get("optimizer")),
+            "trial_state": "RUNNING"})
+        self._log_params(run.info.run_id, config)
+        return str(run.info.run_id)
+
+    def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def end_trial(self, run_id: str, *, state: str, tags: Mapping[str, Any] | None = None,
+                  metrics: Mapping[str, float] | None = None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag("trial_state", state)] + [RunTag(k, str(v))
+                                                   for k, v in (tags or {}).items()])
+        self.client.set_terminated(run_id, STATUS_OF_STATE.get(state, "FINISHED"))
+
+    def run_status(self, run_id: str) -> str | None:
+        try:
+            return str(self.client.get_run(run_id).info.status)
+        except Exception:
+            return None
+
+    # -- integrity (opttune check) ---------------------------------------------------------
+    def experiment_exists(self, experiment_id: str) -> bool:
+        try:
+            experiment = self.client.get_experiment(experiment_id)
+        except Exception:
+            return False
+        return experiment is not None and experiment.lifecycle_stage == "active"
+
+    def run_record(self, run_id: str) -> RunRecord | None:
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return None
+        return RunRecord(run.info.run_id, str(run.info.status), dict(run.data.tags))
+
+    def trial_runs(self, experiment_id: str) -> list[RunRecord]:
+        """Every trial (child) run of an experiment: id, status and tags."""
+        out: list[RunRecord] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_runs([experiment_id],
+                                           filter_string="tags.`opttune.role` = 'trial'",
+                                           max_results=1000, page_token=token)
+            out += [RunRecord(r.info.run_id, str(r.info.status), dict(r.data.tags))
+                    for r in page]
+            token = page.token
+            if not token:
+                return out
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i:i + 100])

@@ -1,0 +1,166 @@
+"""The one training loop: resident tensors, index-selected batches, validation each epoch.
+
+Data lives on the device for the whole study; each epoch draws one permutation and gathers
+each batch with index_select (several times cheaper than ``x[idx]``, and cheaper than a
+shuffled copy of the whole set per epoch, which streams it through memory twice), so there
+is no per-sample Python and no DataLoader. Losses stay on the device during the epoch as a
+list of 0-d tensors; the host reads them once per epoch (and, on CPU where reading is free,
+every few steps to stop a diverging run early). `python -m bench` measures these choices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tasks.base import Task, TaskData
+from tuner.training import optimizers
+from tuner.space.config import TrialConfig
+
+_CPU_DIVERGENCE_CHECK = 50  # steps between finiteness checks on CPU, where they cost nothing
+_EVAL_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A task's splits moved to the training device once."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+    @classmethod
+    def from_task_data(cls, data: TaskData, device: str) -> DeviceData:
+        return cls(data.train_x.to(device), data.train_y.to(device),
+                   data.val_x.to(device), data.val_y.to(device))
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 0-based
+    train_loss: float
+    val_loss: float
+    value: float  # the objective: val accuracy, or val MSE for regression
+    lr: float
+    seconds: float
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, *, step: int, epoch: int, loss: float) -> None:
+        super().__init__(f"diverged: training loss became {loss} at step {step} (epoch {epoch})")
+        self.step, self.epoch, self.loss = step, epoch, loss
+
+
+def _loss_fn(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task.loss == "mse":
+        return lambda out, y: torch.nn.functional.mse_loss(out.reshape(y.shape), y)
+    return torch.nn.functional.cross_entropy
+
+
+def fit(
+    task: Task,
+    data: DeviceData,
+    config: TrialConfig,
+    *,
+    device: str,
+    seed: int = 0,
+    bf16: bool = False,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
+    """Train `task`'s model with `config`; call `on_epoch` after each validation.
+
+    Raises :class:`Diverged` when the loss stops being finite. `on_epoch` may raise (Optuna's
+    TrialPruned) to stop early.
+    """
+    torch.manual_seed(seed)
+    dev = torch.device(device)
+    model = task.build_model(config.task_params).to(dev)
+    opt = optimizers.build(config, model.parameters(), device_type=dev.type)
+    n, bs = len(data.train_x), config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    sched = optimizers.build_scheduler(config.scheduler, opt,
+                                       total_steps=steps_per_epoch * config.epochs)
+    loss_fn = _loss_fn(task)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    # Entering a disabled autocast still costs a few microseconds per step; skip it entirely.
+    autocast: Any = (torch.autocast(dev.type, dtype=torch.bfloat16)
+                     if bf16 and dev.type == "cuda" else contextlib.nullcontext())
+    check_every = _CPU_DIVERGENCE_CHECK if dev.type == "cpu" else steps_per_epoch
+    # Batch sizes, to weight the mean loss: the last batch may be short.
+    sizes = torch.full((steps_per_epoch,), float(bs), device=dev)
+    sizes[-1] = n - bs * (steps_per_epoch - 1)
+    results: list[EpochResult] = []
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, device=dev, generator=generator)
+        losses: list[torch.Tensor] = []
+        checked = 0
+        lr = opt.param_groups[0]["lr"]
+        for step in range(steps_per_epoch):
+            idx = perm[step * bs:(step + 1) * bs]
+            x = torch.index_select(data.train_x, 0, idx)
+            y = torch.index_select(data.train_y, 0, idx)
+            with autocast:
+                loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.detach())
+            if (step + 1) % check_every == 0:
+                _check_finite(losses, checked, epoch, steps_per_epoch)
+                checked = step + 1
+        if checked < steps_per_epoch:
+            _check_finite(losses, checked, epoch, steps_per_epoch)
+        train_loss = float((torch.stack(losses).float() * sizes).sum() / n)
+        val_loss, value = evaluate(task, model, data.val_x, data.val_y)
+        if not math.isfinite(val_loss):
+            raise Diverged(step=(epoch + 1) * steps_per_epoch, epoch=epoch, loss=val_loss)
+        result = EpochResult(epoch, train_loss, val_loss, value, lr, time.perf_counter() - start)
+        results.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return results
+
+
+def _check_finite(losses: list[torch.Tensor], start: int, epoch: int,
+                  steps_per_epoch: int) -> None:
+    """Raise Diverged at the first non-finite loss in losses[start:] (one host read)."""
+    recent = torch.stack(losses[start:])
+    finite = torch.isfinite(recent)
+    if bool(finite.all()):
+        return
+    first = int((~finite).nonzero()[0, 0])
+    raise Diverged(step=epoch * steps_per_epoch + start + first, epoch=epoch,
+                   loss=float(recent[first]))
+
+
+@torch.inference_mode()
+def evaluate(task: Task, model: torch.nn.Module, x: torch.Tensor,
+             y: torch.Tensor) -> tuple[float, float]:
+    """(mean loss, metric) over (x, y): accuracy for classification, MSE for regression."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)
+    for i in range(0, len(x), _EVAL_CHUNK):
+        xb, yb = x[i:i + _EVAL_CHUNK], y[i:i + _EVAL_CHUNK]
+        out = model(xb).float()
+        if task.loss == "mse":
+            loss_sum += torch.nn.functional.mse_loss(out.reshape(yb.shape), yb, reduction="sum")
+        else:
+            loss_sum += torch.nn.functional.cross_entropy(out, yb, reduction="sum")
+            correct += (out.argmax(dim=1) == yb).sum()
+    loss = float(loss_sum) / len(x)
+    metric = loss if task.loss == "mse" else float(correct) / len(x)
+    return loss, metric
