@@ -94,10 +94,10 @@ def _optuna_calls(clock: Clock) -> None:
 
 
 def study_opttune(args: argparse.Namespace) -> dict[str, Any]:
-    from tuner.study import claims as budget
-    from tuner.training import loop as train
     from tuner.search import trial_loop as trials
     from tuner.search.runner import search
+    from tuner.study import claims as budget
+    from tuner.training import loop as train
 
     clock = Clock()
     # What the trial loop waits for: MLflow calls go through these two (on the MLflow thread).

@@ -25,8 +25,8 @@ class StepRunner:
                  threads: int | None = None) -> None:
         import torch
 
-        from tuner.training import optimizers
         from tuner.space.config import TrialConfig
+        from tuner.training import optimizers
 
         self.threads, self.bs, self.batches, self.record = threads, batch_size, batches, record
         torch.manual_seed(0)

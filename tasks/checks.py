@@ -11,12 +11,14 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tasks.data import TaskData
+from tasks.losses import loss_function
 from tuner.errors import TaskError
 
 if TYPE_CHECKING:
     import torch
 
-    from tasks.base import Task, TaskData
+    from tasks.base import Task
 
 _SPLITS = ("train", "val", "test")
 
@@ -25,7 +27,6 @@ def check_data(task: Task, data: Any) -> None:
     """Raise TaskError unless `data` is a TaskData of tensors that fit `task`'s loss."""
     import torch
 
-    from tasks.base import TaskData
 
     who = f"task {task.name!r}"
     if not isinstance(data, TaskData):
@@ -101,10 +102,8 @@ def check_model(task: Task, data: TaskData, params: Mapping[str, Any]) -> None:
                         f"(shape {tuple(y.shape)}"
                         + (f" or {(len(y), 1)}" if y.ndim == 1 else "")
                         + f" for this batch), but it outputs shape {tuple(out.shape)}")
-    from tuner.training.loop import _loss_fn
-
     with torch.no_grad():
-        loss = float(_loss_fn(task)(out.float(), y))
+        loss = float(loss_function(task.loss)(out.float(), y))
     if not math.isfinite(loss):
         raise TaskError(f"{who}: the {task.loss} loss of the untrained model is {loss} on the "
                         f"first two samples; check the model's initialisation and the data")

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import Task, TaskData, split_train_val
+from tasks.base import Task
+from tasks.data import TaskData, split_train_val
 
 if TYPE_CHECKING:
     import torch

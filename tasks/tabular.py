@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import Task, TaskData, standardize
+from tasks.base import Task
+from tasks.data import TaskData, standardize
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from tuner._version import __version__
+
 __all__ = ["search", "resume", "__version__"]
 
 

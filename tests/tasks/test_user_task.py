@@ -17,8 +17,8 @@ from tasks.checks import check_data, check_model
 from tasks.registry import get_task
 from tuner.cli.commands import cli
 from tuner.errors import SpaceError, TaskError
-from tuner.space.searchspace import parse_task_params
 from tuner.space.diff import describe_diff
+from tuner.space.searchspace import parse_task_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

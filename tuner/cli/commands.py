@@ -155,6 +155,7 @@ def worker(**kwargs: Any) -> None:
 def _run_search(kind: str, **kwargs: Any) -> None:
     from tuner.cli import render as report
     from tuner.search import runner
+    from tuner.signals import Interrupted
 
     quiet_libraries()
     display = report.SearchDisplay()
@@ -170,7 +171,7 @@ def _run_search(kind: str, **kwargs: Any) -> None:
                 result = work(kwargs.pop("name"), observer=display, **kwargs)
             else:
                 result = runner.resume(kwargs.pop("name"), observer=display, **kwargs)
-    except runner.Interrupted as exc:
+    except Interrupted as exc:
         display.close()
         report.print_error(f"{exc}; finished trials are saved, the interrupted one is marked "
                            f"failed and will run again on resume")
@@ -189,13 +190,9 @@ def _run_search(kind: str, **kwargs: Any) -> None:
 
 def quiet_libraries() -> None:
     """Optuna's and MLflow's INFO lines repeat what our display shows."""
-    import logging
+    from tuner.logs import quiet_library_logs
 
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_library_logs()
 
 
 def _show_space(kwargs: dict[str, Any]) -> None:
@@ -204,8 +201,8 @@ def _show_space(kwargs: dict[str, Any]) -> None:
 
     from tasks.registry import get_task
     from tuner.cli import render as report
-    from tuner.space.searchspace import build_space
     from tuner.space.files import load_space_file
+    from tuner.space.searchspace import build_space
 
     task = get_task(kwargs["task"])
     file_values = load_space_file(Path(kwargs["space_file"])) if kwargs.get("space_file") else None
@@ -281,8 +278,8 @@ def _format_option(*choices: str) -> Callable[[F], F]:
 @store_options
 def studies(fmt: str, **stores: Any) -> None:
     """List the studies: trials by state, best value, last activity, data source."""
-    from tuner.results import queries as inspect
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
     from tuner.study.stores import redact, resolve_stores
 
     quiet_libraries()
@@ -308,8 +305,8 @@ def studies(fmt: str, **stores: Any) -> None:
 def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt: str,
            **stores: Any) -> None:
     """One row per trial: state, value, optimizer and params, epochs, time, MLflow run."""
-    from tuner.results import queries as inspect
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
 
     quiet_libraries()
     with user_errors():
@@ -328,8 +325,8 @@ def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt
 @store_options
 def best(name: str, fmt: str, **stores: Any) -> None:
     """The best trial: value, params, MLflow run, and the command that re-runs it."""
-    from tuner.results import queries as inspect
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
 
     quiet_libraries()
     with user_errors():
@@ -351,8 +348,8 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
 
     Several studies (compare A B) are lined up side by side.
     """
-    from tuner.results import queries as inspect
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
 
     quiet_libraries()
     with user_errors():
@@ -376,8 +373,8 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
 @store_options
 def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -> None:
     """Draw a plot of a study into an HTML or PNG file (no browser needed)."""
-    from tuner.results import plots
     from tuner.cli import render as report
+    from tuner.results import plots
 
     quiet_libraries()
     with user_errors():
@@ -393,8 +390,8 @@ def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -
 @store_options
 def export(name: str, output: str, **stores: Any) -> None:
     """Write all trials (params, values, states, times, per-epoch values) to CSV or JSON."""
-    from tuner.results import queries as inspect
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
 
     quiet_libraries()
     with user_errors():
@@ -448,8 +445,8 @@ def ui(name: str | None, port: int, **stores: Any) -> None:
 @store_options
 def delete(name: str, yes: bool, **stores: Any) -> None:
     """Delete a study from the store and mark its MLflow experiment deleted."""
-    from tuner.results import delete as deleting
     from tuner.cli import render as report
+    from tuner.results import delete as deleting
 
     quiet_libraries()
     with user_errors():

@@ -29,7 +29,8 @@ def write_plot(name: str, *, kind: str, output: str | Path,
                params: Sequence[str] | None = None, home: str | Path | None = None,
                storage: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Draw `kind` for study `name` into `output`; its suffix picks HTML or a static image."""
-    from tuner.results.queries import objective_of, open_study
+    from tuner.results.queries import open_study
+    from tuner.study.records import objective_of
 
     path = Path(output).expanduser()
     suffix = path.suffix.lower()
@@ -173,7 +174,7 @@ def _by_frequency(trials: list[Any]) -> list[str]:
 def best_curves(study: Any) -> list[tuple[str, list[int], list[float]]]:
     """(label, epochs, values) for the best trial of each family: the best complete one, or,
     for a family with none, the trial with the best last value (labelled with its state)."""
-    from tuner.results.queries import objective_of
+    from tuner.study.records import objective_of
 
     _, direction = objective_of(study)
     sign = 1.0 if direction == "maximize" else -1.0
@@ -215,7 +216,7 @@ def log_study_plots(study: Any, *, tracker: Any, run_id: str) -> list[str]:
         return []
     import plotly.io as pio
 
-    from tuner.results.queries import objective_of
+    from tuner.study.records import objective_of
 
     metric, _ = objective_of(study)
     parts: list[str] = []

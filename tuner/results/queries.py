@@ -18,6 +18,7 @@ from typing import Any
 from tuner.errors import OpttuneError
 from tuner.space.families import ALL_PARAM_NAMES
 from tuner.space.searchspace import DEFAULTS_ATTR
+from tuner.study.records import objective_of
 from tuner.study.stores import Stores, redact, resolve_stores
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -34,13 +35,6 @@ def open_study(name: str, *, home: str | Path | None = None, storage: str | None
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     storage_obj = open_storage(stores.storage_url, create=False)
     return stores, studies.load_study(storage_obj, name)
-
-
-def objective_of(study: Any) -> tuple[str, str]:
-    """(metric, direction) of a study; tolerant of studies opttune did not make."""
-    objective = study.user_attrs.get("objective") or {}
-    direction = objective.get("direction") or study.direction.name.lower()
-    return str(objective.get("metric", "value")), str(direction)
 
 
 # -- studies ----------------------------------------------------------------------------------

@@ -54,9 +54,10 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     """Train trial `trial` (default: the best) of study `name` on train+val; score the test
     split once; save and log the model. `epochs` overrides the trial's epochs."""
     from tasks.registry import get_task
-    from tuner.training.devices import check_device_spec, resolve_device
     from tuner.results.queries import open_study
     from tuner.study.records import StudyMeta
+    from tuner.training.devices import check_device_spec, resolve_device
+    from tuner.training.seeds import trial_seed
 
     if epochs is not None and epochs < 1:
         raise OpttuneError(f"--epochs must be >= 1, but got {epochs}")
@@ -78,7 +79,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
                            f"the data now comes from {data.source!r}; retrain on the same data "
                            f"(give the study's --data-dir), or tune a new study on this data")
     dev = resolve_device(device or meta.settings.get("device") or "auto")
-    seed = (meta.settings.get("seed") or 0) * 100_003 + chosen.number  # the trial's own seed
+    seed = trial_seed(meta.settings.get("seed"), chosen.number)
     started = time.perf_counter()
     model, epochs_log = _train(task, data, flat, device=dev, seed=seed)
     test = _score(task, model, data, dev, meta.metric)

@@ -8,18 +8,17 @@ runs under it. The server runs as a child process of this one and stops with it.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuner.errors import OpttuneError, StoreError
+from tuner.signals import sigterm_as_interrupt
 from tuner.study.stores import redact, resolve_stores, sqlite_path
 
 HOST = "127.0.0.1"  # never other interfaces: the UI can change and delete runs
@@ -107,7 +106,7 @@ def serve(plan: UiPlan, *, ready: Callable[[], None] | None = None,
     process = subprocess.Popen(plan.command, env=plan.env, stdout=sys.stderr,
                                stdin=subprocess.DEVNULL)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             deadline = time.monotonic() + start_timeout
             while process.poll() is None and not answers(plan.port):
                 if time.monotonic() > deadline:
@@ -136,19 +135,3 @@ def _stop(process: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tuner.space.searchspace import DEFAULTS_ATTR
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,17 @@ class NullObserver:
 
     def trial_end(self, outcome: TrialOutcome, best: TrialOutcome | None) -> None:
         pass
+
+
+def outcome_of(t: FrozenTrial) -> TrialOutcome:
+    """A stored trial as a TrialOutcome."""
+    attrs = t.user_attrs
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+    if reason is None and attrs.get(DEFAULTS_ATTR):
+        reason = "defaults"
+    return TrialOutcome(number=t.number, state=t.state.name, value=t.value,
+                        config=dict(attrs.get("config", {})), reason=reason,
+                        seconds=float(attrs.get("seconds", 0.0)),
+                        run_id=attrs.get("mlflow_run_id"),
+                        epochs_run=int(attrs.get("epochs_run", 0)),
+                        history=[t.intermediate_values[k] for k in sorted(t.intermediate_values)])

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError
 from tuner.search.events import Observer, TrialOutcome
+from tuner.search.session import SearchResult
+from tuner.signals import Interrupted, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     import optuna
 
-    from tuner.search.runner import SearchResult
-    from tuner.study.stores import Stores
     from tuner.study.records import StudyMeta
+    from tuner.study.stores import Stores
 
 
 # -- which device each process trains on -------------------------------------------------
@@ -158,9 +159,8 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
     nothing runs (the study is created or its budget updated, for workers to run)."""
     from optuna.trial import TrialState
 
-    from tuner.search.runner import SearchResult
-    from tuner.study.records import counted
-    from tuner.search.trial_loop import outcome_of
+    from tuner.search.events import outcome_of
+    from tuner.study.records import best_complete, counted
 
     threads = cpu_threads(len(slots))
     result = SearchResult(study=name, metric=meta.metric, direction=meta.direction,
@@ -179,10 +179,8 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
     trials = study.get_trials(deepcopy=False)
     result.total_counted = counted(trials)
     result.all_trials = [outcome_of(t) for t in trials if t.state != TrialState.WAITING]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if complete:
-        pick = max if meta.direction == "maximize" else min
-        result.best = outcome_of(pick(complete, key=lambda t: float(t.value or 0.0)))
+    best = best_complete(trials, meta.direction)
+    result.best = None if best is None else outcome_of(best)
     if errors:
         raise OpttuneError("; ".join(dict.fromkeys(errors)))
     return result
@@ -204,9 +202,7 @@ def _start(index: int, device: str, spec: dict[str, Any]) -> _Job:
 
 def _supervise(name: str, jobs: list[_Job], observer: Observer, outcomes: list[TrialOutcome],
                seen: set[str]) -> list[str]:
-    from tuner.search.runner import Interrupted, signals_as_interrupts
-
-    with signals_as_interrupts() as received:
+    with sigterm_as_interrupt() as received:
         try:
             _pump(jobs, observer, outcomes, seen, deadline=None)
         except KeyboardInterrupt:

@@ -9,57 +9,16 @@ queued again before the process exits.
 from __future__ import annotations
 
 import gc
-import signal
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.study import records as studies
 from tuner.errors import OpttuneError, StoreError
-from tuner.search.events import NullObserver, Observer, TrialOutcome
+from tuner.search.events import NullObserver, Observer
+from tuner.search.session import SearchResult, Session
 from tuner.space.searchspace import Space
+from tuner.study import records as studies
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
-
-
-class Interrupted(Exception):
-    """The search was stopped by SIGINT or SIGTERM after marking everything cleanly."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-        self.exit_code = 128 + signum
-
-
-@dataclass
-class SearchResult:
-    study: str
-    metric: str
-    direction: str
-    device: str
-    data_source: str
-    stores: Stores
-    trials: list[TrialOutcome] = field(default_factory=list)  # run in this call
-    all_trials: list[TrialOutcome] = field(default_factory=list)  # the whole study
-    best: TrialOutcome | None = None
-    total_counted: int = 0
-    target: int = 0
-
-
-@dataclass
-class Session:
-    """Everything a run of trials needs, resolved and checked."""
-
-    name: str
-    task: Any
-    space: Space
-    meta: studies.StudyMeta
-    data: Any
-    device: str
-    stores: Stores
-    settings: dict[str, Any]
 
 
 def search(
@@ -96,9 +55,9 @@ def search(
     device); `jobs=0` only creates the study (or sets its budget) for workers to run.
     """
     from tuner.search import sampling
-    from tuner.training.devices import check_device_spec
-    from tuner.space.searchspace import build_space
     from tuner.space.files import load_space_file
+    from tuner.space.searchspace import build_space
+    from tuner.training.devices import check_device_spec
 
     observer = observer or NullObserver()
     if n_trials < 1:
@@ -168,8 +127,8 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
     """:func:`resume` on resolved stores; also how workers and `--jobs` processes join a
     study (`seed_salt` gives each process its own sampler seed)."""
     from tasks.registry import get_task
-    from tuner.training.devices import check_device_spec
     from tuner.search.jobs import plan_slots
+    from tuner.training.devices import check_device_spec
 
     observer = observer or NullObserver()
     if n_trials is not None and n_trials < 1:
@@ -196,11 +155,6 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
                             stores=stores, target=target, timeout=timeout,
                             allow_changed_space=False, observer=observer, must_exist=True,
                             storage_obj=storage_obj, slots=slots, seed_salt=seed_salt)
-
-
-def default_study_name(task_ref: str) -> str:
-    """A study's default name is its task's name (its attribute name for module:attr)."""
-    return task_ref.rpartition(":")[2] if ":" in task_ref else task_ref
 
 
 def studies_storage(stores: Stores, *, create: bool) -> Any:
@@ -348,28 +302,3 @@ def _check_task(task_obj: Any, data: Any, space: Space) -> None:
         check_model(task_obj, data, task_param_values(space.task_params))
     finally:
         gc.collect()
-
-
-@contextmanager
-def signals_as_interrupts() -> Iterator[list[int]]:
-    """Turn SIGTERM into KeyboardInterrupt so both stop a trial the same clean way."""
-    received: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield received
-        return
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start

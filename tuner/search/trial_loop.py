@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from tuner.errors import OpttuneError
+from tuner.search.events import Observer, TrialOutcome, outcome_of
+from tuner.search.session import SearchResult, Session
+from tuner.signals import Interrupted, sigterm_as_interrupt
 from tuner.study import claims as budget
 from tuner.study import records as studies
 from tuner.study.recovery import OWNER_TAG, Problem
-from tuner.errors import OpttuneError
-from tuner.search.events import Observer, TrialOutcome
-from tuner.space.searchspace import DEFAULTS_ATTR
+from tuner.training.seeds import trial_seed
 
 if TYPE_CHECKING:
-    from tuner.search.runner import SearchResult, Session
     from tuner.study.tracker import Tracker
 
 _MAX_FAILS_IN_A_ROW = 3
@@ -54,8 +55,6 @@ class TrialRunner:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, target: int, timeout: float | None) -> SearchResult:
-        from tuner.search.runner import Interrupted, SearchResult, signals_as_interrupts
-
         result = SearchResult(study=self.s.name, metric=self.s.meta.metric,
                               direction=self.s.meta.direction, device=self.s.device,
                               data_source=self.s.meta.data_source, stores=self.s.stores,
@@ -70,7 +69,7 @@ class TrialRunner:
                                    "data_source": self.s.meta.data_source,
                                    "stores": self.s.stores})
         self._parent_status("RUNNING")
-        with signals_as_interrupts() as received:
+        with sigterm_as_interrupt() as received:
             try:
                 while True:
                     if timeout is not None and time.monotonic() - start >= timeout:
@@ -208,7 +207,7 @@ class TrialRunner:
 
         state, value, reason, extra = "COMPLETE", None, None, {}
         try:
-            seed = (self.s.settings.get("seed") or 0) * 100_003 + trial.number
+            seed = trial_seed(self.s.settings.get("seed"), trial.number)
             fit(self.s.task, self.s.data, config, device=self.s.device, seed=seed,
                 on_epoch=on_epoch)
             value = history[-1]
@@ -306,17 +305,3 @@ def _free_memory(device: str) -> None:
         import torch
 
         torch.cuda.empty_cache()
-
-
-def outcome_of(t: Any) -> TrialOutcome:
-    """A stored trial as a TrialOutcome."""
-    attrs = t.user_attrs
-    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
-    if reason is None and attrs.get(DEFAULTS_ATTR):
-        reason = "defaults"
-    return TrialOutcome(number=t.number, state=t.state.name, value=t.value,
-                        config=dict(attrs.get("config", {})), reason=reason,
-                        seconds=float(attrs.get("seconds", 0.0)),
-                        run_id=attrs.get("mlflow_run_id"),
-                        epochs_run=int(attrs.get("epochs_run", 0)),
-                        history=[t.intermediate_values[k] for k in sorted(t.intermediate_values)])

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from tuner.errors import OpttuneError, StoreError
 from tuner.search.events import Observer, TrialOutcome
+from tuner.signals import Interrupted
 
 
 def work(name: str, *, home: str | Path | None = None, storage: str | None = None,
@@ -108,14 +109,11 @@ def child_main() -> None:
     os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the event stream
     _stop_with_parent()
     observer = PipeObserver(events)
-    import logging
-
-    import optuna
     import torch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for logger in ("mlflow", "alembic"):
-        logging.getLogger(logger).setLevel(logging.WARNING)
+    from tuner.logs import quiet_library_logs
+
+    quiet_library_logs()
     torch.set_num_threads(int(spec["threads"]))
     if spec["device"].startswith("cuda"):
         torch.cuda.set_device(torch.device(spec["device"]))  # nothing lands on cuda:0 by default
@@ -130,7 +128,7 @@ def child_main() -> None:
         runner.continue_study(spec["name"], stores=stores, device=spec["device"],
                               timeout=spec["timeout"], observer=observer,
                               seed_salt=os.getpid())  # unlike any other job's, on any machine
-    except runner.Interrupted as exc:
+    except Interrupted as exc:
         code = exc.exit_code
     except OpttuneError as exc:
         observer.send("error", message=f"job {int(spec['index']) + 1} ({spec['device']}): "

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tuner.space.dsl as dsl
+from tuner.errors import SpaceError
 from tuner.space.config import TrialConfig
 from tuner.space.dsl import Choice, Dist, Fixed, Range
-from tuner.errors import SpaceError
 from tuner.space.families import DEFAULT_FAMILIES, FAMILIES, families_with
 
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup")

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner._version import __version__
 from tuner.errors import OpttuneError, StudyNotFoundError
 from tuner.space.searchspace import DEFAULTS_ATTR, Space
 from tuner.study.stores import redact
@@ -38,8 +39,6 @@ class StudyMeta:
     mlflow: dict[str, str]
 
     def user_attrs(self) -> dict[str, Any]:
-        from tuner import __version__
-
         return {
             "task": self.task,
             "space": json.dumps(self.space.to_dict()),  # key order is choice order
@@ -57,12 +56,18 @@ class StudyMeta:
         if missing:
             raise OpttuneError(f"study {study.study_name!r} was not made by opttune (no "
                                f"{', '.join(missing)} attribute); it cannot be resumed here")
-        objective = attrs.get("objective", {})
+        metric, direction = objective_of(study)
         return cls(task=attrs["task"], space=Space.from_dict(json.loads(attrs["space"])),
-                   data_source=attrs["data_source"],
-                   metric=objective.get("metric", "val_acc"),
-                   direction=objective.get("direction", "maximize"),
+                   data_source=attrs["data_source"], metric=metric, direction=direction,
                    settings=dict(attrs.get("settings", {})), mlflow=dict(attrs.get("mlflow", {})))
+
+
+def objective_of(study: optuna.Study | Any) -> tuple[str, str]:
+    """(metric, direction) of a study: as stored by opttune, else Optuna's direction and the
+    metric named "value" (a study opttune did not make)."""
+    objective = study.user_attrs.get("objective") or {}
+    direction = objective.get("direction") or study.direction.name.lower()
+    return str(objective.get("metric", "value")), str(direction)
 
 
 def study_names(storage: Any) -> list[str]:

@@ -2,12 +2,12 @@
 
 The only module that imports mlflow. It uses an explicit :class:`MlflowClient` with the
 study's tracking URI, never the global fluent state, so nothing depends on the current
-directory's stray ``mlruns/``. Per-epoch metrics go out asynchronously, off the step loop.
+directory's stray ``mlruns/``. Calls are synchronous here; the trial loop makes them on a
+thread of its own, off the step loop.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import StoreError
+from tuner.logs import quiet_library_logs
 from tuner.study.stores import redact, sqlite_path
 
-# MLflow's own chatter (alembic migrations, "creating table") is not for our users.
-for _name in ("mlflow", "alembic"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+# Off the training thread is our own doing (the trial loop's MLflow thread); MLflow's async
+# logging would add a second queue whose failures surface late or never.
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -56,8 +56,7 @@ class Tracker:
         import mlflow  # noqa: F401  (slow import, kept out of the CLI's start-up)
         from mlflow import MlflowClient
 
-        for name in ("mlflow", "alembic"):  # mlflow sets its own level on import
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_library_logs()  # MLflow sets its own level when imported
 
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from tasks.base import Task, TaskData
-from tuner.training import optimizers
+from tasks.losses import loss_function, summed
 from tuner.space.config import TrialConfig
+from tuner.training import optimizers
 
 _CPU_DIVERGENCE_CHECK = 50  # steps between finiteness checks on CPU, where they cost nothing
 _EVAL_CHUNK = 8192
@@ -60,12 +61,6 @@ class Diverged(Exception):
         self.step, self.epoch, self.loss = step, epoch, loss
 
 
-def _loss_fn(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task.loss == "mse":
-        return lambda out, y: torch.nn.functional.mse_loss(out.reshape(y.shape), y)
-    return torch.nn.functional.cross_entropy
-
-
 def fit(
     task: Task,
     data: DeviceData,
@@ -89,7 +84,7 @@ def fit(
     steps_per_epoch = math.ceil(n / bs)
     sched = optimizers.build_scheduler(config.scheduler, opt,
                                        total_steps=steps_per_epoch * config.epochs)
-    loss_fn = _loss_fn(task)
+    loss_fn = loss_function(task.loss)
     generator = torch.Generator(device=dev).manual_seed(seed)
     # Entering a disabled autocast still costs a few microseconds per step; skip it entirely.
     autocast: Any = (torch.autocast(dev.type, dtype=torch.bfloat16)
@@ -149,18 +144,16 @@ def _check_finite(losses: list[torch.Tensor], start: int, epoch: int,
 @torch.inference_mode()
 def evaluate(task: Task, model: torch.nn.Module, x: torch.Tensor,
              y: torch.Tensor) -> tuple[float, float]:
-    """(mean loss, metric) over (x, y): accuracy for classification, MSE for regression."""
+    """(mean loss, metric) over (x, y): accuracy for classification, the per-element MSE for
+    regression (see tasks.losses)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
+    metric_sum = torch.zeros((), device=x.device)
+    count = 0
     for i in range(0, len(x), _EVAL_CHUNK):
         xb, yb = x[i:i + _EVAL_CHUNK], y[i:i + _EVAL_CHUNK]
-        out = model(xb).float()
-        if task.loss == "mse":
-            loss_sum += torch.nn.functional.mse_loss(out.reshape(yb.shape), yb, reduction="sum")
-        else:
-            loss_sum += torch.nn.functional.cross_entropy(out, yb, reduction="sum")
-            correct += (out.argmax(dim=1) == yb).sum()
-    loss = float(loss_sum) / len(x)
-    metric = loss if task.loss == "mse" else float(correct) / len(x)
-    return loss, metric
+        chunk_loss, chunk_metric, n = summed(task.loss, model(xb).float(), yb)
+        loss_sum += chunk_loss
+        metric_sum += chunk_metric
+        count += n
+    return float(loss_sum) / count, float(metric_sum) / count

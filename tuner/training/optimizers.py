@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from tuner.space.config import TrialConfig
 from tuner.errors import SpaceError
+from tuner.space.config import TrialConfig
 from tuner.space.families import FAMILIES
 
 # Optimizers with a fused kernel (one kernel for all parameters) on these device types. On

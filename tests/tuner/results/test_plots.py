@@ -8,8 +8,8 @@ import optuna
 import pytest
 from helpers.small_study import small_study_copy
 
-from tuner.results import plots
 from tuner.errors import OpttuneError
+from tuner.results import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

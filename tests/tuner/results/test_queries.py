@@ -12,8 +12,8 @@ import optuna
 import pytest
 from helpers.small_study import small_study_copy
 
-from tuner.results import queries as inspect
 from tuner.errors import OpttuneError, StudyNotFoundError
+from tuner.results import queries as inspect
 
 
 @pytest.fixture(scope="module")

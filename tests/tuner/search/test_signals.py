@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tuner.study.recovery import check
 from tuner.cli.commands import cli
+from tuner.study.recovery import check
 
 STUDY = "k"
 EPOCHS = 4  # long enough that a trial is still training well after its first epoch

@@ -94,8 +94,8 @@ def _finish(procs: list[subprocess.Popen[bytes]]) -> list[str]:
 
 
 def _study(pg_url: str, name: str):  # type: ignore[no-untyped-def]
-    from tuner.study.stores import open_storage
     from tuner.study.records import load_study
+    from tuner.study.stores import open_storage
 
     return load_study(open_storage(pg_url, create=False), name)
 
@@ -174,8 +174,8 @@ def test_a_silent_trial_of_another_machine_is_failed_by_heartbeat(
         pg_url: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that died (no pid to look at here): its heartbeat stops, the trial is failed
     after the grace period and its parameters run once more."""
-    from tuner.study.stores import open_storage
     from tuner.study.records import load_study
+    from tuner.study.stores import open_storage
 
     name = f"hb-{uuid.uuid4().hex[:8]}"
     _create(pg_url, home, name, "--n-trials", "3", "--epochs", "1", "--optimizers", "adam")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tuner.errors import SpaceError
 from tuner.space.dsl import (
     Choice,
     Fixed,
@@ -15,7 +16,6 @@ from tuner.space.dsl import (
     parse_word_choice,
     split_scope,
 )
-from tuner.errors import SpaceError
 from tuner.space.searchspace import build_space
 
 # --- ranges, choices, fixed values -------------------------------------------------------------

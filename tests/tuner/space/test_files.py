@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tuner.space.dsl import Choice, Fixed, Range
 from tuner.errors import SpaceError
-from tuner.space.searchspace import build_space
+from tuner.space.dsl import Choice, Fixed, Range
 from tuner.space.files import load_space_file
+from tuner.space.searchspace import build_space
 
 TOML = """
 optimizers = ["sgd", "momentum", "adam"]

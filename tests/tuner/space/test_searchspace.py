@@ -1,4 +1,4 @@
-"""tuner.space.searchspace: conditional parameters per family, the defaults trials, storage, suggestion."""
+"""tuner.space.searchspace: per-family parameters, defaults trials, storage, suggestion."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import optuna
 import pytest
 
+from tuner.search.sampling import make_sampler
 from tuner.space.config import TrialConfig
 from tuner.space.dsl import Choice, Fixed, Range
 from tuner.space.families import DEFAULT_FAMILIES, FAMILIES
-from tuner.search.sampling import make_sampler
 from tuner.space.searchspace import DEFAULTS_ATTR, Space, build_space
 
 ADAM_FAMILY = {"adam", "adamw", "nadam", "radam"}

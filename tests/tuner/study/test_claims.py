@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 
 from tuner.study.claims import claim_next
-from tuner.study.stores import open_storage
 from tuner.study.records import OWNER_ATTR, fail_stale, stale_trials
+from tuner.study.stores import open_storage
 
 
 def test_claims_stop_at_the_budget_wait_for_live_trials_and_refill_dead_ones(

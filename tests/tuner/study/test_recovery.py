@@ -21,10 +21,10 @@ from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from tuner.study import records as studies
-from tuner.study.recovery import check
 from tuner.cli.commands import cli
 from tuner.search.runner import resume, search
+from tuner.study import records as studies
+from tuner.study.recovery import check
 from tuner.study.tracker import Tracker
 
 NAME = "c"

@@ -1,4 +1,4 @@
-"""tuner.study.stores: where the stores live, masked passwords, and clear errors on bad store files."""
+"""tuner.study.stores: where stores live, masked passwords, clear errors on bad files."""
 
 from __future__ import annotations
 

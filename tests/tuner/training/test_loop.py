@@ -1,4 +1,4 @@
-"""tuner.training.loop: the one loop learns on real digits, stops on divergence, follows schedules."""
+"""tuner.training.loop: the loop learns real digits, stops on divergence, follows schedules."""
 
 from __future__ import annotations
 

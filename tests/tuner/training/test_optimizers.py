@@ -1,4 +1,4 @@
-"""tuner.training.optimizers: each family's torch optimizer as torch defines it, and the LR schedules."""
+"""tuner.training.optimizers: each family's torch optimizer and the LR schedules."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from tuner.training import optimizers
-from tuner.space.config import TrialConfig
 from tuner.errors import SpaceError
+from tuner.space.config import TrialConfig
 from tuner.space.families import FAMILIES
+from tuner.training import optimizers
 
 # Hyperparameters that every optimizer of a family must carry in its param group.
 GROUP_KEYS = ("lr", "weight_decay", "eps", "momentum", "alpha", "betas", "nesterov")

@@ -1,0 +1,49 @@
+"""The losses a task may name, and everything that follows from the choice: the training
+loss, the validation sums, and the objective's name and direction. One place, so that
+training, validation, the task checks and the study's objective always agree.
+
+Classification (``cross_entropy``): one score per class, integer labels; the objective is
+accuracy (``val_acc``, maximised). Regression (``mse``): one output per target, float targets;
+the objective is the mean squared error per target element (``val_mse``, minimised), the
+same mean the training loss takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
+
+
+def objective(loss: str) -> tuple[str, str]:
+    """(metric, direction) of a task with this loss."""
+    return ("val_acc", "maximize") if loss == "cross_entropy" else ("val_mse", "minimize")
+
+
+def loss_function(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss: a mean over the batch (over every target element for MSE)."""
+    import torch
+
+    if loss == "mse":
+        return lambda out, y: torch.nn.functional.mse_loss(out.reshape(y.shape), y)
+    return torch.nn.functional.cross_entropy
+
+
+def summed(loss: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                     int]:
+    """For validation in chunks: (summed loss, summed metric, count the sums are over).
+
+    Dividing both sums by the count gives the mean loss and the metric: accuracy over samples
+    for classification; for MSE, loss and metric are the same per-element mean.
+    """
+    import torch
+
+    if loss == "mse":
+        total = torch.nn.functional.mse_loss(out.reshape(y.shape), y, reduction="sum")
+        return total, total, y.numel()
+    total = torch.nn.functional.cross_entropy(out, y, reduction="sum")
+    return total, (out.argmax(dim=1) == y).sum().float(), len(y)
