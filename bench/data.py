@@ -27,7 +27,7 @@ class Loaded:
 def load(settings: Settings) -> Loaded:
     import time
 
-    from tasks.base import TaskData
+    from tasks.data import TaskData
     from tasks.registry import get_task
     from tuner.training.loop import DeviceData
 

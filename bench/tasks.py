@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
+from tasks.data import TaskData
 
 BASE_ENV = "OPTTUNE_BENCH_TASK"
 TRAIN_ENV = "OPTTUNE_BENCH_TRAIN_LIMIT"

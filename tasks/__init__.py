@@ -4,6 +4,7 @@
 model"); importing it does not import torch.
 """
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
+from tasks.data import TaskData
 
 __all__ = ["Task", "TaskData"]

@@ -8,8 +8,8 @@ the first trial's traceback.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.data import TaskData
 from tasks.losses import loss_function
@@ -18,12 +18,24 @@ from tuner.errors import TaskError
 if TYPE_CHECKING:
     import torch
 
-    from tasks.base import Task
+
+class CheckedTask(Protocol):
+    """What the checks read of a task (tasks.base.Task has it; typed here as a protocol so
+    that the checks, which Task calls, need not import Task)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def loss(self) -> str: ...
+
+    @property
+    def build_model(self) -> Callable[[Mapping[str, Any]], torch.nn.Module]: ...
 
 _SPLITS = ("train", "val", "test")
 
 
-def check_data(task: Task, data: Any) -> None:
+def check_data(task: CheckedTask, data: Any) -> None:
     """Raise TaskError unless `data` is a TaskData of tensors that fit `task`'s loss."""
     import torch
 
@@ -71,7 +83,7 @@ def _check_targets(who: str, loss: str, split: str, y: torch.Tensor) -> None:
                         f"use loss='cross_entropy' for class labels")
 
 
-def check_model(task: Task, data: TaskData, params: Mapping[str, Any]) -> None:
+def check_model(task: CheckedTask, data: TaskData, params: Mapping[str, Any]) -> None:
     """Build the model with `params`, run two training samples through it and the loss."""
     import torch
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
+from tasks.data import TaskData
 from tasks.images import FASHION_DATA, load_idx_task_data
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
+from tasks.data import TaskData
 
 if TYPE_CHECKING:
     import torch

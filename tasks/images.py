@@ -20,17 +20,15 @@ def load_idx_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskDat
     from tasks.datasets import load_image_dataset
 
     splits = load_image_dataset(dataset, data_dir=data_dir)
-    train_x = torch.from_numpy(splits.train_images).reshape(len(splits.train_images), -1)
+    images = torch.from_numpy(splits.train_images).reshape(len(splits.train_images), -1)
     test_x = torch.from_numpy(splits.test_images).reshape(len(splits.test_images), -1)
-    # Normalise once with the training set's statistics, not per batch.
-    train_x = train_x.float().div_(255.0)
-    test_x = test_x.float().div_(255.0)
-    mean, std = train_x.mean(), train_x.std()
-    train_x = (train_x - mean) / std
-    test_x = (test_x - mean) / std
-    train_y = torch.from_numpy(splits.train_labels).long()
+    labels = torch.from_numpy(splits.train_labels).long()
     test_y = torch.from_numpy(splits.test_labels).long()
-    tx, ty, vx, vy = split_train_val(train_x, train_y)
+    tx, ty, vx, vy = split_train_val(images.float().div_(255.0), labels)
+    # Normalise once (not per batch) with the training split's statistics only: the
+    # validation split a trial is judged on must not leak into its inputs.
+    mean, std = tx.mean(), tx.std()
+    tx, vx, test_x = ((x - mean) / std for x in (tx, vx, test_x.float().div_(255.0)))
     return TaskData(tx, ty, vx, vy, test_x, test_y, source=splits.source, notice=splits.notice)
 
 

@@ -12,8 +12,9 @@ import torch
 from click.testing import CliRunner, Result
 from mlflow import MlflowClient
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
 from tasks.checks import check_data, check_model
+from tasks.data import TaskData
 from tasks.registry import get_task
 from tuner.cli.commands import cli
 from tuner.errors import SpaceError, TaskError

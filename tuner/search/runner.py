@@ -38,6 +38,7 @@ def search(
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int | None = None,
+    trial_seed: int | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
     home: str | Path | None = None,
@@ -51,6 +52,8 @@ def search(
 ) -> SearchResult:
     """Create the study `study` (or continue it) and run trials until it has `n_trials`.
 
+    `trial_seed` trains every trial with that one seed instead of the study's per-trial
+    seeds: the way to re-run one trial exactly (see `opttune best`).
     `jobs` trials run at once in as many processes, on `devices` (`trials_per_device` per
     device); `jobs=0` only creates the study (or sets its budget) for workers to run.
     """
@@ -81,9 +84,10 @@ def search(
                         epochs=epochs, scheduler=scheduler, file_values=file_values,
                         default_batch_size=task_obj.batch_size, defaults_first=defaults_first,
                         task_params=task_obj.param_specs(task_params))
+    observer.space_ready(space)  # shown before any data is read or store is touched
     name = study or task_obj.name
-    settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "device": device,
-                "n_trials": n_trials,
+    settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "trial_seed": trial_seed,
+                "device": device, "n_trials": n_trials,
                 "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)  # a damaged store fails now, before the data is read
@@ -221,11 +225,9 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
     else:
         if must_exist:
             raise StoreError(f"study {name!r} disappeared from the store")
-        experiment_id = tracker.ensure_experiment(name, tags={"opttune.task": task_obj.ref})
-        parent = tracker.create_parent(experiment_id, study=name, params={
-            "task": task_obj.ref, "data_source": task_data.source, **{
-                k: v for k, v in settings.items() if v is not None}}, tags={"study": name})
-        tracker.log_text(parent, _space_text(space), "space.json")
+        experiment_id, parent = tracker.start_study(
+            name, task=task_obj.ref, data_source=task_data.source, settings=settings,
+            space=space.to_dict())
         meta = studies.StudyMeta(
             task=task_obj.ref, space=space, data_source=task_data.source,
             metric=task_obj.metric, direction=task_obj.direction, settings=settings,
@@ -255,12 +257,6 @@ def _sampler_seed(seed: int | None, n_before: int, salt: int) -> int | None:
     if seed is None:
         return None
     return (seed + n_before + 1_000_003 * salt) % 2**32
-
-
-def _space_text(space: Space) -> str:
-    import json
-
-    return json.dumps(space.to_dict(), indent=2, sort_keys=True)
 
 
 def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: Space,

@@ -20,6 +20,7 @@ from typing import IO, Any
 from tuner.errors import OpttuneError, StoreError
 from tuner.search.events import Observer, TrialOutcome
 from tuner.signals import Interrupted
+from tuner.space.searchspace import Space
 
 
 def work(name: str, *, home: str | Path | None = None, storage: str | None = None,
@@ -86,6 +87,9 @@ class PipeObserver:
 
     def notice(self, text: str) -> None:
         self.send("notice", text=text)
+
+    def space_ready(self, space: Space) -> None:
+        pass  # the parent showed the space once for all jobs
 
     def study_start(self, info: dict[str, Any]) -> None:
         pass  # the parent announced the study once for all jobs

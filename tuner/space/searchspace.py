@@ -68,6 +68,16 @@ class Space:
             task_params=task_params,
         )
 
+    def defaults_excluded(self, family: str) -> list[str]:
+        """The hyperparameters of `family` whose PyTorch default this space leaves out (a
+        user's range or fixed value without it). Such a family gets no defaults trial: its
+        first trial would not be "the PyTorch defaults", so none is labelled so."""
+        return [name for name, ps in self.families[family].items() if ps.default is None]
+
+    def runs_defaults(self, family: str) -> bool:
+        """Whether the study runs `family`'s PyTorch-defaults trial (its one-shot baseline)."""
+        return self.defaults_first and not self.defaults_excluded(family)
+
     def defaults_params(self, family: str) -> dict[str, Any]:
         """Optuna fixed params of the trial that runs `family` at its PyTorch defaults."""
         fixed: dict[str, Any] = {"optimizer": family}

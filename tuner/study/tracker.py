@@ -8,6 +8,7 @@ thread of its own, off the step loop.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -86,6 +87,21 @@ class Tracker:
         for key, value in {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **tags}.items():
             self.client.set_experiment_tag(experiment_id, key, value)
         return str(experiment_id)
+
+    def start_study(self, name: str, *, task: str, data_source: str,
+                    settings: Mapping[str, Any],
+                    space: Mapping[str, Any] | None = None) -> tuple[str, str]:
+        """The experiment and parent run of a new study (or of one whose experiment was lost):
+        (experiment id, parent run id). The parent holds the task, data source and settings
+        as params, and the space as ``space.json`` when it is given."""
+        experiment_id = self.ensure_experiment(name, tags={"opttune.task": task})
+        params = {"task": task, "data_source": data_source,
+                  **{k: v for k, v in settings.items() if v is not None}}
+        parent = self.create_parent(experiment_id, study=name, params=params,
+                                    tags={"study": name})
+        if space is not None:
+            self.log_text(parent, json.dumps(space, indent=2, sort_keys=True), "space.json")
+        return experiment_id, parent
 
     def create_parent(self, experiment_id: str, *, study: str, params: Mapping[str, Any],
                       tags: Mapping[str, str]) -> str:
@@ -167,12 +183,6 @@ class Tracker:
             tags=[RunTag("trial_state", state)] + [RunTag(k, str(v))
                                                    for k, v in (tags or {}).items()])
         self.client.set_terminated(run_id, STATUS_OF_STATE.get(state, "FINISHED"))
-
-    def run_status(self, run_id: str) -> str | None:
-        try:
-            return str(self.client.get_run(run_id).info.status)
-        except Exception:
-            return None
 
     # -- integrity (opttune check) ---------------------------------------------------------
     def experiment_exists(self, experiment_id: str) -> bool:

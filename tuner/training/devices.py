@@ -40,13 +40,3 @@ def resolve_device(spec: str = "auto") -> str:
     if spec == "mps" and not torch.backends.mps.is_available():
         raise OpttuneError("--device mps: MPS is not available on this machine; use auto or cpu")
     return spec
-
-
-def describe_device(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    if device == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return device

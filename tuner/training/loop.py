@@ -10,16 +10,15 @@ every few steps to stop a diverging run early). `python -m bench` measures these
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
+from tasks.data import TaskData
 from tasks.losses import loss_function, summed
 from tuner.space.config import TrialConfig
 from tuner.training import optimizers
@@ -68,7 +67,6 @@ def fit(
     *,
     device: str,
     seed: int = 0,
-    bf16: bool = False,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> list[EpochResult]:
     """Train `task`'s model with `config`; call `on_epoch` after each validation.
@@ -80,15 +78,18 @@ def fit(
     dev = torch.device(device)
     model = task.build_model(config.task_params).to(dev)
     opt = optimizers.build(config, model.parameters(), device_type=dev.type)
-    n, bs = len(data.train_x), config.batch_size
+    n_all = n = len(data.train_x)
+    bs = config.batch_size
+    if n % bs == 1 and n > 1 and _has_batch_norm(model):
+        # BatchNorm cannot normalise a batch of one sample (torch raises in training mode), so
+        # the last, one-sample batch of each epoch is dropped: a different sample each epoch,
+        # as every epoch draws a new order.
+        n -= 1
     steps_per_epoch = math.ceil(n / bs)
     sched = optimizers.build_scheduler(config.scheduler, opt,
                                        total_steps=steps_per_epoch * config.epochs)
     loss_fn = loss_function(task.loss)
     generator = torch.Generator(device=dev).manual_seed(seed)
-    # Entering a disabled autocast still costs a few microseconds per step; skip it entirely.
-    autocast: Any = (torch.autocast(dev.type, dtype=torch.bfloat16)
-                     if bf16 and dev.type == "cuda" else contextlib.nullcontext())
     check_every = _CPU_DIVERGENCE_CHECK if dev.type == "cpu" else steps_per_epoch
     # Batch sizes, to weight the mean loss: the last batch may be short.
     sizes = torch.full((steps_per_epoch,), float(bs), device=dev)
@@ -97,7 +98,7 @@ def fit(
     for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, device=dev, generator=generator)
+        perm = torch.randperm(n_all, device=dev, generator=generator)
         losses: list[torch.Tensor] = []
         checked = 0
         lr = opt.param_groups[0]["lr"]
@@ -105,10 +106,9 @@ def fit(
             idx = perm[step * bs:(step + 1) * bs]
             x = torch.index_select(data.train_x, 0, idx)
             y = torch.index_select(data.train_y, 0, idx)
-            with autocast:
-                loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             opt.step()
             if sched is not None:
                 sched.step()
@@ -127,6 +127,13 @@ def fit(
         if on_epoch is not None:
             on_epoch(result)
     return results
+
+
+def _has_batch_norm(model: torch.nn.Module) -> bool:
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
+             torch.nn.SyncBatchNorm, torch.nn.LazyBatchNorm1d, torch.nn.LazyBatchNorm2d,
+             torch.nn.LazyBatchNorm3d)
+    return any(isinstance(module, kinds) for module in model.modules())
 
 
 def _check_finite(losses: list[torch.Tensor], start: int, epoch: int,

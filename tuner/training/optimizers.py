@@ -58,19 +58,22 @@ def build(config: TrialConfig, params: Iterable[torch.nn.Parameter], *,
     family = FAMILIES[config.optimizer] if config.optimizer in FAMILIES else None
     kwargs = optimizer_kwargs(config)
     assert family is not None
-    cls = getattr(torch.optim, family.torch_class)
+    # Any: each torch class has its own keywords (fused, foreach, betas …), checked below.
+    cls: Any = getattr(torch.optim, family.torch_class)
     accepted = inspect.signature(cls).parameters
     params = list(params)
     fusable = family.torch_class in _FUSED and "fused" in accepted and (
         device_type in _FUSED_DEVICES or implementation == "fused")
     if implementation in ("auto", "fused") and fusable:
         try:
-            return cls(params, **kwargs, fused=True)
+            optimizer: torch.optim.Optimizer = cls(params, **kwargs, fused=True)
+            return optimizer
         except (RuntimeError, ValueError):  # e.g. parameters of a dtype with no fused kernel
             pass
     if "foreach" in accepted:
         kwargs["foreach"] = implementation != "for-loop"
-    return cls(params, **kwargs)
+    optimizer = cls(params, **kwargs)
+    return optimizer
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *,

@@ -7,6 +7,7 @@ import json
 import optuna
 import pytest
 
+from tuner.errors import SpaceError
 from tuner.search.sampling import make_sampler
 from tuner.space.config import TrialConfig
 from tuner.space.dsl import Choice, Fixed, Range
@@ -69,6 +70,10 @@ def test_defaults_params_of_fixed_knobs_are_left_out() -> None:
     fixed = space.defaults_params("adam")
     assert "beta1" not in fixed  # fixed by the user: nothing to enqueue
     assert fixed["batch_size"] == 128 and fixed["scheduler"] == "none"
+    # beta1 fixed at 0.8 is not Adam's default: no trial of this space is "the defaults".
+    assert space.defaults_excluded("adam") == ["beta1"] and not space.runs_defaults("adam")
+    at_default = build_space(optimizers=["adam"], params={"beta1": ["0.9"]})
+    assert at_default.defaults_excluded("adam") == [] and at_default.runs_defaults("adam")
 
 
 def test_a_default_outside_the_users_range_is_sampled() -> None:
@@ -77,6 +82,10 @@ def test_a_default_outside_the_users_range_is_sampled() -> None:
     assert space.families["adam"]["lr"].default is None
     assert space.batch_size.default is None
     assert "lr" not in space.defaults_params("adam")
+    assert space.defaults_excluded("adam") == ["lr"] and not space.runs_defaults("adam")
+    assert not space.runs_defaults("sgd")  # sgd's default lr 1e-3 is outside 1e-2:1e-1 too
+    assert build_space(optimizers=["adam"]).runs_defaults("adam")
+    assert not build_space(optimizers=["adam"], defaults_first=False).runs_defaults("adam")
     assert "batch_size" not in space.defaults_params("adam")
     config = _suggest_defaults(space, "adam")
     assert 1e-2 <= config.hyper["lr"] <= 1e-1
@@ -164,7 +173,9 @@ def test_flat_config_round_trip() -> None:
     assert flat == {"optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
                     "weight_decay": 0.0, "batch_size": 128, "epochs": 2, "scheduler": "cosine",
                     "hidden": 64}
-    assert TrialConfig.from_flat(flat) == config
+    assert TrialConfig.from_flat(flat, task_params=["hidden"]) == config
+    with pytest.raises(SpaceError, match="unknown trial config key.*hidden"):
+        TrialConfig.from_flat(flat)  # a key the task does not declare fails loudly
 
 
 def _run_defaults(space: Space, family: str) -> tuple[optuna.Study, TrialConfig]:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from tasks.base import Task, TaskData
+from tasks.base import Task
+from tasks.data import TaskData
 from tasks.images import MNIST_LOGREG, MNIST_MLP, load_idx_task_data
 from tuner.space.config import TrialConfig
 from tuner.training.loop import DeviceData, Diverged, EpochResult, evaluate, fit
@@ -144,3 +145,46 @@ def test_fit_regression_learns() -> None:
     assert results[0].value == results[0].val_loss  # the objective is the val MSE
     assert untrained > 1.0  # y has variance ~6.5
     assert results[-1].value < 1e-3  # a line is learnt exactly
+
+
+def test_batch_norm_never_meets_a_batch_of_one() -> None:
+    """17 samples at batch size 8 leave one sample over; a BatchNorm model drops it (torch
+    refuses to normalise one sample), a model without BatchNorm trains on all 17."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(17, 4, generator=gen), torch.randint(0, 2, (17,), generator=gen)
+    data = DeviceData(x, y, x[:4], y[:4])
+    seen: list[int] = []
+
+    def counting(model: torch.nn.Module) -> torch.nn.Module:
+        model.register_forward_pre_hook(
+            lambda _m, args: seen.append(len(args[0])) if _m.training else None)
+        return model
+
+    with_bn = Task(name="bn", load_data=lambda: None,  # type: ignore[arg-type,return-value]
+                   build_model=lambda p: counting(torch.nn.Sequential(
+                       torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                       torch.nn.Linear(8, 2))))
+    config = TrialConfig("sgd", {"lr": 0.1, "weight_decay": 0.0}, 8, 2)
+    results = fit(with_bn, data, config, device="cpu", seed=0)
+    assert len(results) == 2 and seen == [8, 8, 8, 8]  # two epochs of 16 samples, no batch of 1
+    seen.clear()
+    plain = Task(name="plain", load_data=lambda: None,  # type: ignore[arg-type,return-value]
+                 build_model=lambda p: counting(torch.nn.Linear(4, 2)))
+    fit(plain, data, config, device="cpu", seed=0)
+    assert seen == [8, 8, 1, 8, 8, 1]
+
+
+def test_val_mse_is_the_per_element_mean_the_training_loss_takes() -> None:
+    """Two targets per sample: val_mse is the mean over all 2N elements, as mse_loss is."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(10_000, 3, generator=gen), torch.randn(10_000, 2, generator=gen)
+    model = torch.nn.Linear(3, 2)
+    task = Task(name="reg", loss="mse", load_data=lambda: None,  # type: ignore[arg-type,return-value]
+                build_model=lambda p: model)
+    loss, metric = evaluate(task, model, x, y)  # in chunks of 8192 rows
+    with torch.no_grad():
+        expected = float(torch.nn.functional.mse_loss(model(x), y))
+    assert loss == pytest.approx(expected, rel=1e-5) and metric == pytest.approx(expected,
+                                                                                 rel=1e-5)
+    # Per sample (summed over its two targets) it would be twice as large: not what we report.
+    assert metric < 0.75 * 2 * expected
