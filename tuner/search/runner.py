@@ -57,7 +57,7 @@ def search(
     `jobs` trials run at once in as many processes, on `devices` (`trials_per_device` per
     device); `jobs=0` only creates the study (or sets its budget) for workers to run.
     """
-    from tuner.search import sampling
+    from tuner.search import pruning, sampling
     from tuner.space.files import load_space_file
     from tuner.space.searchspace import build_space
     from tuner.training.devices import check_device_spec
@@ -68,8 +68,8 @@ def search(
     if sampler not in sampling.SAMPLERS:
         raise OpttuneError(f"--sampler must be one of {', '.join(sampling.SAMPLERS)}, "
                            f"but got {sampler!r}")
-    if pruner not in sampling.PRUNERS:
-        raise OpttuneError(f"--pruner must be one of {', '.join(sampling.PRUNERS)}, "
+    if pruner not in pruning.PRUNERS:
+        raise OpttuneError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}, "
                            f"but got {pruner!r}")
     check_device_spec(device)
     from tuner.search.jobs import plan_slots
@@ -174,7 +174,7 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
                      allow_changed_space: bool, observer: Observer, must_exist: bool,
                      storage_obj: Any = None, slots: list[str] | None = None,
                      seed_salt: int = 0) -> SearchResult:
-    from tuner.search import sampling
+    from tuner.search import pruning, sampling
     from tuner.training.devices import resolve_device
     from tuner.training.loop import DeviceData
 
@@ -204,7 +204,7 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
         tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     seed = settings.get("seed")
     families = list(space.families)
-    pruner = sampling.make_pruner(settings["pruner"], epochs=space.epochs)
+    pruner = pruning.make_pruner(settings["pruner"], epochs=space.epochs)
 
     if studies.exists(storage_obj, name):
         probe = studies.load_study(storage_obj, name)
