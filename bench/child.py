@@ -80,13 +80,15 @@ class Clock:
 def _optuna_calls(clock: Clock) -> None:
     import optuna
 
+    from tuner.study.optuna_adapter import storage_classes
+
     for name in ("ask", "tell", "get_trials", "set_user_attr", "enqueue_trial"):
         clock.wrap(optuna.study.Study, name, "optuna")
     for name in ("report", "should_prune", "set_user_attr", "suggest_float",
                  "suggest_categorical", "suggest_int"):
         clock.wrap(optuna.trial.Trial, name, "optuna")
     # Direct storage calls (attributes, heartbeats) outside the Study/Trial API.
-    for cls in (optuna.storages.RDBStorage, optuna.storages._CachedStorage):
+    for cls in storage_classes():
         for name in ("set_trial_system_attr", "set_trial_user_attr", "get_trial",
                      "get_all_trials", "record_heartbeat", "set_trial_state_values"):
             if hasattr(cls, name):
@@ -137,7 +139,7 @@ def study_handwritten(args: argparse.Namespace) -> dict[str, Any]:
     def timed_objective(*a: Any, **k: Any) -> Any:
         return clock.timed(make(*a, **k), "fit", nested=True)
 
-    handwritten.make_objective = timed_objective  # type: ignore[assignment]
+    handwritten.make_objective = timed_objective
     ready = time.perf_counter()
     task = get_task(TASK_REF)
     data = task.read_data()

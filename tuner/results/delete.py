@@ -32,10 +32,11 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
     import optuna
 
     from tuner.results.queries import open_study
+    from tuner.study.optuna_adapter import storage_of
 
     stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
     info = _describe(study)
-    optuna.delete_study(study_name=name, storage=study._storage)
+    optuna.delete_study(study_name=name, storage=storage_of(study))
     info["mlflow"] = _delete_experiment(stores, info["experiment_id"])
     return info
 

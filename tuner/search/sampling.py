@@ -19,34 +19,15 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import OpttuneError
+from tuner.study import optuna_adapter
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
-PRUNERS = ("median", "hyperband", "none")
 FAMILY_ATTR = "opttune:family"
 
 
-class _FamilyView:
-    """A read-only view of a study that shows only the trials of one family."""
-
-    def __init__(self, study: optuna.Study, family: str) -> None:
-        self._study = study
-        self._family = family
-
-    def _keep(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        return [t for t in trials if t.params.get("optimizer") == self._family]
-
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return self._keep(self._study._get_trials(*args, **kwargs))
-
-    def get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return self._keep(self._study.get_trials(*args, **kwargs))
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
+def _family_view(study: optuna.Study, family: str) -> optuna.Study:
+    """`study` as the sampler of `family` sees it: that family's trials only."""
+    return optuna_adapter.trials_view(study, lambda t: t.params.get("optimizer") == family)
 
 
 class FamilySampler(BaseSampler):
@@ -62,26 +43,25 @@ class FamilySampler(BaseSampler):
         self._base = base
         self._families = list(families)
         self._per_family = dict(family_samplers or {})
-        self._chosen: dict[int, str] = {}
+        self._chosen: dict[int, str] = {}  # by trial number: one sampler serves one study
 
     def _family_of(self, trial: FrozenTrial) -> str | None:
-        return self._chosen.get(trial._trial_id)
+        return self._chosen.get(trial.number)
 
     def _sampler(self, family: str) -> BaseSampler:
         return self._per_family.get(family, self._base)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
-        fixed = trial.system_attrs.get("fixed_params", {})
+        fixed = optuna_adapter.enqueued_params(trial)
         family = fixed.get("optimizer") or trial.params.get("optimizer")
         if family is None:
             dist = CategoricalDistribution(self._families)
             family = self._base.sample_independent(study, trial, "optimizer", dist)
-        self._chosen[trial._trial_id] = str(family)
-        study._storage.set_trial_system_attr(trial._trial_id, FAMILY_ATTR, str(family))
+        self._chosen[trial.number] = str(family)
+        optuna_adapter.set_trial_system_attr(study, trial, FAMILY_ATTR, str(family))
         if self._sampler(str(family)) is not self._base:
-            view: Any = _FamilyView(study, str(family))
-            self._sampler(str(family)).before_trial(view, trial)
+            self._sampler(str(family)).before_trial(_family_view(study, str(family)), trial)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -89,7 +69,7 @@ class FamilySampler(BaseSampler):
         family = self._family_of(trial)
         if family is None:
             return {}
-        view: Any = _FamilyView(study, family)  # duck-typed Study
+        view = _family_view(study, family)
         space = self._sampler(family).infer_relative_search_space(view, trial)
         space.pop("optimizer", None)
         return space
@@ -100,7 +80,7 @@ class FamilySampler(BaseSampler):
         family = self._family_of(trial)
         if family is None or not search_space:
             return {}
-        view: Any = _FamilyView(study, family)
+        view = _family_view(study, family)
         return self._sampler(family).sample_relative(view, trial, search_space)
 
     def sample_independent(
@@ -112,16 +92,15 @@ class FamilySampler(BaseSampler):
             return family
         if family is None:
             return self._base.sample_independent(study, trial, param_name, param_distribution)
-        view: Any = _FamilyView(study, family)
+        view = _family_view(study, family)
         return self._sampler(family).sample_independent(view, trial, param_name,
                                                         param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        family = self._chosen.pop(trial._trial_id, None)
+        family = self._chosen.pop(trial.number, None)
         if family is not None and self._sampler(family) is not self._base:
-            view: Any = _FamilyView(study, family)
-            self._sampler(family).after_trial(view, trial, state, values)
+            self._sampler(family).after_trial(_family_view(study, family), trial, state, values)
         self._base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -156,13 +135,3 @@ def _base_sampler(name: str, seed: int | None) -> BaseSampler:
     with warnings.catch_warnings():  # "experimental" is Optuna's note to itself, not to users
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-
-
-def make_pruner(name: str, *, epochs: int) -> optuna.pruners.BasePruner:
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise OpttuneError(f"--pruner must be one of {', '.join(PRUNERS)}, but got {name!r}")

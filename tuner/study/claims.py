@@ -22,14 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import (
-    BaseHeartbeat,
-    BaseHeartbeatThread,
-    get_heartbeat_thread,
-    is_heartbeat_enabled,
-)
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study import optuna_adapter
 from tuner.study import records as studies
 from tuner.study.stores import sqlite_path
 
@@ -46,15 +41,10 @@ class Claim:
     wait: bool = False  # no room now, but a running trial may still fail and run again
 
 
-def _rdb(study: optuna.Study) -> Any:
-    """The RDBStorage behind Optuna's cache wrapper."""
-    return getattr(study._storage, "_backend", study._storage)
-
-
 def study_lock(study: optuna.Study) -> AbstractContextManager[None]:
     """One lock per study, shared by every process that opens the same store (a fresh
     context manager on each call)."""
-    storage = _rdb(study)
+    storage = optuna_adapter.backend_of(study)
     url = str(getattr(storage, "url", ""))
     key = f"opttune:{study.study_name}"
     path = sqlite_path(url)
@@ -131,7 +121,9 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
     """Under the study's lock: recover dead trials, count, and ask for a trial if there is room.
 
     RUNNING trials of other processes count as taken, so the budget is never exceeded; if one
-    of them dies its parameters are queued again and a later claim picks them up.
+    of them dies its parameters are queued again and a later claim picks them up. What a claim
+    gets: an interrupted trial's re-run first, then the next family's defaults trial (queued
+    only now, so that the store never holds trials that will not run), then a sampled trial.
     """
     with study_lock(study):
         recover()
@@ -139,23 +131,21 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
         done = studies.counted(trials)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         if done + len(running) < target:
+            studies.queue_next_defaults(study, trials)
             with warnings.catch_warnings():  # we run the heartbeat ourselves (see heartbeat)
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 _prefer_retries(study)
                 trial = study.ask()
-            storage = study._storage
             try:
-                storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
-                                              studies.owner_record())
-                if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
-                    storage.record_heartbeat(trial._trial_id)  # stale-detectable from birth
+                optuna_adapter.set_trial_system_attr(study, trial, studies.OWNER_ATTR,
+                                                     studies.owner_record())
+                optuna_adapter.record_heartbeat(study, trial)  # stale-detectable from birth
             except BaseException:  # Ctrl-C right after ask: never leave it RUNNING
-                storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-                studies.requeue(study, storage.get_trial(trial._trial_id))
+                trial.set_user_attr("fail_reason", "interrupted")
+                studies.requeue(study, study.tell(trial, state=TrialState.FAIL))
                 raise
             return Claim(trial=trial, done=done, running=len(running))
-        heartbeats = is_heartbeat_enabled(study._storage)
+        heartbeats = optuna_adapter.heartbeats_enabled(study)
         wait = done < target and any(_may_come_back(t, heartbeats) for t in running)
         return Claim(trial=None, done=done, running=len(running), wait=wait)
 
@@ -164,22 +154,14 @@ def _prefer_retries(study: optuna.Study) -> None:
     """Make `ask` pop an interrupted trial's re-run before other queued trials.
 
     Optuna pops queued trials lowest number first, so a re-run (queued when its trial was
-    killed) would wait behind the queued defaults trials and, with a small budget, never run.
+    killed) would wait behind trials queued earlier (the defaults trials that studies made
+    before defaults were queued lazily still hold) and, with a small budget, never run.
     """
-    storage, study_id = study._storage, study._study_id
+    optuna_adapter.set_waiting_order(study, _retries_first)
 
-    def pop() -> int | None:
-        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
-        waiting.sort(key=lambda t: ("retry_of" not in t.user_attrs, t.number))
-        for t in waiting:
-            try:
-                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                    return int(t._trial_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        return None
 
-    study._pop_waiting_trial_id = pop  # type: ignore[method-assign]
+def _retries_first(trial: FrozenTrial) -> tuple[bool, int]:
+    return "retry_of" not in trial.user_attrs, trial.number
 
 
 def _may_come_back(trial: Any, heartbeats: bool) -> bool:
@@ -196,6 +178,6 @@ def _may_come_back(trial: Any, heartbeats: bool) -> bool:
     return heartbeats
 
 
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> BaseHeartbeatThread:
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager[None]:
     """A context that records the trial's heartbeat while it trains (server stores only)."""
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+    return optuna_adapter.heartbeat(study, trial)

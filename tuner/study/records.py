@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner._version import __version__
 from tuner.errors import OpttuneError, StudyNotFoundError
 from tuner.space.searchspace import DEFAULTS_ATTR, Space
+from tuner.study import optuna_adapter
 from tuner.study.stores import redact
 
 OWNER_ATTR = "opttune:owner"
@@ -95,11 +96,46 @@ def create_study(storage: Any, name: str, meta: StudyMeta, *, sampler: Any,
                                 sampler=sampler, pruner=pruner)
     for key, value in meta.user_attrs().items():
         study.set_user_attr(key, value)
-    if meta.space.defaults_first:
-        for family in meta.space.families:
-            study.enqueue_trial(meta.space.defaults_params(family),
-                                user_attrs={DEFAULTS_ATTR: True})
-    return study
+    return study  # each family's defaults trial is queued when it is claimed (claims.py)
+
+
+def space_of(study: optuna.Study) -> Space | None:
+    """The search space stored with the study; None for a study opttune did not make."""
+    stored = study.user_attrs.get("space")
+    return Space.from_dict(json.loads(stored)) if stored else None
+
+
+def family_of(trial: FrozenTrial) -> str | None:
+    """The optimizer family of a trial: sampled, or fixed when it was queued (a trial
+    interrupted while sampling may hold only the latter)."""
+    family = trial.params.get("optimizer") or optuna_adapter.enqueued_params(trial).get(
+        "optimizer")
+    return str(family) if family is not None else None
+
+
+def queue_next_defaults(study: optuna.Study, trials: list[FrozenTrial]) -> bool:
+    """Queue the defaults trial of the first family (in the space's order) that has none yet,
+    unless a queued trial is already waiting to go first; whether one was queued.
+
+    Called under the study's lock right before ``ask``, so the trial queued here is the one
+    that ``ask`` pops. A defaults trial in any state counts, a re-run of an interrupted one
+    too (it keeps the attribute, see :func:`requeue`), so each family gets one; a family
+    whose defaults the space excludes gets none (``Space.runs_defaults``). Studies made
+    when all defaults trials were queued at creation still hold them WAITING: they are popped
+    as they are, and none is queued twice.
+    """
+    if any(t.state == TrialState.WAITING for t in trials):
+        return False  # a re-run, or a defaults trial queued earlier: it goes first
+    space = space_of(study)
+    if space is None or not space.defaults_first:
+        return False
+    have = {family_of(t) for t in trials if t.user_attrs.get(DEFAULTS_ATTR)}
+    for family in space.families:
+        if family not in have and space.runs_defaults(family):
+            study.enqueue_trial(space.defaults_params(family), user_attrs={DEFAULTS_ATTR: True},
+                                skip_if_exists=False)
+            return True
+    return False
 
 
 # -- bookkeeping per trial --------------------------------------------------------------------
@@ -164,7 +200,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     if trial.user_attrs.get(DEFAULTS_ATTR):
         attrs[DEFAULTS_ATTR] = True
     # An enqueued trial interrupted while sampling has only some params: keep its fixed ones.
-    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    params = {**optuna_adapter.enqueued_params(trial), **trial.params}
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     return True
 
@@ -175,11 +211,12 @@ def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
     On this machine the process id tells; on a server store, a heartbeat older than the grace
     period tells for any machine.
     """
-    late = set(_heartbeat_stale_ids(study))
+    late = set(optuna_adapter.stale_trial_ids(study))
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(OWNER_ATTR)
-        if t._trial_id in late or (isinstance(owner, dict) and _owner_dead(owner)) or \
+        if optuna_adapter.trial_id(t) in late or \
+                (isinstance(owner, dict) and _owner_dead(owner)) or \
                 (owner is None and _unowned_too_long(t)):
             out.append(t)
     return out
@@ -199,22 +236,15 @@ def owner_gone(owner: dict[str, Any]) -> bool:
     return _owner_dead(owner)
 
 
-def _heartbeat_stale_ids(study: optuna.Study) -> list[int]:
-    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
-    storage = study._storage
-    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
-        return []
-    # Optuna's fail_stale_trials would fail them without our fail_reason and retry record.
-    return list(storage._get_stale_trial_ids(study._study_id))
-
-
 def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed") -> None:
-    """Mark a dead process's trial FAIL and queue its parameters to run again once."""
-    storage = study._storage
+    """Mark a dead process's trial FAIL and queue its parameters to run again once.
+
+    Not Optuna's ``fail_stale_trials``: it would fail the trial without the reason, which
+    decides that the trial does not count and runs again.
+    """
     try:
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    except RuntimeError:
+        optuna_adapter.set_trial_user_attr(study, trial, "fail_reason", reason)
+        study.tell(trial.number, state=TrialState.FAIL)
+    except (RuntimeError, ValueError):  # UpdateFinishedTrialError; "cannot tell a COMPLETE"
         return  # finished meanwhile by someone else
     requeue(study, trial)

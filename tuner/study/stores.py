@@ -232,12 +232,13 @@ def check_optuna_schema(path: Path) -> None:
 @functools.lru_cache(maxsize=1)
 def _optuna_schema_versions() -> tuple[str, frozenset[str]]:
     """The schema revision this Optuna writes, and every revision it knows."""
-    import optuna.storages._rdb.storage as rdb
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
+    from tuner.study.optuna_adapter import alembic_folder
+
     config = Config()
-    config.set_main_option("script_location", str(Path(rdb.__file__).parent / "alembic"))
+    config.set_main_option("script_location", str(alembic_folder()))
     script = ScriptDirectory.from_config(config)
     return str(script.get_current_head()), frozenset(r.revision for r in script.walk_revisions())
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 
+from tuner.study import optuna_adapter
 from tuner.study.claims import claim_next
 from tuner.study.records import OWNER_ATTR, fail_stale, stale_trials
 from tuner.study.stores import open_storage
@@ -28,7 +29,7 @@ def test_claims_stop_at_the_budget_wait_for_live_trials_and_refill_dead_ones(
 
     try:
         theirs = study.ask()  # a trial that another live process on this machine runs
-        storage.set_trial_system_attr(theirs._trial_id, OWNER_ATTR, {
+        optuna_adapter.set_trial_system_attr(study, theirs, OWNER_ATTR, {
             "host": socket.gethostname(), "pid": other.pid, "start": None})
 
         claim = claim_next(study, target=2, recover=recover)
