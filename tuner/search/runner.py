@@ -213,7 +213,8 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
                           probe.get_trials(deepcopy=False))
         n_before = len(probe.trials)
         sampler = sampling.make_sampler(settings["sampler"], families=families,
-                                        seed=_sampler_seed(seed, n_before, seed_salt))
+                                        seed=_sampler_seed(seed, n_before, seed_salt),
+                                        searched=space.searched())
         study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
         if allow_changed_space and meta.space != space:
             study.set_user_attr("space", studies.StudyMeta(
@@ -233,7 +234,8 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
             metric=task_obj.metric, direction=task_obj.direction, settings=settings,
             mlflow={"experiment_id": experiment_id, "parent_run_id": parent,
                     "tracking_uri": redact(stores.tracking_uri)})
-        sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed)
+        sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed,
+                                        searched=space.searched())
         study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
 
     if slots is not None and len(slots) != 1:

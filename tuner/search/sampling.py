@@ -1,4 +1,4 @@
-"""Samplers and pruners, with each optimizer family modelled on its own trials.
+"""Samplers, with each optimizer family modelled on its own trials.
 
 Parameters keep plain names (``lr``, ``momentum``) across families so that Optuna's tables and
 MLflow read naturally; but a good SGD learning rate must not pull Adam's. So the family of a
@@ -10,7 +10,7 @@ trials of that family.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -25,9 +25,13 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 FAMILY_ATTR = "opttune:family"
 
 
-def _family_view(study: optuna.Study, family: str) -> optuna.Study:
-    """`study` as the sampler of `family` sees it: that family's trials only."""
-    return optuna_adapter.trials_view(study, lambda t: t.params.get("optimizer") == family)
+def _family_view(study: optuna.Study, family: str,
+                 needs: Collection[str] = ()) -> optuna.Study:
+    """`study` as the sampler of `family` sees it: that family's trials only, and of those only
+    the ones that carry every parameter in `needs`."""
+    return optuna_adapter.trials_view(
+        study, lambda t: t.params.get("optimizer") == family and all(p in t.params
+                                                                     for p in needs))
 
 
 class FamilySampler(BaseSampler):
@@ -39,10 +43,17 @@ class FamilySampler(BaseSampler):
     """
 
     def __init__(self, base: BaseSampler, families: Sequence[str], *,
-                 family_samplers: Mapping[str, BaseSampler] | None = None) -> None:
+                 family_samplers: Mapping[str, BaseSampler] | None = None,
+                 searched: Mapping[str, Collection[str]] | None = None) -> None:
         self._base = base
         self._families = list(families)
         self._per_family = dict(family_samplers or {})
+        # A joint model (CMA-ES, QMC) spans the parameters every trial it sees has. A defaults
+        # trial may lack one (weight decay 0 lies outside its log range, so it is no Optuna
+        # parameter there): such a trial is left out of the family's joint model rather than
+        # the parameter.
+        self._needs = {f: tuple(searched.get(f, ())) for f in self._families} \
+            if searched and self._per_family else {}
         self._chosen: dict[int, str] = {}  # by trial number: one sampler serves one study
 
     def _family_of(self, trial: FrozenTrial) -> str | None:
@@ -50,6 +61,9 @@ class FamilySampler(BaseSampler):
 
     def _sampler(self, family: str) -> BaseSampler:
         return self._per_family.get(family, self._base)
+
+    def _view(self, study: optuna.Study, family: str) -> optuna.Study:
+        return _family_view(study, family, self._needs.get(family, ()))
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
@@ -61,7 +75,7 @@ class FamilySampler(BaseSampler):
         self._chosen[trial.number] = str(family)
         optuna_adapter.set_trial_system_attr(study, trial, FAMILY_ATTR, str(family))
         if self._sampler(str(family)) is not self._base:
-            self._sampler(str(family)).before_trial(_family_view(study, str(family)), trial)
+            self._sampler(str(family)).before_trial(self._view(study, str(family)), trial)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -69,7 +83,7 @@ class FamilySampler(BaseSampler):
         family = self._family_of(trial)
         if family is None:
             return {}
-        view = _family_view(study, family)
+        view = self._view(study, family)
         space = self._sampler(family).infer_relative_search_space(view, trial)
         space.pop("optimizer", None)
         return space
@@ -80,7 +94,7 @@ class FamilySampler(BaseSampler):
         family = self._family_of(trial)
         if family is None or not search_space:
             return {}
-        view = _family_view(study, family)
+        view = self._view(study, family)
         return self._sampler(family).sample_relative(view, trial, search_space)
 
     def sample_independent(
@@ -92,7 +106,7 @@ class FamilySampler(BaseSampler):
             return family
         if family is None:
             return self._base.sample_independent(study, trial, param_name, param_distribution)
-        view = _family_view(study, family)
+        view = self._view(study, family)
         return self._sampler(family).sample_independent(view, trial, param_name,
                                                         param_distribution)
 
@@ -100,7 +114,7 @@ class FamilySampler(BaseSampler):
                     values: Sequence[float] | None) -> None:
         family = self._chosen.pop(trial.number, None)
         if family is not None and self._sampler(family) is not self._base:
-            self._sampler(family).after_trial(_family_view(study, family), trial, state, values)
+            self._sampler(family).after_trial(self._view(study, family), trial, state, values)
         self._base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -109,7 +123,10 @@ class FamilySampler(BaseSampler):
             sampler.reseed_rng()
 
 
-def make_sampler(name: str, *, families: Sequence[str], seed: int | None) -> BaseSampler:
+def make_sampler(name: str, *, families: Sequence[str], seed: int | None,
+                 searched: Mapping[str, Collection[str]] | None = None) -> BaseSampler:
+    """The study's sampler. `searched` names each family's searched parameters (what a joint
+    model of CMA-ES or QMC must span; see :class:`FamilySampler`)."""
     if name not in SAMPLERS:
         raise OpttuneError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {name!r}")
     families = list(families)
@@ -119,9 +136,10 @@ def make_sampler(name: str, *, families: Sequence[str], seed: int | None) -> Bas
     # Each family its own instance (and seed): these samplers keep state between trials.
     per_family = {f: _base_sampler(name, None if seed is None else seed + 1 + i)
                   for i, f in enumerate(families)}
-    # The family itself is a categorical choice, which CMA-ES and QMC leave to a random sampler.
-    return FamilySampler(optuna.samplers.RandomSampler(seed=seed), families,
-                         family_samplers=per_family)
+    # The family is a categorical choice, which CMA-ES and QMC sample at random for ever; TPE
+    # chooses it by the results instead, so the families that do well get more trials.
+    return FamilySampler(_base_sampler("tpe", seed), families, family_samplers=per_family,
+                         searched=searched)
 
 
 def _base_sampler(name: str, seed: int | None) -> BaseSampler:

@@ -68,6 +68,14 @@ class Space:
             task_params=task_params,
         )
 
+    def searched(self) -> dict[str, list[str]]:
+        """Per family, the names of the parameters a trial of it samples (not fixed ones)."""
+        shared = {"batch_size": self.batch_size, "scheduler": self.scheduler,
+                  **self.task_params}
+        return {family: [name for name, ps in {**params, **shared}.items()
+                         if not isinstance(ps.dist, Fixed)]
+                for family, params in self.families.items()}
+
     def defaults_excluded(self, family: str) -> list[str]:
         """The hyperparameters of `family` whose PyTorch default this space leaves out (a
         user's range or fixed value without it). Such a family gets no defaults trial: its

@@ -162,3 +162,47 @@ def test_unknown_sampler_name() -> None:
     with pytest.raises(OpttuneError, match="--sampler must be one of tpe, random, cmaes, qmc, "
                                            "but got 'grid'"):
         make_sampler("grid", families=FAMILIES, seed=0)
+
+
+def _study_of(space_families: list[str], sampler_name: str, *, trials: int,
+              seed: int = 0) -> tuple[optuna.Study, Any]:
+    """A study the way opttune runs one (defaults trials first, Space.suggest) on a scripted
+    objective: adam reaches 0.9 near lr 1e-3 with some weight decay; sgd stays near 0.2."""
+    space = build_space(optimizers=space_families)
+    sampler = make_sampler(sampler_name, families=space_families, seed=seed,
+                           searched=space.searched())
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for family in space_families:
+        study.enqueue_trial(space.defaults_params(family), user_attrs={DEFAULTS_ATTR: True})
+
+    def objective(trial: optuna.Trial) -> float:
+        config = space.suggest(trial)
+        lr, wd = config.hyper["lr"], config.hyper["weight_decay"]
+        if config.optimizer == "sgd":
+            return 0.2 - 0.01 * abs(math.log10(lr) + 1)
+        return 0.9 - 0.05 * (math.log10(lr) + 3) ** 2 - 0.02 * abs(math.log10(wd or 1e-8) + 4)
+
+    study.optimize(objective, n_trials=trials)
+    return study, space
+
+
+@pytest.mark.parametrize("name", ["cmaes", "qmc"])
+def test_cmaes_and_qmc_choose_families_by_their_results(name: str) -> None:
+    study, _ = _study_of(["sgd", "adam"], name, trials=40)
+    later = [t.params["optimizer"] for t in study.trials[20:]]
+    assert len(later) == 20
+    # Drawn uniformly (as before) adam would get about 10 of these 20.
+    assert later.count("adam") >= 15, later
+
+
+@pytest.mark.parametrize("name", ["cmaes", "qmc"])
+def test_weight_decay_stays_in_the_joint_model(name: str) -> None:
+    """adam's defaults trial has no weight_decay parameter (0 is outside its log range); the
+    family's joint model must still span weight_decay, so it is left out, not the parameter."""
+    study, _ = _study_of(["adam"], name, trials=8)
+    defaults = study.trials[0]
+    assert defaults.user_attrs.get(DEFAULTS_ATTR) and "weight_decay" not in defaults.params
+    trial = study.ask()  # the sampler chose its family (adam) in before_trial
+    running = study.trials[trial.number]
+    space = study.sampler.infer_relative_search_space(study, running)
+    assert {"lr", "beta1", "beta2", "eps", "weight_decay"} <= set(space), space
