@@ -29,7 +29,7 @@ def small_study_copy(tmp_path_factory: pytest.TempPathFactory, mlflow_template: 
             env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
             env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
             search(task="mnist-mlp", study="s1", n_trials=6, epochs=2, seed=0,
-                   optimizers=["sgd", "adam"], home=folder)
+                   optimizers=["sgd", "adam"], device="cpu", home=folder)
         _BUILT["home"] = folder
     copy = tmp_path_factory.mktemp(label) / "home"
     shutil.copytree(_BUILT["home"], copy)

@@ -1,4 +1,5 @@
-"""The command line: thin click commands over the library; each renders through tuner.report.
+"""The command line: thin click commands over the library; each shows its result through
+tuner.cli.render.
 
 Only click is imported at start-up, so `opttune --help` is instant; torch, optuna and mlflow
 load inside the commands that need them.
@@ -14,7 +15,6 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
-PARAM_FLAGS = ("lr", "momentum", "beta1", "beta2", "alpha", "eps", "weight_decay")
 
 
 @contextmanager
@@ -88,6 +88,9 @@ def cli() -> None:
 @click.option("--pruner", default="median", show_default=True,
               type=click.Choice(["median", "hyperband", "none"]))
 @click.option("--seed", default=None, type=int, help="Seed for a reproducible study.")
+@click.option("--trial-seed", default=None, type=int, metavar="N",
+              help="Train every trial with seed N instead of a seed per trial (how `opttune "
+                   "best` re-runs one trial exactly).")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda, cuda:N or mps (auto: CUDA, then MPS, then CPU).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -101,8 +104,10 @@ def cli() -> None:
 @store_options
 def search(**kwargs: Any) -> None:
     """Create a study (or continue the one of that name) and run trials."""
-    params = {name: list(kwargs.pop(name)) for name in PARAM_FLAGS if kwargs.get(name)}
-    for name in PARAM_FLAGS:
+    from tuner.space.families import ALL_PARAM_NAMES
+
+    params = {name: list(kwargs.pop(name)) for name in ALL_PARAM_NAMES if kwargs.get(name)}
+    for name in ALL_PARAM_NAMES:
         kwargs.pop(name, None)
     optimizers = kwargs.pop("optimizers")
     kwargs["optimizers"] = optimizers.split(",") if optimizers else None
@@ -154,6 +159,7 @@ def worker(**kwargs: Any) -> None:
 
 def _run_search(kind: str, **kwargs: Any) -> None:
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
     from tuner.search import runner
     from tuner.signals import Interrupted
 
@@ -163,8 +169,7 @@ def _run_search(kind: str, **kwargs: Any) -> None:
     try:
         with user_errors():
             if kind == "search":
-                _show_space(kwargs)
-                result = runner.search(observer=display, **kwargs)
+                result = runner.search(observer=display, **kwargs)  # shows the space first
             elif kind == "worker":
                 from tuner.search.worker import work
 
@@ -185,7 +190,9 @@ def _run_search(kind: str, **kwargs: Any) -> None:
     if create_only:
         report.print_study_ready(result)
         return
-    report.print_search_summary(result, result.all_trials)
+    with user_errors():
+        summary = inspect.search_summary(result.study, storage=result.stores.storage_url)
+    report.print_search_summary(result, summary)
 
 
 def quiet_libraries() -> None:
@@ -195,45 +202,17 @@ def quiet_libraries() -> None:
     quiet_library_logs()
 
 
-def _show_space(kwargs: dict[str, Any]) -> None:
-    """Resolve and print the space before any data is read or store is touched."""
-    from pathlib import Path
-
-    from tasks.registry import get_task
-    from tuner.cli import render as report
-    from tuner.space.files import load_space_file
-    from tuner.space.searchspace import build_space
-
-    task = get_task(kwargs["task"])
-    file_values = load_space_file(Path(kwargs["space_file"])) if kwargs.get("space_file") else None
-    space = build_space(optimizers=kwargs["optimizers"], params=kwargs["params"],
-                        batch_size=kwargs["batch_size"], epochs=kwargs["epochs"],
-                        scheduler=kwargs["scheduler"], file_values=file_values,
-                        default_batch_size=task.batch_size,
-                        defaults_first=kwargs["defaults_first"],
-                        task_params=task.param_specs(kwargs["task_params"]))
-    report.print_space(space)
-
-
 @cli.command()
 @click.option("--format", "fmt", default="table", type=click.Choice(["table", "json"]),
               show_default=True)
 def tasks(fmt: str) -> None:
     """List the tasks: what each trains, on what data, and its objective."""
-    from tasks.registry import list_tasks
     from tuner.cli import render as report
+    from tuner.results import queries as inspect
 
     with user_errors():
-        found = list_tasks()
-    sizes = {t.name: t.parameter_count() for t in found}
-    if fmt == "json":
-        report.print_json([{"name": t.name, "ref": t.ref, "summary": t.summary, "data": t.data,
-                            "model": t.model, "parameters": sizes[t.name],
-                            "hyperparams": dict(t.hyperparams), "metric": t.metric,
-                            "direction": t.direction}
-                           for t in found])
-    else:
-        report.print_tasks(found, sizes=sizes)
+        found = inspect.list_tasks()
+    report.emit(found, fmt=fmt, table=report.print_tasks)
 
 
 @cli.command("check")
@@ -249,18 +228,12 @@ def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
     Exits with 1 while problems remain (0 when none, or all were fixed).
     """
     from tuner.cli import render as report
-    from tuner.study.recovery import check, describe
+    from tuner.study.recovery import check
 
     quiet_libraries()
     with user_errors():
         result = check(name, fix=fix, **stores)
-    if fmt == "json":
-        report.print_json({"study": result.study, "trials": result.trials, "runs": result.runs,
-                           "running": result.running, "fixed": result.fixed,
-                           "notes": result.notes,
-                           "problems": [describe(p) for p in result.problems]})
-    else:
-        report.print_check(result)
+    report.emit(result, fmt=fmt, table=report.print_check)
     if not result.clean:
         sys.exit(1)
 
@@ -280,15 +253,11 @@ def studies(fmt: str, **stores: Any) -> None:
     """List the studies: trials by state, best value, last activity, data source."""
     from tuner.cli import render as report
     from tuner.results import queries as inspect
-    from tuner.study.stores import redact, resolve_stores
 
     quiet_libraries()
     with user_errors():
-        rows = inspect.list_studies(**stores)
-    if fmt == "json":
-        report.print_json(rows)
-    else:
-        report.print_studies(rows, storage=redact(resolve_stores(**stores).storage_url))
+        found = inspect.list_studies(**stores)
+    report.emit(found, fmt=fmt, table=report.print_studies)
 
 
 @cli.command()
@@ -310,13 +279,8 @@ def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt
 
     quiet_libraries()
     with user_errors():
-        rows = inspect.trial_rows(name, states=states, sort=sort, limit=limit, **stores)
-    if fmt == "json":
-        report.print_json(rows)
-    elif fmt == "csv":
-        report.print_csv(*inspect.csv_columns(rows))
-    else:
-        report.print_trials(rows, study=name)
+        found = inspect.list_trials(name, states=states, sort=sort, limit=limit, **stores)
+    report.emit(found, fmt=fmt, table=report.print_trials)
 
 
 @cli.command()
@@ -331,10 +295,7 @@ def best(name: str, fmt: str, **stores: Any) -> None:
     quiet_libraries()
     with user_errors():
         found = inspect.best_trial(name, **stores)
-    if fmt == "json":
-        report.print_json(found)
-    else:
-        report.print_best(found)
+    report.emit(found, fmt=fmt, table=report.print_best)
 
 
 @cli.command()
@@ -354,10 +315,7 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
     quiet_libraries()
     with user_errors():
         result = inspect.compare(list(names), by=by.replace("-", "_"), **stores)
-    if fmt == "json":
-        report.print_json(result)
-    else:
-        report.print_compare(result)
+    report.emit(result, fmt=fmt, table=report.print_compare)
 
 
 @cli.command()
@@ -380,7 +338,7 @@ def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -
     with user_errors():
         written = plots.write_plot(name, kind=kind, output=output,
                                    params=params.split(",") if params else None, **stores)
-    report.print_written(f"the {kind} plot of {name}", written["path"])
+    report.print_written(written)
 
 
 @cli.command()
@@ -391,12 +349,12 @@ def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -
 def export(name: str, output: str, **stores: Any) -> None:
     """Write all trials (params, values, states, times, per-epoch values) to CSV or JSON."""
     from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.results.export import export_study
 
     quiet_libraries()
     with user_errors():
-        written = inspect.export_study(name, output, **stores)
-    report.print_written(f"{written['records']} trials of {name}", written["path"])
+        written = export_study(name, output, **stores)
+    report.print_written(written)
 
 
 @cli.command()
@@ -417,10 +375,7 @@ def retrain(name: str, trial: int | None, epochs: int | None, device: str | None
     with user_errors():
         result = run_retrain(name, trial=trial, epochs=epochs, device=device,
                              notice=report.print_notice, **stores)
-    if fmt == "json":
-        report.print_json(result.to_dict())
-    else:
-        report.print_retrain(result.to_dict())
+    report.emit(result, fmt=fmt, table=report.print_retrain)
 
 
 @cli.command()

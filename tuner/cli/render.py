@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich import box
 from rich.console import Console
@@ -18,8 +18,31 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from tuner.results.records import (
+    TRAINING_KEYS,
+    BestTrial,
+    Comparison,
+    GroupStats,
+    SearchSummary,
+    StudyList,
+    TaskSummary,
+    TrialList,
+    WrittenFile,
+    to_csv_rows,
+    to_json_data,
+)
 from tuner.search.events import TrialOutcome
+from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study.stores import redact
+
+if TYPE_CHECKING:
+    from tuner.results.retrain import RetrainResult
+    from tuner.results.ui import UiPlan
+    from tuner.search.session import SearchResult
+    from tuner.space.searchspace import Space
+    from tuner.study.recovery import CheckReport
+
+R = TypeVar("R")
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -35,28 +58,61 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_json(data: Any) -> None:
-    """One JSON document on stdout, nothing else (for --format json)."""
+def emit(result: R, *, fmt: str, table: Callable[[R], None]) -> None:
+    """`result` as `fmt`: "table" (`table` draws it) for people, "json" or "csv" for programs;
+    then stdout holds that one document and nothing else."""
+    if fmt == "json":
+        _print_json(to_json_data(result))
+    elif fmt == "csv":
+        if not isinstance(result, TrialList):
+            raise TypeError(f"{type(result).__name__} has no CSV form")
+        _print_csv(*to_csv_rows(result.trials))
+    else:
+        table(result)
+
+
+def _print_json(data: Any) -> None:
+    """One JSON document on stdout (for --format json)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _print_csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """CSV on stdout (for --format csv): a header, then one line per row."""
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def print_notice(text: str) -> None:
     err_console.print(Text(f"Note: {text}", style="bold yellow"))
 
 
-def print_space(space: Any, *, title: str = "Search space") -> None:
-    table = Table(title=title, title_justify="left")
+def print_space(space: Space) -> None:
+    table = Table(title="Search space", title_justify="left")
     for column in ("optimizer", "parameter", "searched over", "default trial"):
         table.add_column(column)
     for row in space.rows():
         table.add_row(*row)
     console.print(table)
-    if space.defaults_first:
+    if not space.defaults_first:
+        return
+    excluded = {f: space.defaults_excluded(f) for f in space.families}
+    if not any(excluded.values()):
         console.print("The first trial of each optimizer runs its PyTorch defaults.")
+        return
+    runs = [f for f, names in excluded.items() if not names]
+    if runs:
+        console.print(f"The first trial of {', '.join(runs)} runs its PyTorch defaults.")
+    for family, names in excluded.items():
+        if names:
+            console.print(f"{family} has no defaults trial: the space leaves out its default "
+                          f"{', '.join(names)}.")
 
 
-def print_tasks(tasks: list[Any], *, sizes: dict[str, int | None] | None = None) -> None:
-    """One row per task; `sizes` maps a task's name to its model's parameter count."""
+def print_tasks(tasks: list[TaskSummary]) -> None:
     table = Table(title="Tasks", title_justify="left")
     for column in ("task", "what it trains", "data", "model", "params", "objective"):
         table.add_column(column, no_wrap=column in ("task", "objective"))
@@ -64,8 +120,7 @@ def print_tasks(tasks: list[Any], *, sizes: dict[str, int | None] | None = None)
         objective = f"{t.metric} ({'max' if t.direction == 'maximize' else 'min'})"
         model = t.model + ("\ntask params: " + ", ".join(
             f"{k}={v}" for k, v in t.hyperparams.items()) if t.hyperparams else "")
-        table.add_row(t.name, t.summary, t.data, model, _count((sizes or {}).get(t.name)),
-                      objective)
+        table.add_row(t.name, t.summary, t.data, model, _count(t.parameters), objective)
     console.print(table)
 
 
@@ -77,7 +132,8 @@ def _count(n: int | None) -> str:
 
 
 class SearchDisplay:
-    """The Observer the CLI hands to a search: live progress, then the summary."""
+    """The Observer the CLI hands to a search: the space, then live progress and one line per
+    finished trial."""
 
     def __init__(self) -> None:
         self.live: Live | None = None
@@ -91,6 +147,9 @@ class SearchDisplay:
     def notice(self, text: str) -> None:
         print_notice(text)
 
+    def space_ready(self, space: Space) -> None:
+        print_space(space)  # before any data is read or store is touched
+
     def study_start(self, info: dict[str, Any]) -> None:
         self.device, self.metric = info["device"], info["metric"]
         console.print(f"Study [bold]{info['study']}[/]: {info['done']} of {info['target']} "
@@ -98,6 +157,12 @@ class SearchDisplay:
                       f"{info['data_source']}")
         console.print(f"Stores: {redact(info['stores'].storage_url)} · MLflow "
                       f"{redact(info['stores'].tracking_uri)}", style="dim")
+        if info.get("pruner") not in (None, "none"):
+            from tuner.search.pruning import STARTUP_TRIALS
+
+            console.print(f"Pruning ({info['pruner']}): each trial is judged against trials of "
+                          f"its own optimizer only; a family's first {STARTUP_TRIALS} complete "
+                          f"trials and every trial's last epoch are never pruned.")
         if console.is_terminal:
             self.live = Live(Text(""), console=console, refresh_per_second=4, transient=True)
             self.live.start()
@@ -138,63 +203,53 @@ class SearchDisplay:
 
 
 def _describe(config: dict[str, Any]) -> str:
-    keys = ("lr", "momentum", "beta1", "beta2", "alpha", "eps", "weight_decay")
     parts = [str(config.get("optimizer"))]
-    parts += [f"{k}={_fmt(config[k])}" for k in keys if k in config]
+    parts += [f"{k}={_fmt(config[k])}" for k in ALL_PARAM_NAMES if k in config]
     if "batch_size" in config:
         parts.append(f"bs={config['batch_size']}")
     # The task's own hyperparameters (hidden, dropout, …): whatever else the config holds.
-    skip = {"optimizer", *keys, "batch_size", "epochs", "scheduler"}
+    skip = {"optimizer", *ALL_PARAM_NAMES, *TRAINING_KEYS}
     parts += [f"{k}={_fmt(v)}" for k, v in config.items() if k not in skip]
     return " ".join(parts)
 
 
-def print_search_summary(result: Any, trials: list[TrialOutcome]) -> None:
-    """Top trials and the best per optimizer, over the whole study."""
-    if not trials:
+def print_search_summary(result: SearchResult, summary: SearchSummary) -> None:
+    """The top trials and the numbers per optimizer, over the whole study."""
+    if not summary.trials:
         console.print(f"Study {result.study} already has {result.total_counted} of "
                       f"{result.target} trials; `opttune resume {result.study} --n-trials N` "
                       f"runs more.")
         return
-    reverse = result.direction == "maximize"
-    done = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
-    done.sort(key=lambda t: t.value, reverse=reverse)  # type: ignore[arg-type,return-value]
-    table = Table(title=f"Top trials of {result.study} ({result.metric}, "
-                        f"{'higher' if reverse else 'lower'} is better)", title_justify="left")
-    for column in ("trial", result.metric, "optimizer", "config", "epochs", "seconds"):
-        table.add_column(column)
-    for t in done[:5]:
-        table.add_row(str(t.number), _fmt(t.value), str(t.config.get("optimizer")),
-                      _describe(t.config).partition(" ")[2], str(t.epochs_run), f"{t.seconds:.1f}")
-    if done:
+    if summary.top:
+        better = "higher" if summary.direction == "maximize" else "lower"
+        table = Table(title=f"Top trials of {summary.study} ({summary.metric}, {better} is "
+                            f"better)", title_justify="left")
+        for column in ("trial", summary.metric, "optimizer", "config", "epochs", "seconds"):
+            table.add_column(column)
+        for r in summary.top:
+            table.add_row(str(r.number), _fmt(r.value), str(r.optimizer),
+                          _describe(r.config).partition(" ")[2], str(r.epochs_run),
+                          "-" if r.seconds is None else f"{r.seconds:.1f}")
         console.print(table)
     else:  # e.g. every learning rate diverged: say so rather than show an empty table
-        reasons = statistics.multimode([t.reason or t.state.lower() for t in trials])
-        console.print(Text(f"No trial of {result.study} completed, so there is no best value "
-                           f"yet (most ended: {', '.join(reasons)}); widen or move the ranges, "
-                           f"or run more trials.", style="yellow"))
+        console.print(Text(f"No trial of {summary.study} completed, so there is no best value "
+                           f"yet (most ended: {', '.join(summary.endings)}); widen or move the "
+                           f"ranges, or run more trials.", style="yellow"))
     per = Table(title="Per optimizer", title_justify="left")
     for column in ("optimizer", "trials", "complete", "pruned", "failed", "best", "median"):
         per.add_column(column)
-    families: dict[str, list[TrialOutcome]] = {}
-    for t in trials:
-        families.setdefault(str(t.config.get("optimizer")), []).append(t)
-    for name, group in families.items():
-        values = [t.value for t in group if t.state == "COMPLETE" and t.value is not None]
-        best = (max if reverse else min)(values) if values else None
-        per.add_row(name, str(len(group)), str(sum(t.state == "COMPLETE" for t in group)),
-                    str(sum(t.state == "PRUNED" for t in group)),
-                    str(sum(t.state == "FAIL" for t in group)), _fmt(best),
-                    _fmt(statistics.median(values) if values else None))
+    for g in summary.families:
+        per.add_row(_fmt(g.key), str(g.trials), str(g.complete), str(g.pruned), str(g.failed),
+                    _fmt(g.best), _fmt(g.median))
     console.print(per)
-    if result.best is not None:
-        console.print(f"Best: trial {result.best.number}, {result.metric}="
-                      f"{_fmt(result.best.value)} ({_describe(result.best.config)})")
+    if summary.best is not None:
+        console.print(f"Best: trial {summary.best.number}, {summary.metric}="
+                      f"{_fmt(summary.best.value)} ({_describe(summary.best.config)})")
     console.print(f"See it in MLflow: opttune ui (or mlflow ui --backend-store-uri "
                   f"{redact(result.stores.tracking_uri)})", style="dim")
 
 
-def print_study_ready(result: Any) -> None:
+def print_study_ready(result: SearchResult) -> None:
     """After `--jobs 0`: the study exists with its budget; say how to run its trials."""
     stores = result.stores
     where = f"--storage {redact(stores.storage_url)}" if stores.sqlite_path is None or \
@@ -209,7 +264,7 @@ def print_error(message: str) -> None:
     err_console.print(f"Error: {message}", style="red", markup=False)
 
 
-def print_check(result: Any) -> None:
+def print_check(result: CheckReport) -> None:
     """What `opttune check` found in a study's two stores, and what it repaired."""
     console.print(f"Study [bold]{result.study}[/]: {result.trials} trials, {result.runs} MLflow "
                   f"trial runs")
@@ -261,139 +316,128 @@ def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
-def print_studies(rows: list[dict[str, Any]], *, storage: str) -> None:
-    if not rows:
-        console.print(f"No studies in {storage} yet; `opttune search --task T` starts one.",
-                      markup=False, soft_wrap=True)
+def print_studies(found: StudyList) -> None:
+    if not found.studies:
+        console.print(f"No studies in {found.storage} yet; `opttune search --task T` starts "
+                      f"one.", markup=False, soft_wrap=True)
         return
-    table = _table(f"Studies in {storage}", ("study", "task", "complete", "pruned", "failed",
-                                              "running", "best", "last activity", "data"),
+    table = _table(f"Studies in {found.storage}", ("study", "task", "complete", "pruned",
+                                                    "failed", "running", "best",
+                                                    "last activity", "data"),
                    wide=("study", "task", "data"))
-    for r in rows:
-        best = f"{r['metric']} {_fmt(r['best_value'])} #{r['best_trial']}" \
-            if r["best_value"] is not None else "-"
-        table.add_row(r["study"], str(r["task"]), str(r["complete"]), str(r["pruned"]),
-                      str(r["failed"]), str(r["running"]), best,
-                      (r["last_activity"] or "-").replace("T", " "), str(r["data_source"]))
+    for r in found.studies:
+        best = f"{r.metric} {_fmt(r.best_value)} #{r.best_trial}" \
+            if r.best_value is not None else "-"
+        table.add_row(r.study, str(r.task), str(r.complete), str(r.pruned), str(r.failed),
+                      str(r.running), best, (r.last_activity or "-").replace("T", " "),
+                      str(r.data_source))
     _print_table(table)
 
 
-def print_trials(rows: list[dict[str, Any]], *, study: str) -> None:
-    if not rows:
-        console.print(f"No trials of {study} match.", markup=False)
+def print_trials(found: TrialList) -> None:
+    if not found.trials:
+        console.print(f"No trials of {found.study} match.", markup=False)
         return
-    metric = rows[0]["metric"]
-    table = _table(f"Trials of {study}", ("#", "state", metric, "optimizer", "params",
-                                          "batch", "epochs", "seconds", "MLflow run"),
+    table = _table(f"Trials of {found.study}", ("#", "state", found.metric, "optimizer",
+                                                "params", "batch", "epochs", "seconds",
+                                                "MLflow run"),
                    wide=("params", "MLflow run"))
-    for r in rows:
-        params = ("(PyTorch defaults) " if r["defaults_trial"] else "") + \
-            _params_text(r["params"])
-        table.add_row(str(r["number"]), r["state"].lower(), _fmt(r["value"]),
-                      str(r["optimizer"]), params, _fmt(r["batch_size"]),
-                      f"{r['epochs_run']}/{_fmt(r['epochs'])}", _fmt(r["seconds"]),
-                      r["run_id"] or "-")
+    for r in found.trials:
+        params = ("(PyTorch defaults) " if r.defaults_trial else "") + _params_text(r.params)
+        table.add_row(str(r.number), r.state.lower(), _fmt(r.value), str(r.optimizer), params,
+                      _fmt(r.batch_size), f"{r.epochs_run}/{_fmt(r.epochs)}", _fmt(r.seconds),
+                      r.run_id or "-")
     _print_table(table)
 
 
-def print_csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """CSV on stdout (for --format csv): a header, then one line per row."""
-    import csv
-
-    writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def print_best(best: dict[str, Any]) -> None:
-    console.print(f"Best trial of [bold]{best['study']}[/]: #{best['number']}, "
-                  f"{best['metric']} = [bold]{_fmt(best['value'])}[/] "
-                  f"({'higher' if best['direction'] == 'maximize' else 'lower'} is better)")
+def print_best(best: BestTrial) -> None:
+    t = best.trial
+    console.print(f"Best trial of [bold]{best.study}[/]: #{t.number}, {t.metric} = "
+                  f"[bold]{_fmt(t.value)}[/] "
+                  f"({'higher' if best.direction == 'maximize' else 'lower'} is better)")
     table = _table("Configuration", ("parameter", "value"))
-    table.add_row("optimizer", str(best["optimizer"]))
-    for key, value in [*best["params"].items(), ("batch_size", best["batch_size"]),
-                       ("epochs", best["epochs"]), ("scheduler", best["scheduler"])]:
+    table.add_row("optimizer", str(t.optimizer))
+    for key, value in [*t.params.items(), ("batch_size", t.batch_size), ("epochs", t.epochs),
+                       ("scheduler", t.scheduler)]:
         table.add_row(key, repr(value) if isinstance(value, float) else str(value))
     _print_table(table)
-    console.print(f"MLflow run: {best['run_id'] or '-'} · trained {_fmt(best['seconds'])} s"
-                  f"{' · the PyTorch-defaults trial' if best['defaults_trial'] else ''}")
+    console.print(f"MLflow run: {t.run_id or '-'} · trained {_fmt(t.seconds)} s"
+                  f"{' · the PyTorch-defaults trial' if t.defaults_trial else ''}")
     console.print("Run exactly this configuration again:")
-    console.print(f"  {best['command']}", markup=False, soft_wrap=True)
+    console.print(f"  {best.command}", markup=False, soft_wrap=True)
 
 
-def _spread(g: dict[str, Any]) -> str:
-    if g["median"] is None:
+def _spread(g: GroupStats) -> str:
+    if g.median is None:
         return "-"
-    return f"{_fmt(g['median'])} [{_fmt(g['iqr'])}]"
+    return f"{_fmt(g.median)} [{_fmt(g.iqr)}]"
 
 
-def _default_text(g: dict[str, Any]) -> str:
-    if g["default_trial"] is None:
+def _default_text(g: GroupStats) -> str:
+    if g.default_trial is None or g.default_state is None:
         return "-"
-    if g["default_state"] != "COMPLETE":
-        return f"{g['default_state'].lower()} #{g['default_trial']}"
-    return f"{_fmt(g['default_value'])} #{g['default_trial']}"
+    if g.default_state != "COMPLETE":
+        return f"{g.default_state.lower()} #{g.default_trial}"
+    return f"{_fmt(g.default_value)} #{g.default_trial}"
 
 
-def print_compare(result: dict[str, Any]) -> None:
+def _best_text(g: GroupStats) -> str:
+    return "-" if g.best is None else f"{_fmt(g.best)} #{g.best_trial}"
+
+
+def print_compare(result: Comparison) -> None:
     """One study: every column per group; several: the key numbers side by side."""
-    by, studies = result["by"], result["studies"]
+    by, studies = result.by, result.studies
     if len(studies) == 1:
         s = studies[0]
-        better = "higher" if s["direction"] == "maximize" else "lower"
-        table = _table(f"{s['study']}: {s['metric']} by {by} ({better} is better; median and "
-                       f"IQR of complete trials; gain = tuned best vs PyTorch defaults)",
+        better = "higher" if s.direction == "maximize" else "lower"
+        table = _table(f"{s.study}: {s.metric} by {by} ({better} is better; median and IQR of "
+                       f"complete trials; gain = tuned best vs PyTorch defaults)",
                        (by, "trials", "complete", "pruned", "failed", "best", "median", "IQR",
                         "defaults", "gain", "mean s"), wide=(by,))
-        for g in s["groups"]:
-            gain = g["gain_over_default"]
-            table.add_row(_fmt(g[by]), str(g["trials"]), str(g["complete"]), str(g["pruned"]),
-                          str(g["failed"]), _best_text(g), _fmt(g["median"]), _fmt(g["iqr"]),
+        for g in s.groups:
+            gain = g.gain_over_default
+            table.add_row(_fmt(g.key), str(g.trials), str(g.complete), str(g.pruned),
+                          str(g.failed), _best_text(g), _fmt(g.median), _fmt(g.iqr),
                           _default_text(g), "-" if gain is None else f"{gain:+.4g}",
-                          _fmt(g["mean_seconds"]))
+                          _fmt(g.mean_seconds))
         _print_table(table)
         return
     columns = [by]
     for s in studies:
-        columns += [f"{s['study']}\nbest", f"{s['study']}\nmedian [IQR]",
-                    f"{s['study']}\ndefaults"]
-    table = _table(f"{', '.join(s['study'] for s in studies)}: "
-                   f"{' / '.join(dict.fromkeys(s['metric'] for s in studies))} by {by}",
+        columns += [f"{s.study}\nbest", f"{s.study}\nmedian [IQR]", f"{s.study}\ndefaults"]
+    table = _table(f"{', '.join(s.study for s in studies)}: "
+                   f"{' / '.join(dict.fromkeys(s.metric for s in studies))} by {by}",
                    tuple(columns), wide=(by,))
-    keys = list(dict.fromkeys(g[by] for s in studies for g in s["groups"]))
-    for key in keys:
+    for key in dict.fromkeys(g.key for s in studies for g in s.groups):
         row = [_fmt(key)]
         for s in studies:
-            g = next((g for g in s["groups"] if g[by] == key), None)
-            row += ["-", "-", "-"] if g is None else [_best_text(g), _spread(g),
-                                                       _default_text(g)]
+            found = next((g for g in s.groups if g.key == key), None)
+            row += ["-", "-", "-"] if found is None else [_best_text(found), _spread(found),
+                                                           _default_text(found)]
         table.add_row(*row)
     _print_table(table)
 
 
-def _best_text(g: dict[str, Any]) -> str:
-    return "-" if g["best"] is None else f"{_fmt(g['best'])} #{g['best_trial']}"
+def print_written(written: WrittenFile) -> None:
+    what = f"{written.records} trials" if written.records is not None else \
+        f"the {written.kind} plot"
+    console.print(f"Wrote {what} of {written.study} to {written.path}", markup=False)
 
 
-def print_written(what: str, path: str) -> None:
-    console.print(f"Wrote {what} to {path}", markup=False)
-
-
-def print_retrain(result: dict[str, Any]) -> None:
-    config = dict(result["config"])
-    console.print(f"Retrained trial {result['trial']} of [bold]{result['study']}[/] "
-                  f"({_describe(config)}, {config.get('epochs')} epochs) on train+validation "
-                  f"({result['train_samples']} samples) in {result['seconds']:.1f} s on "
-                  f"{result['device']}")
-    metrics = "  ".join(f"{k} = {v:.4f}" for k, v in result["test"].items())
-    console.print(f"Test split ({result['test_samples']} samples, scored once): "
+def print_retrain(result: RetrainResult) -> None:
+    console.print(f"Retrained trial {result.trial} of [bold]{result.study}[/] "
+                  f"({_describe(result.config)}, {result.config.get('epochs')} epochs) on "
+                  f"train+validation ({result.train_samples} samples) in "
+                  f"{result.seconds:.1f} s on {result.device}")
+    metrics = "  ".join(f"{k} = {v:.4f}" for k, v in result.test.items())
+    console.print(f"Test split ({result.test_samples} samples, scored once): "
                   f"[bold]{metrics}[/]")
-    console.print(f"Saved {result['model_path']} and {result['config_path']}", markup=False)
-    console.print(f"MLflow run: {result['run_id']}", style="dim")
+    console.print(f"Saved {result.model_path} and {result.config_path}", markup=False)
+    console.print(f"MLflow run: {result.run_id}", style="dim")
 
 
-def print_ui(plan: Any) -> None:
+def print_ui(plan: UiPlan) -> None:
     what = f"study {plan.study}" if plan.study else "all studies"
     console.print(f"MLflow UI for {what} ({plan.tracking_uri}), on 127.0.0.1 only:",
                   markup=False, soft_wrap=True)
@@ -405,7 +449,7 @@ def print_ui(plan: Any) -> None:
     sys.stdout.flush()
 
 
-def print_ui_ready(plan: Any) -> None:
+def print_ui_ready(plan: UiPlan) -> None:
     err_console.print(f"Ready: {plan.url}", style="green", markup=False, soft_wrap=True)
 
 

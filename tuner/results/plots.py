@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import OpttuneError
+from tuner.results.records import WrittenFile, read_trial
 
 KINDS = ("history", "importance", "parallel", "slice", "contour", "curves")
 STATIC_SUFFIXES = (".png", ".svg", ".pdf")
@@ -27,7 +28,7 @@ ARTIFACT_KINDS = ("history", "curves", "parallel", "slice")  # fast enough for e
 
 def write_plot(name: str, *, kind: str, output: str | Path,
                params: Sequence[str] | None = None, home: str | Path | None = None,
-               storage: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+               storage: str | None = None, tracking_uri: str | None = None) -> WrittenFile:
     """Draw `kind` for study `name` into `output`; its suffix picks HTML or a static image."""
     from tuner.results.queries import open_study
     from tuner.study.records import objective_of
@@ -53,8 +54,7 @@ def write_plot(name: str, *, kind: str, output: str | Path,
             mpl_figure.savefig(str(path), dpi=110, bbox_inches="tight")
         finally:
             plt.close(mpl_figure)
-    return {"study": name, "kind": kind, "path": str(path.resolve()),
-            "format": suffix.lstrip(".")}
+    return WrittenFile(study=name, path=path.resolve(), format=suffix.lstrip("."), kind=kind)
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -172,23 +172,21 @@ def _by_frequency(trials: list[Any]) -> list[str]:
 
 
 def best_curves(study: Any) -> list[tuple[str, list[int], list[float]]]:
-    """(label, epochs, values) for the best trial of each family: the best complete one, or,
-    for a family with none, the trial with the best last value (labelled with its state)."""
-    from tuner.study.records import objective_of
+    """(label, epochs, values) for the best trial of each family: :func:`best_complete`'s pick,
+    or, for a family without one, the trial with the best last value (labelled with its
+    state)."""
+    from tuner.study.records import best_complete, objective_of
 
     _, direction = objective_of(study)
     sign = 1.0 if direction == "maximize" else -1.0
-    best: dict[str, Any] = {}
+    families: dict[str, list[Any]] = {}
     for t in study.get_trials(deepcopy=False):
-        if not t.intermediate_values:
-            continue
-        family = str((t.user_attrs.get("config") or t.params).get("optimizer", "trial"))
-        last = t.intermediate_values[max(t.intermediate_values)]
-        rank = (t.state.name == "COMPLETE", sign * (t.value if t.value is not None else last))
-        if family not in best or rank > best[family][0]:
-            best[family] = (rank, t)
+        if t.intermediate_values:
+            families.setdefault(str(read_trial(t).optimizer or "trial"), []).append(t)
     out = []
-    for family, (_, t) in best.items():
+    for family, trials in families.items():
+        t = best_complete(trials, direction) or max(
+            trials, key=lambda t: sign * t.intermediate_values[max(t.intermediate_values)])
         steps = sorted(t.intermediate_values)
         state = "" if t.state.name == "COMPLETE" else f", {t.state.name.lower()}"
         out.append((f"{family} (trial {t.number}{state})", [s + 1 for s in steps],

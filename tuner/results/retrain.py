@@ -1,7 +1,7 @@
 """Retrain a study's chosen configuration on train+validation and score the test split once.
 
 The trial's exact configuration (its `config` user attribute) is trained by the same loop as
-every trial (:func:`tuner.train.fit`), with the trial's own seed, on the training and
+every trial (:func:`tuner.training.loop.fit`), with the trial's own seed, on the training and
 validation splits together. The held-out test split, which `search` never touches, is scored
 once at the end. The weights and the configuration are saved under ``<home>/models/`` and
 logged as a run (with the model as artifacts) in the study's MLflow experiment.
@@ -17,9 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError, StoreError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from tuner.study.records import StudyMeta
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -27,6 +33,8 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class RetrainResult:
+    """What `retrain` trained, how it scored on the test split, and where it saved the model."""
+
     study: str
     trial: int
     task: str
@@ -41,10 +49,6 @@ class RetrainResult:
     model_path: Path
     config_path: Path
     run_id: str
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
 
 def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
@@ -65,7 +69,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
         check_device_spec(device)
     stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
     meta = StudyMeta.from_study(study)
-    chosen = _choose_trial(study, trial)
+    chosen = _choose_trial(study, meta, trial)
     flat = dict(chosen.user_attrs["config"])
     if epochs is not None:
         flat["epochs"] = epochs
@@ -79,17 +83,18 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
                            f"the data now comes from {data.source!r}; retrain on the same data "
                            f"(give the study's --data-dir), or tune a new study on this data")
     dev = resolve_device(device or meta.settings.get("device") or "auto")
-    seed = trial_seed(meta.settings.get("seed"), chosen.number)
+    seed = trial_seed(meta.settings, chosen.number)
     started = time.perf_counter()
     model, epochs_log = _train(task, data, flat, device=dev, seed=seed)
     test = _score(task, model, data, dev, meta.metric)
     seconds = time.perf_counter() - started
     folder = stores.home / "models" / f"{_safe_name(name)}-trial-{chosen.number}"
-    record = {"study": name, "trial": chosen.number, "task": meta.task, "config": flat,
-              "trained_on": "train+validation", "seed": seed, "data_source": meta.data_source,
-              "train_samples": len(data.train_x) + len(data.val_x),
-              "test_samples": len(data.test_x), "test": test, "device": dev,
-              "seconds": round(seconds, 3), "saved": datetime.now().isoformat(timespec="seconds")}
+    record: dict[str, Any] = {
+        "study": name, "trial": chosen.number, "task": meta.task, "config": flat,
+        "trained_on": "train+validation", "seed": seed, "data_source": meta.data_source,
+        "train_samples": len(data.train_x) + len(data.val_x), "test_samples": len(data.test_x),
+        "test": test, "device": dev, "seconds": round(seconds, 3),
+        "saved": datetime.now().isoformat(timespec="seconds")}
     run_id = _save_and_log(stores, meta, name, chosen, record, model, epochs_log, folder)
     return RetrainResult(study=name, trial=chosen.number, task=meta.task, config=flat,
                          metric=_test_metric(meta.metric), test=test,
@@ -99,14 +104,17 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
                          run_id=run_id)
 
 
-def _choose_trial(study: Any, number: int | None) -> Any:
+def _choose_trial(study: optuna.Study, meta: StudyMeta, number: int | None) -> FrozenTrial:
+    """Trial `number`, or the best one (the pick of `opttune best`)."""
+    from tuner.results.queries import no_best_reason
+    from tuner.study.records import best_complete
+
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        complete = [t for t in trials if t.state.name == "COMPLETE"]
-        if not complete:
-            raise OpttuneError(f"study {study.study_name!r} has no complete trial to retrain; "
-                               f"finish some with `opttune resume {study.study_name}`")
-        chosen = study.best_trial
+        chosen = best_complete(trials, meta.direction)
+        if chosen is None:
+            raise OpttuneError(f"nothing to retrain: "
+                               f"{no_best_reason(study.study_name, trials, metric=meta.metric)}")
     else:
         found = [t for t in trials if t.number == number]
         if not found:
@@ -137,7 +145,8 @@ def _train(task: Any, data: Any, flat: dict[str, Any], *, device: str,
                                  train_y=torch.cat([data.train_y, data.val_y]))
     try:
         epochs_log = fit(dataclasses.replace(task, build_model=build_model),
-                         DeviceData.from_task_data(merged, device), TrialConfig.from_flat(flat),
+                         DeviceData.from_task_data(merged, device),
+                         TrialConfig.from_flat(flat, task_params=list(task.hyperparams)),
                          device=device, seed=seed)
     except Diverged as exc:
         raise OpttuneError(f"retraining diverged ({exc}); this configuration is unstable on "

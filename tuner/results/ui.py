@@ -26,12 +26,13 @@ HOST = "127.0.0.1"  # never other interfaces: the UI can change and delete runs
 
 @dataclass(frozen=True)
 class UiPlan:
+    """How to serve the UI (`command` with `env`, on `port`) and the page to open (`url`)."""
+
     command: list[str]
     env: dict[str, str]
     url: str
     port: int
     study: str | None
-    experiment_id: str | None
     tracking_uri: str  # redacted, for display
 
 
@@ -76,7 +77,7 @@ def plan_ui(name: str | None = None, *, port: int = 5000, home: str | Path | Non
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri,
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return UiPlan(command=command, env=env, url=study_url(port, experiment_id), port=port,
-                  study=name, experiment_id=experiment_id, tracking_uri=redact(uri))
+                  study=name, tracking_uri=redact(uri))
 
 
 def _check_port_free(port: int) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tuner.space.searchspace import DEFAULTS_ATTR
+from tuner.results.records import TrialRecord, read_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
+    from tuner.space.searchspace import Space
+
 
 @dataclass(frozen=True)
 class TrialOutcome:
+    """A finished trial as the display shows it; a stored one comes from :meth:`from_record`."""
+
     number: int
-    state: str  # COMPLETE, PRUNED, FAIL
+    state: str  # COMPLETE, PRUNED or FAIL (a tuner.results.records.State)
     value: float | None
     config: dict[str, Any]
     reason: str | None = None
@@ -23,9 +27,25 @@ class TrialOutcome:
     epochs_run: int = 0
     history: list[float] = field(default_factory=list)
 
+    @classmethod
+    def from_record(cls, record: TrialRecord) -> TrialOutcome:
+        # A defaults trial that ran to the end says so where others give their reason.
+        reason = record.reason or ("defaults" if record.defaults_trial else None)
+        return cls(number=record.number, state=record.state, value=record.value,
+                   config=record.config, reason=reason, seconds=record.seconds or 0.0,
+                   run_id=record.run_id, epochs_run=record.epochs_run,
+                   history=list(record.intermediate.values()))
+
+
+def outcome_of(t: FrozenTrial) -> TrialOutcome:
+    """A stored trial as a TrialOutcome, read by the one reader of a stored trial."""
+    return TrialOutcome.from_record(read_trial(t))
+
 
 class Observer(Protocol):
     def notice(self, text: str) -> None: ...
+
+    def space_ready(self, space: Space) -> None: ...
 
     def study_start(self, info: dict[str, Any]) -> None: ...
 
@@ -43,6 +63,9 @@ class NullObserver:
     def notice(self, text: str) -> None:
         pass
 
+    def space_ready(self, space: Space) -> None:
+        pass
+
     def study_start(self, info: dict[str, Any]) -> None:
         pass
 
@@ -55,17 +78,3 @@ class NullObserver:
 
     def trial_end(self, outcome: TrialOutcome, best: TrialOutcome | None) -> None:
         pass
-
-
-def outcome_of(t: FrozenTrial) -> TrialOutcome:
-    """A stored trial as a TrialOutcome."""
-    attrs = t.user_attrs
-    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
-    if reason is None and attrs.get(DEFAULTS_ATTR):
-        reason = "defaults"
-    return TrialOutcome(number=t.number, state=t.state.name, value=t.value,
-                        config=dict(attrs.get("config", {})), reason=reason,
-                        seconds=float(attrs.get("seconds", 0.0)),
-                        run_id=attrs.get("mlflow_run_id"),
-                        epochs_run=int(attrs.get("epochs_run", 0)),
-                        history=[t.intermediate_values[k] for k in sorted(t.intermediate_values)])

@@ -171,7 +171,8 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
         observer.study_start({"study": name, "device": result.device, "target": target,
                               "done": counted(study.get_trials(deepcopy=False)),
                               "space": meta.space, "metric": meta.metric,
-                              "data_source": meta.data_source, "stores": stores})
+                              "data_source": meta.data_source, "stores": stores,
+                              "pruner": meta.settings.get("pruner")})
         spec = {"name": name, "home": str(stores.home), "storage": stores.storage_url,
                 "tracking_uri": stores.tracking_uri, "timeout": timeout, "threads": threads}
         jobs = [_start(i, device, spec) for i, device in enumerate(slots)]

@@ -21,6 +21,7 @@ from tuner.search.events import Observer, TrialOutcome, outcome_of
 from tuner.search.session import SearchResult, Session
 from tuner.signals import Interrupted, sigterm_as_interrupt
 from tuner.study import claims as budget
+from tuner.study import optuna_adapter
 from tuner.study import records as studies
 from tuner.study.recovery import OWNER_TAG, Problem
 from tuner.training.seeds import trial_seed
@@ -67,6 +68,7 @@ class TrialRunner:
                                    "target": target, "done": self._counted(),
                                    "space": self.s.space, "metric": self.s.meta.metric,
                                    "data_source": self.s.meta.data_source,
+                                   "pruner": self.s.settings.get("pruner"),
                                    "stores": self.s.stores})
         self._parent_status("RUNNING")
         with sigterm_as_interrupt() as received:
@@ -171,15 +173,15 @@ class TrialRunner:
         trial = trial if trial is not None else self.study.ask()
         try:
             if not claimed:
-                self.study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER_ATTR,
-                                                          studies.owner_record())
+                optuna_adapter.set_trial_system_attr(self.study, trial, studies.OWNER_ATTR,
+                                                     studies.owner_record())
             config = self.s.space.suggest(trial)
         except BaseException as exc:  # never leave a trial RUNNING, whatever went wrong
             if isinstance(exc, KeyboardInterrupt):
                 trial.set_user_attr("fail_reason", "interrupted")
             self.study.tell(trial, state=TrialState.FAIL)
             if isinstance(exc, KeyboardInterrupt):
-                studies.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+                studies.requeue(self.study, optuna_adapter.frozen_trial(self.study, trial))
             if isinstance(exc, ValueError):
                 raise OpttuneError(f"trial {trial.number} could not be sampled: {exc}") from None
             raise
@@ -207,7 +209,7 @@ class TrialRunner:
 
         state, value, reason, extra = "COMPLETE", None, None, {}
         try:
-            seed = trial_seed(self.s.settings.get("seed"), trial.number)
+            seed = trial_seed(self.s.settings, trial.number)
             fit(self.s.task, self.s.data, config, device=self.s.device, seed=seed,
                 on_epoch=on_epoch)
             value = history[-1]
@@ -220,7 +222,7 @@ class TrialRunner:
         except KeyboardInterrupt:
             self._finish(trial, "FAIL", None, "interrupted", {}, run_id, started, history,
                          mlflow_state="KILLED")
-            studies.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+            studies.requeue(self.study, optuna_adapter.frozen_trial(self.study, trial))
             raise
         except Exception as exc:
             if _is_oom(exc):
@@ -257,6 +259,9 @@ class TrialRunner:
                 self._later(self.tracker.set_tags, self.parent, {
                     "best_trial": best.number, "best_value": best.value,
                     "best_run_id": run_id, "best_optimizer": best.config.get("optimizer")})
+            if self.parent:  # the study's history, charted on its parent run
+                self._later(self.tracker.log_progress, self.parent, trial.number, value,
+                            None if best is None else best.value)
         outcome = TrialOutcome(number=trial.number, state=state, value=value,
                                config=dict(trial.user_attrs.get("config", {})), reason=reason,
                                seconds=seconds, run_id=run_id, epochs_run=len(history),

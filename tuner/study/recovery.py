@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -235,8 +235,3 @@ def _recreate_experiment(study: optuna.Study, tracker: Tracker) -> None:
     study.set_user_attr("mlflow", {**meta.mlflow, "experiment_id": experiment,
                                    "parent_run_id": parent,
                                    "tracking_uri": redact(tracker.tracking_uri)})
-
-
-def describe(problem: Problem) -> dict[str, Any]:
-    return {"kind": problem.kind, "trial": problem.trial, "run_id": problem.run_id,
-            "found": problem.found, "repair": problem.repair}

@@ -23,11 +23,19 @@ from tuner.study.stores import redact, sqlite_path
 # Off the training thread is our own doing (the trial loop's MLflow thread); MLflow's async
 # logging would add a second queue whose failures surface late or never.
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# With a tracking server, MLflow prints "View run … at: URL" on stdout as each run ends (and
+# asks the server for the run to do so): noise in the console, and it breaks --format json.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # opens the model-training view in MLflow 3's UI
 STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
                    "KILLED": "KILLED"}
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    """An MLflow tracking server (``http(s)://host:port``), which owns its artifact store."""
+    return tracking_uri.strip().lower().startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,14 @@ class Tracker:
             self.client.delete_experiment(experiment.experiment_id)
             experiment = None
         if experiment is None:
-            location = (self.artifact_root / name).resolve().as_uri()
-            experiment_id = self.client.create_experiment(name, artifact_location=location)
+            if is_tracking_server(self.tracking_uri):
+                # The server decides where artifacts go (its default artifact root, or its
+                # proxied mlflow-artifacts: store): a path on this machine would leave every
+                # worker's artifacts on its own disk, out of the server's and the UI's reach.
+                experiment_id = self.client.create_experiment(name)
+            else:
+                location = (self.artifact_root / name).resolve().as_uri()
+                experiment_id = self.client.create_experiment(name, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
         for key, value in {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **tags}.items():
@@ -127,6 +141,19 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_progress(self, parent_run_id: str, number: int, value: float | None,
+                     best: float | None) -> None:
+        """The study's history on its parent run, at step = trial `number`: ``trial_value``
+        (that trial's value, when it has one) and ``best_value`` (the best so far), which the
+        MLflow UI draws as the study's progress chart."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(v), now, number)
+                 for key, v in (("trial_value", value), ("best_value", best)) if v is not None]
+        if batch:
+            self.client.log_batch(parent_run_id, metrics=batch)
 
     # -- other runs (retrain) and experiments (delete) -------------------------------------
     def create_run(self, experiment_id: str, *, name: str, tags: Mapping[str, str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shlex
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import optuna
 import pytest
 from click.testing import CliRunner, Result
 from helpers.small_study import small_study_copy
+from optuna.trial import TrialState
 
 from tuner.cli.commands import cli
 
@@ -39,6 +41,56 @@ def _run(home: Path, *args: str, input: str | None = None) -> Result:
 
 def _study(home: Path, name: str = "s1") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{home / 'opttune.db'}")
+
+
+# The JSON documents' keys, in order: scripts read them, so they never change by accident.
+TRIAL_KEYS = ["number", "state", "value", "metric", "optimizer", "params", "batch_size",
+              "epochs", "scheduler", "epochs_run", "seconds", "started", "finished", "run_id",
+              "reason", "defaults_trial", "retry_of", "intermediate"]
+STUDY_KEYS = ["study", "task", "metric", "direction", "trials", "complete", "pruned", "failed",
+              "running", "waiting", "budget", "best_value", "best_trial", "last_activity",
+              "data_source"]
+GROUP_KEYS = ["trials", "complete", "pruned", "failed", "running", "best", "best_trial",
+              "median", "q1", "q3", "iqr", "default_value", "default_trial", "default_state",
+              "gain_over_default", "mean_seconds"]
+
+
+def test_json_documents_keep_their_keys(study_home: Path) -> None:
+    [row, _] = json.loads(_run(study_home, "studies", "--format", "json").stdout)
+    assert list(row) == STUDY_KEYS
+    trials = json.loads(_run(study_home, "trials", "s1", "--format", "json").stdout)
+    assert all(list(r) == TRIAL_KEYS for r in trials)
+    best = json.loads(_run(study_home, "best", "s1", "--format", "json").stdout)
+    assert list(best) == ["study", "direction", "task", *TRIAL_KEYS, "command"]
+    compare = json.loads(_run(study_home, "compare", "s1", "--by", "scheduler",
+                              "--format", "json").stdout)
+    assert list(compare) == ["by", "studies"] and compare["by"] == "scheduler"
+    [study] = compare["studies"]
+    assert list(study) == ["study", "task", "metric", "direction", "trials", "groups"]
+    assert [list(g) for g in study["groups"]] == [["scheduler", *GROUP_KEYS]]
+    tasks = json.loads(_run_plain("tasks", "--format", "json").stdout)
+    assert list(tasks[0]) == ["name", "ref", "summary", "data", "model", "parameters",
+                              "hyperparams", "metric", "direction"]
+
+
+def _run_plain(*args: str) -> Result:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def add_infinite_trial(home: Path, name: str = "s1") -> optuna.trial.FrozenTrial:
+    """Add a complete trial worth +inf (the best's config again) to a maximized study: Optuna's
+    best_trial picks it. Returns the finite best, which opttune must pick instead."""
+    study = _study(home, name)
+    best = study.best_trial
+    attrs = {k: v for k, v in best.user_attrs.items() if k != "defaults_trial"}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=math.inf, params=best.params,
+        distributions=best.distributions, user_attrs=attrs,
+        intermediate_values={0: 0.5, 1: math.inf}))
+    assert _study(home, name).best_value == math.inf  # what Optuna would pick
+    return best
 
 
 def test_studies_table_and_json(study_home: Path) -> None:
@@ -87,7 +139,11 @@ def test_the_best_command_reruns_exactly_that_config(study_home: Path) -> None:
     result = CliRunner().invoke(cli, argv[1:])
     assert result.exit_code == 0, result.output
     [trial] = _study(study_home, "s1-best").trials
-    assert trial.user_attrs["config"] == _study(study_home).best_trial.user_attrs["config"]
+    original = _study(study_home).trials[best["number"]]
+    assert trial.user_attrs["config"] == original.user_attrs["config"]
+    # The same configuration, data order and initialisation: the same value, to the last digit.
+    assert trial.value == original.value == best["value"]
+    assert trial.intermediate_values == original.intermediate_values
     optuna.delete_study(study_name="s1-best", storage=f"sqlite:///{study_home / 'opttune.db'}")
 
 
@@ -109,6 +165,31 @@ def test_compare_one_and_two_studies(study_home: Path) -> None:
     by_batch = json.loads(_run(study_home, "compare", "s1", "--by", "batch-size",
                                "--format", "json").stdout)
     assert [g["batch_size"] for g in by_batch["studies"][0]["groups"]] == [128]
+
+
+def test_an_infinite_value_is_never_the_best(study_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "copy"
+    shutil.copytree(study_home, home)  # the other tests keep their study as it was
+    finite = add_infinite_trial(home)
+    best = json.loads(_run(home, "best", "s1", "--format", "json").stdout)
+    assert (best["number"], best["value"]) == (finite.number, finite.value)
+    assert f"#{finite.number}, val_acc = {finite.value:.4g}" in _run(home, "best", "s1").stdout
+    family = finite.params["optimizer"]
+    data = json.loads(_run(home, "compare", "s1", "--format", "json").stdout)
+    [group] = [g for g in data["studies"][0]["groups"] if g["optimizer"] == family]
+    assert (group["best"], group["best_trial"]) == (finite.value, finite.number)
+    for key in ("median", "q1", "q3", "iqr", "gain_over_default"):
+        assert group[key] is None or math.isfinite(group[key]), key
+    table = _run(home, "compare", "s1").stdout
+    line = next(line for line in table.splitlines() if line.split()[:1] == [family])
+    assert f"{finite.value:.4g} #{finite.number}" in line and "inf" not in line
+    [row, _] = json.loads(_run(home, "studies", "--format", "json").stdout)
+    assert (row["best_value"], row["best_trial"]) == (finite.value, finite.number)
+    ranked = [r["value"] for r in json.loads(_run(home, "trials", "s1", "--sort", "value",
+                                                  "--format", "json").stdout)]
+    finite_values = [v for v in ranked if v is not None and math.isfinite(v)]
+    assert ranked[:len(finite_values)] == sorted(finite_values, reverse=True)  # inf after them
+    assert ranked[0] == finite.value and math.inf in ranked
 
 
 def test_export_and_plot_write_files(study_home: Path, tmp_path: Path) -> None:

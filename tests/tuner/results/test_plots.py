@@ -24,11 +24,12 @@ def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
 @pytest.mark.parametrize("kind", plots.KINDS)
 def test_every_kind_as_html_and_png(study_home: Path, tmp_path: Path, kind: str) -> None:
     html = plots.write_plot("s1", kind=kind, output=tmp_path / f"{kind}.html", home=study_home)
-    text = Path(html["path"]).read_text(encoding="utf-8")
+    assert (html.kind, html.format) == (kind, "html")
+    text = html.path.read_text(encoding="utf-8")
     assert text.lstrip().lower().startswith("<!doctype html>") and text.rstrip().endswith("</html>")
     assert "plotly" in text.lower() and "s1: " in text  # plotly.js inline; titled by study
     png = plots.write_plot("s1", kind=kind, output=tmp_path / f"{kind}.png", home=study_home)
-    data = Path(png["path"]).read_bytes()
+    data = png.path.read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 5_000
 
 

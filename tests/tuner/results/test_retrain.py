@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -72,6 +73,23 @@ def test_retrain_a_chosen_trial_for_other_epochs_as_json(study_home: Path) -> No
     assert data["trial"] == 0 and data["config"]["optimizer"] == "sgd"
     assert data["config"]["epochs"] == 1
     assert _score_saved_model(Path(data["folder"])) == pytest.approx(data["test"]["test_acc"])
+
+
+def test_retrain_never_picks_an_infinite_value(tmp_path_factory: pytest.TempPathFactory,
+                                              _mlflow_template: Path) -> None:
+    home = small_study_copy(tmp_path_factory, _mlflow_template, "retrain-inf")
+    study = optuna.load_study(study_name="s1", storage=f"sqlite:///{home / 'opttune.db'}")
+    finite = study.best_trial
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=math.inf, params=finite.params,
+        distributions=finite.distributions, user_attrs=finite.user_attrs))
+    assert study.best_value == math.inf  # Optuna's own pick
+    result = CliRunner().invoke(cli, ["retrain", "s1", "--epochs", "1", "--format", "json",
+                                      "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["trial"] == finite.number
+    assert (home / "models" / f"s1-trial-{finite.number}" / "model.pt").exists()
 
 
 def test_retrain_refuses_a_trial_that_is_not_there(study_home: Path) -> None:

@@ -1,0 +1,293 @@
+"""The typed records that reading a study back returns, the one reader of a stored trial, and
+the two shapes programs get them in (JSON for ``--format json`` and exports, flat CSV rows).
+
+A trial's configuration comes from its `config` user attribute (plain names, the values it
+trained with, fixed ones included), which is richer than Optuna's own `params`; a trial
+without one (not made by opttune, or failed before it was sampled) falls back to `params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+from tuner.space.families import ALL_PARAM_NAMES
+from tuner.space.searchspace import DEFAULTS_ATTR
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+State = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+STATES: tuple[State, ...] = get_args(State)
+TRAINING_KEYS = ("batch_size", "epochs", "scheduler")  # config keys that are not the optimizer's
+
+# How a field shows in JSON, as its `metadata`. Users' scripts read these documents, so their
+# keys stay as they were when the records were plain dicts.
+_JSON = "json"
+HIDDEN: Mapping[str, str] = {_JSON: "hidden"}  # for people only (a title), not in the JSON
+INLINE: Mapping[str, str] = {_JSON: "inline"}  # the nested record's keys sit beside our own
+WHOLE: Mapping[str, str] = {_JSON: "whole"}  # the document is this field alone (a list)
+
+
+def named_by(other: str) -> Mapping[str, str]:
+    """The field's JSON key is the value of the field `other` (e.g. ``"optimizer": "adam"``)."""
+    return {_JSON: "named_by", "field": other}
+
+
+# -- trials -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialRecord:
+    """One stored trial, as :func:`read_trial` reads it."""
+
+    number: int
+    state: State
+    value: float | None
+    metric: str
+    optimizer: str | None
+    params: dict[str, Any]  # the optimizer's hyperparameters, then the task's
+    batch_size: int | None
+    epochs: int | None
+    scheduler: str | None
+    epochs_run: int
+    seconds: float | None
+    started: str | None  # ISO 8601, to the second
+    finished: str | None
+    run_id: str | None  # its MLflow run
+    reason: str | None  # why it was pruned or failed
+    defaults_trial: bool  # it ran its family's PyTorch defaults
+    retry_of: int | None  # the trial whose parameters it runs again
+    intermediate: dict[int, float]  # the objective after each epoch (0-based)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The flat configuration it trained with, laid out as ``TrialConfig.flat()`` does."""
+        hyper = {k: v for k, v in self.params.items() if k in ALL_PARAM_NAMES}
+        task = {k: v for k, v in self.params.items() if k not in ALL_PARAM_NAMES}
+        training = {"batch_size": self.batch_size, "epochs": self.epochs,
+                    "scheduler": self.scheduler}
+        head = {} if self.optimizer is None else {"optimizer": self.optimizer}
+        return {**head, **hyper, **{k: v for k, v in training.items() if v is not None}, **task}
+
+
+def read_trial(t: FrozenTrial, *, metric: str = "value") -> TrialRecord:
+    """A stored trial as a record: the one place that reads a trial's attributes."""
+    attrs = t.user_attrs
+    config = dict(attrs.get("config") or t.params)
+    optimizer = config.pop("optimizer", None)
+    training = {k: config.pop(k, None) for k in TRAINING_KEYS}
+    seconds = attrs.get("seconds")
+    if seconds is None and t.datetime_start and t.datetime_complete:
+        seconds = round((t.datetime_complete - t.datetime_start).total_seconds(), 3)
+    state = cast(State, t.state.name)  # Optuna's five state names are exactly these
+    return TrialRecord(
+        number=t.number, state=state, value=t.value, metric=metric, optimizer=optimizer,
+        params=config, batch_size=training["batch_size"], epochs=training["epochs"],
+        scheduler=training["scheduler"],
+        epochs_run=int(attrs.get("epochs_run", len(t.intermediate_values))),
+        seconds=seconds, started=iso(t.datetime_start), finished=iso(t.datetime_complete),
+        run_id=attrs.get("mlflow_run_id"),
+        reason=attrs.get("prune_reason") or attrs.get("fail_reason"),
+        defaults_trial=bool(attrs.get(DEFAULTS_ATTR, False)), retry_of=attrs.get("retry_of"),
+        intermediate={int(k): v for k, v in sorted(t.intermediate_values.items())})
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+@dataclass(frozen=True)
+class TrialList:
+    """The trials of one study that `opttune trials` shows (JSON: the list alone)."""
+
+    study: str = field(metadata=HIDDEN)
+    metric: str = field(metadata=HIDDEN)
+    trials: list[TrialRecord] = field(metadata=WHOLE)
+
+
+@dataclass(frozen=True)
+class StudyTrials:
+    """Every trial of a study with what they are measured by: the JSON export document."""
+
+    study: str
+    task: str | None
+    metric: str
+    direction: str
+    storage: str  # redacted
+    trials: list[TrialRecord]
+
+
+# -- studies ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudySummary:
+    """One study of a store, at a glance."""
+
+    study: str
+    task: str | None
+    metric: str
+    direction: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+    budget: int | None  # the study's n_trials
+    best_value: float | None
+    best_trial: int | None
+    last_activity: str | None  # ISO 8601, to the second
+    data_source: str | None
+
+
+@dataclass(frozen=True)
+class StudyList:
+    """The studies of a store (JSON: the list alone)."""
+
+    storage: str = field(metadata=HIDDEN)  # redacted, for the title
+    studies: list[StudySummary] = field(metadata=WHOLE)
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best trial of a study, and the command that trains exactly its configuration."""
+
+    study: str
+    direction: str
+    task: str | None
+    trial: TrialRecord = field(metadata=INLINE)
+    command: str
+
+
+# -- comparisons ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupStats:
+    """The trials of one group (an optimizer family, or one value of `by`) of one study."""
+
+    by: str = field(metadata=HIDDEN)
+    key: Any = field(metadata=named_by("by"))  # the group's value of `by`
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best: float | None
+    best_trial: int | None
+    median: float | None  # of the finite values of complete trials, as are q1, q3 and iqr
+    q1: float | None
+    q3: float | None
+    iqr: float | None
+    default_value: float | None  # the group's PyTorch-defaults trial
+    default_trial: int | None
+    default_state: State | None
+    gain_over_default: float | None  # how much the best beat the defaults (> 0: better)
+    mean_seconds: float | None  # of finished trials
+
+
+@dataclass(frozen=True)
+class StudyComparison:
+    study: str
+    task: str | None
+    metric: str
+    direction: str
+    trials: int
+    groups: list[GroupStats]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`opttune compare`: per group of each study, lined up by `by`."""
+
+    by: str
+    studies: list[StudyComparison]
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What the end of a search shows about the whole study."""
+
+    study: str
+    metric: str
+    direction: str
+    trials: int  # every trial that ran or runs (not those still waiting)
+    best: TrialRecord | None
+    top: list[TrialRecord]  # the best complete trials, best first
+    families: list[GroupStats]  # per optimizer family, in the space's order
+    endings: list[str]  # how most trials ended (a reason, or a state)
+
+
+# -- files and tasks --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file that a command wrote: a plot (`kind`), or an export of `records` trials."""
+
+    study: str
+    path: Path  # absolute
+    format: str  # html, png, svg, pdf, csv or json
+    kind: str  # the plot's kind, or "trials"
+    records: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One task that `opttune tasks` lists."""
+
+    name: str
+    ref: str
+    summary: str
+    data: str
+    model: str
+    parameters: int | None  # of its model, with the task hyperparameters' defaults
+    hyperparams: dict[str, Any]
+    metric: str
+    direction: str
+
+
+# -- the shapes programs read -----------------------------------------------------------------
+def to_json_data(obj: Any) -> Any:
+    """`obj` (a record, a list of them, or plain data) as plain JSON data: the one place that
+    shapes ``--format json`` and the JSON export."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            how = f.metadata.get(_JSON)
+            value = getattr(obj, f.name)
+            if how == "whole":
+                return to_json_data(value)
+            if how == "inline":
+                out.update(to_json_data(value))
+            elif how == "named_by":
+                out[str(getattr(obj, f.metadata["field"]))] = to_json_data(value)
+            elif how != "hidden":
+                out[f.name] = to_json_data(value)
+        return out
+    if isinstance(obj, Mapping):
+        return {k: to_json_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_data(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def to_csv_rows(records: Sequence[TrialRecord]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Flat rows (params and per-epoch values as columns) and their column order: fixed
+    columns, params in table order, then one column per epoch."""
+    epochs = max((max(r.intermediate, default=-1) + 1 for r in records), default=0)
+    flats = [_flat(r, epochs=epochs) for r in records]
+    params = {k for r in records for k in r.params}
+    ordered = [p for p in ALL_PARAM_NAMES if p in params] + sorted(params - set(ALL_PARAM_NAMES))
+    head = ["number", "state", "value", "optimizer", *ordered, *TRAINING_KEYS]
+    rest = [k for f in flats[:1] for k in f if k not in head and "_epoch_" not in k]
+    tail = [k for k in (flats[0] if flats else {}) if "_epoch_" in k]
+    return flats, head + rest + tail
+
+
+def _flat(record: TrialRecord, *, epochs: int) -> dict[str, Any]:
+    flat = {k: v for k, v in to_json_data(record).items() if k not in ("params", "intermediate")}
+    flat.update(record.params)
+    for step in range(epochs):
+        flat[f"{record.metric}_epoch_{step + 1}"] = record.intermediate.get(step)
+    return flat
