@@ -402,6 +402,10 @@ def print_compare(result: Comparison) -> None:
                           _default_text(g), "-" if gain is None else f"{gain:+.4g}",
                           _fmt(g.mean_seconds))
         _print_table(table)
+        for g in s.groups:
+            if g.no_gain_reason and g.complete:
+                console.print(f"{_fmt(g.key)}: no gain shown, {g.no_gain_reason}.",
+                              markup=False)
         return
     columns = [by]
     for s in studies:

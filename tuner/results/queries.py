@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from tuner.space.searchspace import Space
+
 SORTS = ("number", "value", "duration")
 _Member: TypeAlias = "tuple[FrozenTrial, TrialRecord]"  # a trial, and its record
 
@@ -215,14 +217,8 @@ def compare(names: Sequence[str], *, by: str = "optimizer", home: str | Path | N
             study=name, task=study.user_attrs.get("task"), metric=metric, direction=direction,
             trials=len(members),
             groups=_group_stats(name, members, by=by, direction=direction,
-                                families=_families(study))))
+                                space=space_of(study))))
     return Comparison(by=by, studies=out)
-
-
-def _families(study: optuna.Study) -> list[str]:
-    """The study's optimizer families in the space's order (none for a foreign study)."""
-    space = space_of(study)
-    return list(space.families) if space else []
 
 
 def _members(study: optuna.Study, *, metric: str) -> list[_Member]:
@@ -232,9 +228,10 @@ def _members(study: optuna.Study, *, metric: str) -> list[_Member]:
 
 
 def _group_stats(name: str, members: list[_Member], *, by: str, direction: str,
-                 families: list[str]) -> list[GroupStats]:
+                 space: Space | None) -> list[GroupStats]:
     """One GroupStats per value of `by`: families in the space's order, others sorted."""
     _check_by(name, by, [r for _, r in members])
+    families = list(space.families) if space else []
     groups: dict[Any, list[_Member]] = {}
     for t, r in members:
         key = r.optimizer if by == "optimizer" else \
@@ -246,7 +243,7 @@ def _group_stats(name: str, members: list[_Member], *, by: str, direction: str,
     else:
         order = sorted(groups, key=lambda k: (k is None, str(type(k)),
                                               k if k is not None else 0))
-    return [_one_group(by, key, groups[key], direction) for key in order]
+    return [_one_group(by, key, groups[key], direction, space=space) for key in order]
 
 
 def _check_by(name: str, by: str, records: list[TrialRecord]) -> None:
@@ -262,7 +259,25 @@ def _check_by(name: str, by: str, records: list[TrialRecord]) -> None:
                            f"{', '.join(sorted(categorical))}")
 
 
-def _one_group(by: str, key: Any, members: list[_Member], direction: str) -> GroupStats:
+def _no_gain_reason(by: str, key: Any, default: TrialRecord | None, best: float | None,
+                    space: Space | None) -> str | None:
+    """Why a group shows no gain over its defaults trial (None: it shows one)."""
+    if default is not None:
+        if default.state != "COMPLETE":
+            return f"its defaults trial #{default.number} was {default.state.lower()}"
+        return None if best is not None else "no complete trial"
+    if by != "optimizer":
+        return "no defaults trial in this group"
+    if space is not None and not space.defaults_first:
+        return "the study skipped the defaults trials (--no-defaults)"
+    if space is not None and key in space.families and space.defaults_excluded(key):
+        return (f"the space leaves out its default {', '.join(space.defaults_excluded(key))}, "
+                f"so no trial ran its PyTorch defaults")
+    return "its defaults trial has not run yet"
+
+
+def _one_group(by: str, key: Any, members: list[_Member], direction: str, *,
+               space: Space | None = None) -> GroupStats:
     records = {r.number: r for _, r in members}
     best = best_complete([t for t, _ in members], direction)
     # The spread is over the values the best is chosen from: complete and finite.
@@ -289,6 +304,8 @@ def _one_group(by: str, key: Any, members: list[_Member], direction: str) -> Gro
         default_value=default.value if default else None,
         default_trial=default.number if default else None,
         default_state=default.state if default else None, gain_over_default=gain,
+        no_gain_reason=None if gain is not None else _no_gain_reason(by, key, default,
+                                                                      best_value, space),
         mean_seconds=statistics.fmean(seconds) if seconds else None)
 
 
@@ -319,7 +336,7 @@ def search_summary(name: str, *, top: int = 5, home: str | Path | None = None,
         best=None if best is None else next(r for t, r in members if t is best),
         top=ranked[:top],
         families=_group_stats(name, members, by="optimizer", direction=direction,
-                              families=_families(study)),
+                              space=space_of(study)),
         endings=statistics.multimode(r.reason or r.state.lower() for _, r in members))
 
 

@@ -183,6 +183,7 @@ class GroupStats:
     default_trial: int | None
     default_state: State | None
     gain_over_default: float | None  # how much the best beat the defaults (> 0: better)
+    no_gain_reason: str | None  # why gain_over_default is None (None when there is a gain)
     mean_seconds: float | None  # of finished trials
 
 

@@ -52,7 +52,7 @@ STUDY_KEYS = ["study", "task", "metric", "direction", "trials", "complete", "pru
               "data_source"]
 GROUP_KEYS = ["trials", "complete", "pruned", "failed", "running", "best", "best_trial",
               "median", "q1", "q3", "iqr", "default_value", "default_trial", "default_state",
-              "gain_over_default", "mean_seconds"]
+              "gain_over_default", "no_gain_reason", "mean_seconds"]
 
 
 def test_json_documents_keep_their_keys(study_home: Path) -> None:

@@ -235,3 +235,22 @@ def test_json_data_renames_and_flattens_as_documented(study_home: Path) -> None:
 def test_unknown_study_lists_the_known_ones(study_home: Path) -> None:
     with pytest.raises(StudyNotFoundError, match="no study named 'nope'.*known studies: s1"):
         inspect.best_trial("nope", home=study_home)
+
+
+def test_compare_says_why_a_family_shows_no_gain(home: Path) -> None:
+    """sgd's lr range leaves out its default: no defaults trial, no gain, and the reason; adam,
+    at its defaults, shows its gain."""
+    from tuner.results.queries import compare
+    from tuner.search.runner import search
+
+    for name, optimizers, lr in (("honest", ["sgd"], "1e-2:1e-1"), ("plain", ["adam"], None)):
+        search(task="digits-mlp", study=name, optimizers=optimizers,
+               params={"lr": [lr]} if lr else None, n_trials=2, epochs=1, seed=0,
+               device="cpu", home=home)
+    sgd, adam = (compare([name], home=home).studies[0].groups[0] for name in ("honest", "plain"))
+    assert sgd.key == "sgd" and sgd.complete == 2 and sgd.default_trial is None
+    assert sgd.gain_over_default is None
+    assert sgd.no_gain_reason == ("the space leaves out its default lr, so no trial ran its "
+                                  "PyTorch defaults")
+    assert adam.key == "adam" and adam.default_trial == 0 and adam.default_state == "COMPLETE"
+    assert adam.gain_over_default is not None and adam.no_gain_reason is None
