@@ -54,7 +54,7 @@ def _assert_stores_agree(home: Path, name: str) -> None:
 def test_two_jobs_run_exactly_the_budget_in_two_processes(home: Path) -> None:
     result = CliRunner().invoke(cli, [
         "search", "--task", "mnist-mlp", "--study", "par", "--n-trials", "8", "--epochs", "2",
-        "--pruner", "none", "--seed", "1", "--home", str(home), "--jobs", "2"])
+        "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home), "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert "cpu ×2" in result.output
     assert "locked" not in result.output.lower()
@@ -72,7 +72,7 @@ def test_two_jobs_run_exactly_the_budget_in_two_processes(home: Path) -> None:
 def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path) -> None:
     command = [sys.executable, "-m", "tuner", "search", "--task", "mnist-mlp", "--study", "term",
                "--n-trials", "4", "--epochs", "4", "--batch-size", "32", "--pruner", "none",
-               "--optimizers", "sgd,adam", "--home", str(home), "--jobs", "2"]
+               "--optimizers", "sgd,adam", "--device", "cpu", "--home", str(home), "--jobs", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

@@ -72,7 +72,7 @@ def task_ref(tmp_path: Path) -> str:
 def test_an_out_of_memory_trial_fails_and_the_study_goes_on(home: Path, task_ref: str) -> None:
     result = search(task=task_ref, study="oom", batch_size="128,1024", optimizers=["adam"],
                     n_trials=6, epochs=1, sampler="random", seed=2, defaults_first=False,
-                    home=home)
+                    device="cpu", home=home)
     by_state: dict[str, list[int]] = {}
     for t in result.all_trials:
         by_state.setdefault(t.state, []).append(t.config["batch_size"])
@@ -102,7 +102,8 @@ def test_out_of_memory_in_a_row_does_not_stop_the_study(home: Path, task_ref: st
     """Unlike errors (three in a row stop a study), memory depends on the trial's settings."""
     result = CliRunner().invoke(cli, [
         "search", "--task", task_ref, "--study", "big", "--batch-size", "1024",
-        "--optimizers", "sgd,adam", "--n-trials", "4", "--epochs", "1", "--home", str(home)])
+        "--optimizers", "sgd,adam", "--n-trials", "4", "--epochs", "1", "--device", "cpu",
+        "--home", str(home)])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     study = optuna.load_study(study_name="big", storage=f"sqlite:///{home / 'opttune.db'}")

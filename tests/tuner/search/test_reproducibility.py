@@ -14,7 +14,7 @@ from tuner.search.runner import resume, search
 
 def run_study(home: Path, *, seed: int, resumed: bool = True) -> list[tuple[Any, ...]]:
     result = search(task="mnist-mlp", study="r", optimizers=["sgd"], n_trials=3 if resumed else 2,
-                    epochs=1, batch_size="512", seed=seed, home=home)
+                    epochs=1, batch_size="512", seed=seed, device="cpu", home=home)
     if resumed:
         result = resume("r", n_trials=1, home=home)
     return [(t.number, t.state, t.config, t.value, t.history) for t in result.all_trials]

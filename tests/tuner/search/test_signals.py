@@ -34,7 +34,7 @@ def start_search(home: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tuner", "search", "--task", "mnist-mlp", "--study", STUDY,
          "--n-trials", "3", "--epochs", str(EPOCHS), "--optimizers", "sgd,adam",
-         "--pruner", "none", "--seed", "1", "--home", str(home)],
+         "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
