@@ -157,27 +157,41 @@ def _child(args: argparse.Namespace) -> None:
     print(RESULT + json.dumps(result, default=str), flush=True)
 
 
-def _run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, dict[str, Any]]:
+def _start(side: str, seed: int, args: argparse.Namespace,
+           root: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    procs = {}
-    for side in ("opttune", "handwritten"):
-        home = root / f"{side}-{seed}"
-        home.mkdir()
-        command = [sys.executable, "-m", "bench.quality", "--side", side, "--seed", str(seed),
-                   "--trials", str(args.trials), "--epochs", str(args.epochs),
-                   "--home", str(home)]
-        if args.train_limit is not None:
-            command += ["--train-limit", str(args.train_limit)]
-        procs[side] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env=env)
-    out = {}
-    for side, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=3600)
-        lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"{side} (seed {seed}) failed: {stderr.strip()[-800:]}")
-        out[side] = json.loads(lines[-1][len(RESULT):])
-    return out
+    home = root / f"{side}-{seed}"
+    home.mkdir()
+    command = [sys.executable, "-m", "bench.quality", "--side", side, "--seed", str(seed),
+               "--trials", str(args.trials), "--epochs", str(args.epochs), "--home", str(home)]
+    if args.train_limit is not None:
+        command += ["--train-limit", str(args.train_limit)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _result(side: str, seed: int, proc: subprocess.Popen[str]) -> dict[str, Any]:
+    stdout, stderr = proc.communicate(timeout=3600)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{side} (seed {seed}) failed: {stderr.strip()[-800:]}")
+    return dict(json.loads(lines[-1][len(RESULT):]))
+
+
+def _run_all(seeds: list[int], args: argparse.Namespace, root: Path,
+             baseline: dict[int, dict[str, Any]]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Every (side, seed) run that the baseline does not already hold, two at a time (one
+    thread each: this is a 2-core machine's worth)."""
+    todo = [(side, seed) for seed in seeds for side in ("opttune", "handwritten")
+            if not (side == "handwritten" and seed in baseline)]
+    runs: dict[int, dict[str, dict[str, Any]]] = {
+        seed: ({"handwritten": baseline[seed]} if seed in baseline else {}) for seed in seeds}
+    for i in range(0, len(todo), args.parallel):
+        batch = [(side, seed, _start(side, seed, args, root))
+                 for side, seed in todo[i:i + args.parallel]]
+        for side, seed, proc in batch:
+            runs[seed][side] = _result(side, seed, proc)
+    return runs
 
 
 def summary(runs: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -200,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=None,
                         help="train on the first N training samples only (a quick check)")
     parser.add_argument("--out", type=Path, default=None, help="write the runs as JSON")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="reuse the hand-written runs of an earlier --out file (same "
+                             "settings): they do not depend on opttune's code")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once [2]")
     parser.add_argument("--side", choices=["opttune", "handwritten"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
@@ -209,11 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     root = Path(tempfile.mkdtemp(prefix="opttune-quality-"))
-    runs: dict[int, dict[str, dict[str, Any]]] = {}
+    baseline: dict[int, dict[str, Any]] = {}
+    if args.baseline is not None:
+        earlier = json.loads(args.baseline.read_text(encoding="utf-8"))
+        same = all(earlier["settings"].get(k) == getattr(args, k)
+                   for k in ("trials", "epochs", "train_limit"))
+        if not same:
+            raise SystemExit(f"--baseline {args.baseline} was run with other settings: "
+                             f"{earlier['settings']}")
+        baseline = {int(seed): run["handwritten"] for seed, run in earlier["runs"].items()}
     try:
+        runs = _run_all(seeds, args, root, baseline)
         print(f"{'seed':>4}  {'opttune':>8}  {'by hand':>8}  opttune's best", flush=True)
         for seed in seeds:
-            runs[seed] = _run_seed(seed, args, root)
             ours, theirs = runs[seed]["opttune"], runs[seed]["handwritten"]
             config = ours["best_config"] or {}
             kind = " (defaults trial)" if ours.get("defaults_best") else ""
@@ -230,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio of medians (opttune / by hand): {ratio:.4f}  target >= 1: "
           f"{'holds' if result['holds'] else 'MISSED'}")
     if args.out is not None:
-        args.out.write_text(json.dumps({"settings": vars(args), "runs": runs, **result},
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "baseline")}
+        args.out.write_text(json.dumps({"settings": settings, "runs": runs, **result},
                                        indent=2, default=str) + "\n", encoding="utf-8")
     return 0
 

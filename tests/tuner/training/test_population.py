@@ -1,0 +1,314 @@
+"""tuner.training.population: each member trains as its own fit would, members leave, the
+configs that cannot share a step and the models that cannot be stacked are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+import torch
+
+from tasks.base import Task
+from tasks.digits import DIGITS_MLP
+from tasks.images import mlp
+from tasks.tabular import DIABETES_MLP, load_diabetes_data
+from tuner.space.config import TrialConfig
+from tuner.training import population
+from tuner.training.loop import DeviceData, Diverged, EpochResult, fit
+from tuner.training.population import (
+    CannotStack,
+    MemberResult,
+    fit_population,
+    group_configs,
+    stack_check,
+)
+
+RTOL = 1e-4
+SEEDS = [3, 4, 5]
+# Three members per family: different lr, momentum or betas, eps, weight decay.
+HYPER: dict[str, list[dict[str, float]]] = {
+    "sgd": [{"lr": 0.05}, {"lr": 0.1, "weight_decay": 1e-3}, {"lr": 0.02, "weight_decay": 1e-4}],
+    "momentum": [{"lr": 0.01, "momentum": 0.9}, {"lr": 0.02, "momentum": 0.5,
+                                                 "weight_decay": 1e-3},
+                 {"lr": 0.005, "momentum": 0.99, "weight_decay": 1e-4}],
+    "adam": [{"lr": 1e-3}, {"lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "weight_decay": 1e-3},
+             {"lr": 5e-4, "beta1": 0.95, "eps": 1e-6, "weight_decay": 1e-4}],
+    "adamw": [{"lr": 1e-3}, {"lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.1},
+              {"lr": 5e-4, "beta1": 0.95, "eps": 1e-6, "weight_decay": 1e-4}],
+    "rmsprop": [{"lr": 1e-3}, {"lr": 3e-3, "alpha": 0.9, "momentum": 0.5, "weight_decay": 1e-3},
+                {"lr": 5e-4, "eps": 1e-6}],
+    "adagrad": [{"lr": 1e-2}, {"lr": 3e-2, "weight_decay": 1e-3}, {"lr": 5e-3, "eps": 1e-6}],
+    "nadam": [{"lr": 2e-3}, {"lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "weight_decay": 1e-3},
+              {"lr": 5e-4, "beta1": 0.95, "eps": 1e-6}],
+    # beta2 0.9 switches the rectification on at step 6, 0.999 not within 50 steps.
+    "radam": [{"lr": 1e-3}, {"lr": 3e-3, "beta1": 0.8, "beta2": 0.9, "weight_decay": 1e-3},
+              {"lr": 5e-4, "beta1": 0.95, "eps": 1e-6}],
+}
+HYPER["nesterov"] = HYPER["momentum"]
+
+
+@pytest.fixture(scope="module")
+def digits() -> Iterator[DeviceData]:
+    """790 training digits: 25 steps of 32 per epoch (the last one short), 2 epochs = 50."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order for the solo and the stacked runs
+    data = DIGITS_MLP.read_data()
+    yield DeviceData(data.train_x[:790], data.train_y[:790], data.val_x, data.val_y)
+    torch.set_num_threads(threads)
+
+
+def configs(family: str, *, scheduler: str = "none", epochs: int = 2) -> list[TrialConfig]:
+    return [TrialConfig(family, h, 32, epochs, scheduler) for h in HYPER[family]]
+
+
+def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int) -> None:
+    assert len(member) == len(solo)
+    for ours, theirs in zip(member, solo, strict=True):
+        assert ours.epoch == theirs.epoch and ours.lr == theirs.lr
+        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=RTOL)
+        assert ours.val_loss == pytest.approx(theirs.val_loss, rel=RTOL)
+        # accuracy: a float tie could move one sample at most
+        assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
+
+
+_SOLO: dict[tuple[str, str, int], list[EpochResult]] = {}
+
+
+def solo_runs(task: Task, data: DeviceData, cfgs: list[TrialConfig],
+              seeds: list[int]) -> list[list[EpochResult]]:
+    """Each config trained alone by fit (remembered: both update kinds compare with them)."""
+    runs = []
+    for config, seed in zip(cfgs, seeds, strict=True):
+        key = (task.name, repr(config), seed)
+        if key not in _SOLO:
+            _SOLO[key] = fit(task, data, config, device="cpu", seed=seed)
+        runs.append(_SOLO[key])
+    return runs
+
+
+@pytest.mark.parametrize("update", ["fused", "batched"])
+@pytest.mark.parametrize("family", list(HYPER))
+def test_each_member_trains_as_its_fit_would(digits: DeviceData, family: str,
+                                             update: str) -> None:
+    # Every other family follows a schedule: each member's lr follows its own base lr.
+    scheduler = "cosine" if family in ("momentum", "adamw", "adagrad", "radam") else "none"
+    cfgs = configs(family, scheduler=scheduler)
+    seen: list[tuple[int, int]] = []
+    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS,
+                             update=update, on_epoch=lambda k, r: seen.append((k, r.epoch)))
+    assert seen == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
+    for member, solo in zip(members, solo_runs(DIGITS_MLP, digits, cfgs, SEEDS), strict=True):
+        assert member.stopped is None
+        assert_same(member.unwrap(), solo, len(digits.val_x))
+    assert members[0].epochs[0].seconds > 0
+
+
+@pytest.mark.parametrize("update", ["fused", "batched"])
+def test_families_of_one_rule_share_a_step(digits: DeviceData, update: str) -> None:
+    """sgd, momentum and nesterov are one rule (per-member momentum and Nesterov flag), adam
+    and adamw another (per-member coupled or decoupled weight decay)."""
+    for cfgs in ([TrialConfig("sgd", {"lr": 0.05, "weight_decay": 1e-3}, 32, 2),
+                  TrialConfig("momentum", {"lr": 0.01, "momentum": 0.9}, 32, 2),
+                  TrialConfig("nesterov", {"lr": 0.01, "momentum": 0.8}, 32, 2)],
+                 [TrialConfig("adam", {"lr": 1e-3, "weight_decay": 1e-3}, 32, 2),
+                  TrialConfig("adamw", {"lr": 2e-3, "weight_decay": 0.1}, 32, 2),
+                  TrialConfig("adamw", {"lr": 5e-4}, 32, 2)]):
+        members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS,
+                                 update=update)
+        for member, solo in zip(members, solo_runs(DIGITS_MLP, digits, cfgs, SEEDS),
+                                strict=True):
+            assert_same(member.unwrap(), solo, len(digits.val_x))
+
+
+class _Gated(torch.nn.Module):
+    """Not a plain Sequential (so it runs under vmap), with a buffer of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
+        self.register_buffer("gate", torch.rand(32) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.out(torch.relu(self.hidden(x)) * self.get_buffer("gate"))
+        return out
+
+
+def test_the_vmap_forward_trains_as_fit(digits: DeviceData) -> None:
+    gated = Task(name="gated", load_data=DIGITS_MLP.load_data, build_model=lambda p: _Gated())
+    for task, forward in ((gated, "auto"), (DIGITS_MLP, "vmap")):
+        cfgs = configs("adam")
+        members = fit_population(task, digits, cfgs, device="cpu", seeds=SEEDS,
+                                 forward=forward)
+        for member, solo in zip(members, solo_runs(task, digits, cfgs, SEEDS), strict=True):
+            assert_same(member.unwrap(), solo, len(digits.val_x))
+
+
+def test_a_diverging_member_leaves_and_the_others_go_on(
+        digits: DeviceData, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfgs = [TrialConfig("sgd", {"lr": lr}, 32, 2) for lr in (0.05, 1e6, 0.02)]
+    sizes: list[int] = []
+    forward = population._Stack.forward
+
+    def counting(self: population._Stack, x: torch.Tensor) -> torch.Tensor:
+        sizes.append(x.shape[0])
+        return forward(self, x)
+
+    monkeypatch.setattr(population._Stack, "forward", counting)
+    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS)
+    with pytest.raises(Diverged) as alone:
+        fit(DIGITS_MLP, digits, cfgs[1], device="cpu", seed=SEEDS[1])
+    stopped = members[1].stopped
+    assert isinstance(stopped, Diverged) and members[1].epochs == []
+    assert (stopped.step, stopped.epoch) == (alone.value.step, alone.value.epoch)
+    with pytest.raises(Diverged):
+        members[1].unwrap()
+    # It stopped costing compute: three members up to the check at the epoch's end, two after
+    # (the first forward is the stacking check's).
+    assert sizes == [3] + [3] * 25 + [2] * 25
+    for k in (0, 2):
+        solo = fit(DIGITS_MLP, digits, cfgs[k], device="cpu", seed=SEEDS[k])
+        assert_same(members[k].unwrap(), solo, len(digits.val_x))
+
+
+def test_a_member_pruned_by_on_epoch_leaves(digits: DeviceData) -> None:
+    class Pruned(Exception):
+        pass
+
+    def on_epoch(k: int, result: EpochResult) -> None:
+        if k == 1:
+            raise Pruned(f"member {k} after epoch {result.epoch}")
+
+    cfgs = configs("adam", epochs=3)
+    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS,
+                             on_epoch=on_epoch)
+    assert isinstance(members[1].stopped, Pruned) and len(members[1].epochs) == 1
+    assert str(members[1].stopped) == "member 1 after epoch 0"
+    for k in (0, 2):
+        solo = fit(DIGITS_MLP, digits, cfgs[k], device="cpu", seed=SEEDS[k])
+        assert_same(members[k].unwrap(), solo, len(digits.val_x))
+
+
+def _no_dropout_regressor(params: Mapping[str, Any]) -> torch.nn.Module:
+    return mlp([10, 16, 1])
+
+
+def test_a_regression_population_matches_fit(digits: DeviceData) -> None:
+    """The MSE loss, per member. (digits: only for the one-thread fixture.)"""
+    task = Task(name="diabetes-plain", load_data=load_diabetes_data,
+                build_model=_no_dropout_regressor, loss="mse")
+    raw = task.read_data()
+    data = DeviceData(raw.train_x, raw.train_y, raw.val_x, raw.val_y)
+    cfgs = [TrialConfig("adam", {"lr": lr}, 16, 3) for lr in (1e-3, 1e-2, 3e-3)]
+    members = fit_population(task, data, cfgs, device="cpu", seeds=SEEDS)
+    for member, solo in zip(members, solo_runs(task, data, cfgs, SEEDS), strict=True):
+        for ours, theirs in zip(member.unwrap(), solo, strict=True):
+            assert ours.train_loss == pytest.approx(theirs.train_loss, rel=RTOL)
+            assert ours.value == pytest.approx(theirs.value, rel=RTOL)
+
+
+def test_dropout_trains_but_is_not_exact() -> None:
+    raw = DIABETES_MLP.read_data()
+    data = DeviceData(raw.train_x, raw.train_y, raw.val_x, raw.val_y)
+    cfgs = [TrialConfig("adam", {"lr": 1e-3}, 8, 1, task_params={"hidden": 16, "dropout": 0.2})
+            for _ in range(2)]
+    members = fit_population(DIABETES_MLP, data, cfgs, device="cpu", seeds=[0, 1])
+    assert all(m.stopped is None and len(m.epochs) == 1 for m in members)
+
+
+def test_grouping_says_why_a_config_trains_alone() -> None:
+    def cfg(optimizer: str, hyper: dict[str, float], batch_size: int = 64,
+            **kw: Any) -> TrialConfig:
+        return TrialConfig(optimizer, hyper, batch_size, 5, **kw)
+
+    cfgs = [cfg("adam", {"lr": 1e-3}), cfg("sgd", {"lr": 0.1}),
+            cfg("adamw", {"lr": 1e-3}),  # with 0: adam and adamw share a rule
+            cfg("nesterov", {"lr": 0.1, "momentum": 0.9}),  # with 1
+            cfg("adam", {"lr": 1e-3}, 128),  # alone: its batch size
+            cfg("nesterov", {"lr": 0.1, "momentum": 0.0}),  # torch refuses it
+            cfg("lbfgs", {}),
+            cfg("rmsprop", {"lr": 1e-3}, scheduler="cosine"),
+            cfg("rmsprop", {"lr": 1e-3}),
+            cfg("adam", {"lr": 1e-3}, task_params={"hidden": 32})]
+    grouping = group_configs(cfgs)
+    assert grouping.groups == [[0, 2], [1, 3]]
+    assert sorted(grouping.alone) == [4, 5, 6, 7, 8, 9]
+    assert "batch size 128" in grouping.alone[4] and "no other config" in grouping.alone[4]
+    assert "invalid" in grouping.alone[5] and "Nesterov" in grouping.alone[5]
+    assert "unknown optimizer 'lbfgs'" in grouping.alone[6]
+    assert "schedule cosine" in grouping.alone[7]
+    assert 'task params {"hidden": 32}' in grouping.alone[9]
+    assert all("\n" not in reason for reason in grouping.alone.values())
+    many = [cfg("adam", {"lr": 1e-3 * i}) for i in range(1, 10)]
+    assert group_configs(many, max_members=4).groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    with pytest.raises(ValueError, match=r"max_members must be at least 2 .*, but got 1"):
+        group_configs(many, max_members=1)
+
+
+def test_configs_that_differ_are_refused_before_training(digits: DeviceData) -> None:
+    cfgs = [TrialConfig("adam", {"lr": 1e-3}, 32, 2), TrialConfig("adam", {"lr": 1e-3}, 64, 2)]
+    with pytest.raises(CannotStack, match="config 1 .* batch size is 64, config 0's is 32"):
+        fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=[0, 1])
+    with pytest.raises(ValueError, match="one seed per config, but got 1 seeds for 2"):
+        fit_population(DIGITS_MLP, digits, cfgs[:1] * 2, device="cpu", seeds=[0])
+
+
+class _Branchy(torch.nn.Module):
+    """Data-dependent control flow: cannot run under vmap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.linear(x)
+        return out if bool(out.sum() > 0) else -out
+
+
+def _task(build: Any) -> Task:
+    return Task(name="custom", load_data=DIGITS_MLP.load_data, build_model=build)
+
+
+def test_models_that_cannot_be_stacked_are_refused(digits: DeviceData) -> None:
+    def batch_norm(params: Mapping[str, Any]) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                                   torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+    config = TrialConfig("adam", {"lr": 1e-3}, 32, 1)
+    reason = stack_check(_task(batch_norm), digits, config, device="cpu")
+    assert reason is not None and reason.startswith("BatchNorm1d at '1' ")
+    with pytest.raises(CannotStack) as info:
+        fit_population(_task(batch_norm), digits, [config, config], device="cpu", seeds=[0, 1])
+    assert info.value.reason == reason
+    branchy = stack_check(_task(lambda p: _Branchy()), digits, config, device="cpu")
+    assert branchy is not None and branchy.startswith("its forward/backward fails when stacked")
+    assert "\n" not in branchy
+
+    class Hidden(torch.nn.Module):  # its offset is no parameter or buffer: not stackable
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.offset = torch.nn.Linear(64, 10), torch.randn(10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.linear(x) + self.offset
+            return out
+
+    hidden = stack_check(_task(lambda p: Hidden()), digits, config, device="cpu")
+    assert hidden is not None and hidden.startswith("the stacked forward differs")
+
+    def broken(params: Mapping[str, Any]) -> torch.nn.Module:
+        raise RuntimeError("no such layer")
+
+    assert stack_check(_task(broken), digits, config, device="cpu") == (
+        "building the model fails: RuntimeError: no such layer")
+    with pytest.raises(CannotStack, match="building the model fails"):
+        fit_population(_task(broken), digits, [config], device="cpu", seeds=[0])
+    assert stack_check(DIGITS_MLP, digits, config, device="cpu") is None
+
+
+def test_member_result_unwraps_like_fit() -> None:
+    config = TrialConfig("adam", {"lr": 1e-3}, 32, 1)
+    done = MemberResult(0, config, 0, [EpochResult(0, 1.0, 1.0, 0.5, 1e-3, 0.1)])
+    assert done.unwrap() == done.epochs
+    with pytest.raises(Diverged):
+        MemberResult(1, config, 0, [], Diverged(step=3, epoch=0, loss=float("nan"))).unwrap()
