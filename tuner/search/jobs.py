@@ -154,7 +154,7 @@ class _Job:
 
 def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
              timeout: float | None, study: optuna.Study, meta: StudyMeta, observer: Observer,
-             announced: Iterable[str] = ()) -> SearchResult:
+             announced: Iterable[str] = (), population: int = 1) -> SearchResult:
     """Run study `name` in one process per slot until it has `target` trials; no slots:
     nothing runs (the study is created or its budget updated, for workers to run)."""
     from optuna.trial import TrialState
@@ -174,7 +174,8 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
                               "data_source": meta.data_source, "stores": stores,
                               "pruner": meta.settings.get("pruner")})
         spec = {"name": name, "home": str(stores.home), "storage": stores.storage_url,
-                "tracking_uri": stores.tracking_uri, "timeout": timeout, "threads": threads}
+                "tracking_uri": stores.tracking_uri, "timeout": timeout, "threads": threads,
+                "population": population}  # a resume's override reaches every process
         jobs = [_start(i, device, spec) for i, device in enumerate(slots)]
         errors = _supervise(name, jobs, observer, result.trials, set(announced))
     trials = study.get_trials(deepcopy=False)

@@ -48,6 +48,7 @@ def search(
     jobs: int | None = None,
     devices: str | Sequence[str] | None = None,
     trials_per_device: int = 1,
+    population: int = 1,
     observer: Observer | None = None,
 ) -> SearchResult:
     """Create the study `study` (or continue it) and run trials until it has `n_trials`.
@@ -56,6 +57,8 @@ def search(
     seeds: the way to re-run one trial exactly (see `opttune best`).
     `jobs` trials run at once in as many processes, on `devices` (`trials_per_device` per
     device); `jobs=0` only creates the study (or sets its budget) for workers to run.
+    `population` trials train at once as one stacked model where they can (results do not
+    depend on it; see tuner.training.population); stored, so resume and workers reuse it.
     """
     from tuner.search import pruning, sampling
     from tuner.space.files import load_space_file
@@ -71,6 +74,7 @@ def search(
     if pruner not in pruning.PRUNERS:
         raise OpttuneError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}, "
                            f"but got {pruner!r}")
+    check_population(population)
     check_device_spec(device)
     from tuner.search.jobs import plan_slots
 
@@ -87,7 +91,7 @@ def search(
     observer.space_ready(space)  # shown before any data is read or store is touched
     name = study or task_obj.name
     settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "trial_seed": trial_seed,
-                "device": device, "n_trials": n_trials,
+                "device": device, "n_trials": n_trials, "population": population,
                 "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)  # a damaged store fails now, before the data is read
@@ -109,25 +113,28 @@ def resume(
     jobs: int | None = None,
     devices: str | Sequence[str] | None = None,
     trials_per_device: int = 1,
+    population: int | None = None,
     observer: Observer | None = None,
 ) -> SearchResult:
     """Continue study `name` with its stored task, space and settings.
 
     `n_trials` more trials are run (default: up to the study's stored budget, which `n_trials`
     raises for every process of the study); `jobs`, `devices`, `trials_per_device` as in
-    :func:`search`.
+    :func:`search`; `population` overrides the stored one for this run (None keeps it).
     """
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     return continue_study(name, stores=stores, n_trials=n_trials, timeout=timeout,
                           device=device, jobs=jobs, devices=devices,
-                          trials_per_device=trials_per_device, observer=observer)
+                          trials_per_device=trials_per_device, population=population,
+                          observer=observer)
 
 
 def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
                    timeout: float | None = None, device: str | None = None,
                    jobs: int | None = None, devices: str | Sequence[str] | None = None,
-                   trials_per_device: int = 1, observer: Observer | None = None,
-                   storage_obj: Any = None, seed_salt: int = 0) -> SearchResult:
+                   trials_per_device: int = 1, population: int | None = None,
+                   observer: Observer | None = None, storage_obj: Any = None,
+                   seed_salt: int = 0) -> SearchResult:
     """:func:`resume` on resolved stores; also how workers and `--jobs` processes join a
     study (`seed_salt` gives each process its own sampler seed)."""
     from tasks.registry import get_task
@@ -137,6 +144,8 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
     observer = observer or NullObserver()
     if n_trials is not None and n_trials < 1:
         raise OpttuneError(f"--n-trials must be >= 1, but got {n_trials}")
+    if population is not None:
+        check_population(population)
     if device is not None:
         check_device_spec(device)
         if devices:
@@ -149,6 +158,8 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
     settings = dict(meta.settings)
     if device is not None:
         settings["device"] = device
+    if population is not None:  # for this run (and its --jobs processes) only, like --device
+        settings["population"] = population
     # Without --devices, --jobs uses the study's device (or the override) on this machine.
     slots = plan_slots(jobs=jobs, device=None if devices else settings.get("device"),
                        devices=devices, trials_per_device=trials_per_device)
@@ -203,6 +214,7 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
     if tracker is None:
         tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     seed = settings.get("seed")
+    population = int(settings.get("population") or 1)  # a study made before it: 1
     families = list(space.families)
     pruner = pruning.make_pruner(settings["pruner"], epochs=space.epochs)
 
@@ -214,7 +226,7 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
         n_before = len(probe.trials)
         sampler = sampling.make_sampler(settings["sampler"], families=families,
                                         seed=_sampler_seed(seed, n_before, seed_salt),
-                                        searched=space.searched())
+                                        searched=space.searched(), population=population)
         study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
         if allow_changed_space and meta.space != space:
             study.set_user_attr("space", studies.StudyMeta(
@@ -235,14 +247,14 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
             mlflow={"experiment_id": experiment_id, "parent_run_id": parent,
                     "tracking_uri": redact(stores.tracking_uri)})
         sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed,
-                                        searched=space.searched())
+                                        searched=space.searched(), population=population)
         study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
 
     if slots is not None and len(slots) != 1:
         from tuner.search.jobs import run_jobs
 
         return run_jobs(name=name, stores=stores, slots=slots, target=target, timeout=timeout,
-                        study=study, meta=meta, observer=observer,
+                        study=study, meta=meta, observer=observer, population=population,
                         announced=[task_data.notice] if task_data.notice else [])
     session = Session(name=name, task=task_obj, space=meta.space, meta=meta,
                       data=DeviceData.from_task_data(task_data, device), device=device,
@@ -251,6 +263,11 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
 
     runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
     return runner.run(target=target, timeout=timeout)
+
+
+def check_population(population: int) -> None:
+    if population < 1:
+        raise OpttuneError(f"--population must be >= 1, but got {population}")
 
 
 def _sampler_seed(seed: int | None, n_before: int, salt: int) -> int | None:

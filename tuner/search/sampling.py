@@ -5,6 +5,10 @@ MLflow read naturally; but a good SGD learning rate must not pull Adam's. So the
 trial is chosen first (by the base sampler, over all trials: it learns which family does
 well), and every other parameter is then sampled by the base sampler looking only at the
 trials of that family.
+
+With a population (trials trained K at a time, `--population K`), K trials are sampled before
+any of them reports: TPE then runs with ``constant_liar=True``, so that it counts the running
+trials as bad results near their parameters and does not propose K copies of one idea.
 """
 
 from __future__ import annotations
@@ -124,13 +128,16 @@ class FamilySampler(BaseSampler):
 
 
 def make_sampler(name: str, *, families: Sequence[str], seed: int | None,
-                 searched: Mapping[str, Collection[str]] | None = None) -> BaseSampler:
+                 searched: Mapping[str, Collection[str]] | None = None,
+                 population: int = 1) -> BaseSampler:
     """The study's sampler. `searched` names each family's searched parameters (what a joint
-    model of CMA-ES or QMC must span; see :class:`FamilySampler`)."""
+    model of CMA-ES or QMC must span; see :class:`FamilySampler`); `population` is how many
+    trials are sampled before any reports (TPE's constant liar above 1)."""
     if name not in SAMPLERS:
         raise OpttuneError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {name!r}")
     families = list(families)
-    base = _base_sampler(name, seed)
+    liar = population > 1
+    base = _base_sampler(name, seed, constant_liar=liar)
     if name not in ("cmaes", "qmc"):
         return FamilySampler(base, families)
     # Each family its own instance (and seed): these samplers keep state between trials.
@@ -138,14 +145,15 @@ def make_sampler(name: str, *, families: Sequence[str], seed: int | None,
                   for i, f in enumerate(families)}
     # The family is a categorical choice, which CMA-ES and QMC sample at random for ever; TPE
     # chooses it by the results instead, so the families that do well get more trials.
-    return FamilySampler(_base_sampler("tpe", seed), families, family_samplers=per_family,
-                         searched=searched)
+    return FamilySampler(_base_sampler("tpe", seed, constant_liar=liar), families,
+                         family_samplers=per_family, searched=searched)
 
 
-def _base_sampler(name: str, seed: int | None) -> BaseSampler:
+def _base_sampler(name: str, seed: int | None, *, constant_liar: bool = False) -> BaseSampler:
     if name == "tpe":
         # Few startup trials: each family is modelled on its own, smaller, set of trials.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4,
+                                          constant_liar=constant_liar)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

@@ -10,7 +10,10 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -27,7 +30,9 @@ from tuner.study.recovery import OWNER_TAG, Problem
 from tuner.training.seeds import trial_seed
 
 if TYPE_CHECKING:
+    from tuner.space.config import TrialConfig
     from tuner.study.tracker import Tracker
+    from tuner.training.loop import EpochResult
 
 _MAX_FAILS_IN_A_ROW = 3
 
@@ -53,6 +58,10 @@ class TrialRunner:
         # ms: epoch metrics and a trial's end are logged while training goes on (see _later).
         self._mlflow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opttune-mlflow")
         self._mlflow_errors: list[str] = []
+        # Trials trained at once as one stacked model (tuner.training.population); 1 trains
+        # each trial alone, with loop.fit.
+        self.population = int(session.settings.get("population") or 1)
+        self._unstackable: dict[str, str | None] = {}  # task params → why not (None: can)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, target: int, timeout: float | None) -> SearchResult:
@@ -84,22 +93,24 @@ class TrialRunner:
                             break
                         time.sleep(budget.POLL_SECONDS)  # a running trial may yet need a re-run
                         continue
-                    try:
-                        with budget.heartbeat(self.study, claim.trial):
-                            outcome = self.run_one(index=claim.done + 1, total=target,
-                                                   trial=claim.trial)
-                    except optuna.exceptions.UpdateFinishedTrialError:
-                        self.observer.notice(f"trial {claim.trial.number} was failed by another "
-                                             f"process (its heartbeat came too late); its "
-                                             f"parameters run again")
-                        continue
-                    result.trials.append(outcome)
-                    reason = outcome.reason or ""
-                    fails_in_a_row = fails_in_a_row + 1 if outcome.state == "FAIL" and \
-                        not reason.startswith("out of memory") else 0
-                    if fails_in_a_row >= _MAX_FAILS_IN_A_ROW:
-                        raise OpttuneError(f"{fails_in_a_row} trials in a row failed; the last "
-                                           f"with: {reason}")
+                    if self.population > 1:
+                        outcomes = self._run_population(claim, target=target)
+                    else:
+                        try:
+                            with budget.heartbeat(self.study, claim.trial):
+                                outcomes = [self.run_one(index=claim.done + 1, total=target,
+                                                         trial=claim.trial)]
+                        except optuna.exceptions.UpdateFinishedTrialError:
+                            self._lost(claim.trial.number)
+                            continue
+                    for outcome in outcomes:  # in the order the trials were claimed
+                        result.trials.append(outcome)
+                        reason = outcome.reason or ""
+                        fails_in_a_row = fails_in_a_row + 1 if outcome.state == "FAIL" and \
+                            not reason.startswith("out of memory") else 0
+                        if fails_in_a_row >= _MAX_FAILS_IN_A_ROW:
+                            raise OpttuneError(f"{fails_in_a_row} trials in a row failed; the "
+                                               f"last with: {reason}")
             except KeyboardInterrupt:
                 signum = received[-1] if received else 2
                 self._parent_status("KILLED")
@@ -167,9 +178,12 @@ class TrialRunner:
     # -- one trial -------------------------------------------------------------------------
     def run_one(self, *, index: int, total: int,
                 trial: optuna.Trial | None = None) -> TrialOutcome:
-        from tuner.training.loop import Diverged, fit
+        return self._train_alone(self._start(trial, index=index, total=total))
 
-        claimed = trial is not None  # budget.claim_next already recorded the owner
+    def _start(self, trial: optuna.Trial | None, *, index: int, total: int) -> _Started:
+        """Sample the trial's config and open its MLflow run; the trial is asked for here when
+        not given (a given one was claimed: budget.claim_next recorded its owner)."""
+        claimed = trial is not None
         trial = trial if trial is not None else self.study.ask()
         try:
             if not claimed:
@@ -192,14 +206,18 @@ class TrialRunner:
         if run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
         self.observer.trial_start(trial.number, flat, index, total)
-        history: list[float] = []
-        started = time.perf_counter()
+        return _Started(trial, config, run_id, time.perf_counter())
 
-        def on_epoch(r: Any) -> None:
-            history.append(r.value)
+    def _on_epoch(self, t: _Started) -> Callable[[EpochResult], None]:
+        """What each validated epoch of trial `t` does: report it to Optuna, MLflow and the
+        display, and raise TrialPruned when the pruner says so."""
+        trial, config = t.trial, t.config
+
+        def on_epoch(r: EpochResult) -> None:
+            t.history.append(r.value)
             trial.report(r.value, r.epoch)
-            if run_id:
-                self._later(self.tracker.log_epoch, run_id, r.epoch, {
+            if t.run_id:
+                self._later(self.tracker.log_epoch, t.run_id, r.epoch, {
                     "train_loss": r.train_loss, "val_loss": r.val_loss,
                     self.s.meta.metric: r.value, "lr": r.lr, "epoch_seconds": r.seconds})
             self.observer.epoch_end(trial.number, r.epoch, config.epochs, r.value, r.train_loss)
@@ -207,34 +225,149 @@ class TrialRunner:
                 raise optuna.TrialPruned(f"pruned by the {self.s.settings.get('pruner')} "
                                          f"pruner after epoch {r.epoch + 1}")
 
-        state, value, reason, extra = "COMPLETE", None, None, {}
+        return on_epoch
+
+    def _train_alone(self, t: _Started) -> TrialOutcome:
+        from tuner.training.loop import fit
+
         try:
-            seed = trial_seed(self.s.settings, trial.number)
-            fit(self.s.task, self.s.data, config, device=self.s.device, seed=seed,
-                on_epoch=on_epoch)
-            value = history[-1]
-        except optuna.TrialPruned as exc:
-            state, reason = "PRUNED", str(exc)
-        except Diverged as exc:
-            state, reason = "PRUNED", "diverged"
-            extra = {"diverged_step": exc.step, "diverged_epoch": exc.epoch,
-                     "diverged_loss": str(exc.loss)}
+            fit(self.s.task, self.s.data, t.config, device=self.s.device,
+                seed=trial_seed(self.s.settings, t.trial.number), on_epoch=self._on_epoch(t))
+            ending = _Ending("COMPLETE")
         except KeyboardInterrupt:
-            self._finish(trial, "FAIL", None, "interrupted", {}, run_id, started, history,
-                         mlflow_state="KILLED")
-            studies.requeue(self.study, optuna_adapter.frozen_trial(self.study, trial))
+            self._interrupted(t)
             raise
         except Exception as exc:
-            if _is_oom(exc):
-                reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
-            else:
-                first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
-                reason = f"{type(exc).__name__}: {first_line}"
-            state = "FAIL"
-        if reason and reason.startswith("out of memory"):
-            # Only now, with the exception and its frames gone, is the trial's memory free.
+            ending = _ending(exc)
+        return self._settle(t, ending)
+
+    def _settle(self, t: _Started, ending: _Ending) -> TrialOutcome:
+        """Record how trial `t` ended. Called after the except block that caught what ended
+        it: only with that exception and its frames gone is an out-of-memory trial's memory
+        free."""
+        t.settled = True
+        if ending.reason and ending.reason.startswith("out of memory"):
             _free_memory(self.s.device)
-        return self._finish(trial, state, value, reason, extra, run_id, started, history)
+        value = t.history[-1] if ending.state == "COMPLETE" else None
+        return self._finish(t.trial, ending.state, value, ending.reason, ending.extra, t.run_id,
+                            t.started, t.history)
+
+    def _interrupted(self, t: _Started) -> None:
+        """Ctrl-C or SIGTERM while `t` trained: fail it and queue its parameters once more."""
+        if t.settled:
+            return
+        t.settled = True
+        self._finish(t.trial, "FAIL", None, "interrupted", {}, t.run_id, t.started, t.history,
+                     mlflow_state="KILLED")
+        studies.requeue(self.study, optuna_adapter.frozen_trial(self.study, t.trial))
+
+    def _lost(self, number: int) -> None:
+        self.observer.notice(f"trial {number} was failed by another process (its heartbeat "
+                             f"came too late); its parameters run again")
+
+    # -- a population of trials ------------------------------------------------------------
+    def _run_population(self, first: budget.Claim, *, target: int) -> list[TrialOutcome]:
+        """Claim up to `population` trials (one claim each, so the budget stays exact), then
+        train those that can share a step as one stacked model, the others alone. Every
+        member is a full trial: its own Optuna trial, MLflow run and outcome."""
+        assert first.trial is not None
+        members: list[_Started] = []
+        with ExitStack() as beats:
+            try:
+                trial: optuna.Trial | None = first.trial
+                while trial is not None:
+                    beats.enter_context(budget.heartbeat(self.study, trial))
+                    # Sampled before the next claim: a sampler with a constant liar then sees
+                    # this trial's parameters while it proposes the next one's.
+                    members.append(self._start(trial, index=first.done + len(members) + 1,
+                                               total=target))
+                    if len(members) >= self.population:
+                        break
+                    trial = budget.claim_next(self.study, target=target,
+                                              recover=self._recover_stale).trial
+            except BaseException:  # the members started so far never trained: run them again
+                for m in members:
+                    self._interrupted(m)
+                raise
+            try:
+                return self._train_members(members)
+            except KeyboardInterrupt:
+                for m in members:
+                    self._interrupted(m)
+                raise
+
+    def _train_members(self, members: Sequence[_Started]) -> list[TrialOutcome]:
+        from tuner.training.population import group_configs
+
+        outcomes: dict[int, TrialOutcome | None] = {}
+        grouping = group_configs([m.config for m in members])
+        units = list(grouping.groups) + [[i] for i in grouping.alone]
+        for unit in sorted(units, key=lambda u: u[0]):  # in the order they were claimed
+            group = [members[i] for i in unit]
+            if len(group) > 1 and self._stackable(group[0].config):
+                found = self._train_stacked(group)
+            else:
+                found = [self._settle_or_lost(m, None) for m in group]
+            outcomes.update(zip(unit, found, strict=True))
+        return [o for _, o in sorted(outcomes.items()) if o is not None]
+
+    def _stackable(self, config: TrialConfig) -> bool:
+        """Whether the task's model for these task params can train stacked; checked once per
+        architecture, a refusal noticed once."""
+        from tuner.training.population import stack_check
+
+        key = json.dumps(config.task_params, sort_keys=True, default=repr)
+        if key not in self._unstackable:
+            reason = stack_check(self.s.task, self.s.data, config, device=self.s.device)
+            self._unstackable[key] = reason
+            if reason is not None:
+                self._notice_unstackable(reason)
+        return self._unstackable[key] is None
+
+    def _notice_unstackable(self, reason: str) -> None:
+        self.observer.notice(f"--population {self.population}: these trials cannot train as "
+                             f"one stacked model ({reason}); they train one at a time")
+
+    def _settle_or_lost(self, t: _Started, ending: _Ending | None) -> TrialOutcome | None:
+        """Settle `t` (None: train it alone first); None if another process failed it."""
+        try:
+            return self._train_alone(t) if ending is None else self._settle(t, ending)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            t.settled = True
+            self._lost(t.trial.number)
+            return None
+
+    def _train_stacked(self, group: Sequence[_Started]) -> list[TrialOutcome | None]:
+        from tuner.training.population import CannotStack, fit_population
+
+        settled: dict[int, TrialOutcome | None] = {}
+        callbacks = [self._on_epoch(m) for m in group]
+
+        def on_epoch(k: int, r: EpochResult) -> None:
+            try:
+                callbacks[k](r)
+            except optuna.TrialPruned as exc:  # recorded now: the others train on for a while
+                settled[k] = self._settle_or_lost(group[k], _ending(exc))
+                raise
+
+        try:
+            results = fit_population(
+                self.s.task, self.s.data, [m.config for m in group], device=self.s.device,
+                seeds=[trial_seed(self.s.settings, m.trial.number) for m in group],
+                on_epoch=on_epoch)
+        except CannotStack as exc:  # nothing was trained
+            self._notice_unstackable(exc.reason)
+            return [self._settle_or_lost(m, None) for m in group]
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # out of memory, or an error: every member ends with it
+            failed = _ending(exc)
+            endings = [failed] * len(group)
+        else:
+            endings = [_Ending("COMPLETE") if r.stopped is None else _ending(r.stopped)
+                       for r in results]
+        return [settled[k] if k in settled or m.settled else self._settle_or_lost(m, ending)
+                for k, (m, ending) in enumerate(zip(group, endings, strict=True))]
 
     def _finish(self, trial: optuna.Trial, state: str, value: float | None, reason: str | None,
                 extra: dict[str, Any], run_id: str | None, started: float,
@@ -310,3 +443,40 @@ def _free_memory(device: str) -> None:
         import torch
 
         torch.cuda.empty_cache()
+
+
+@dataclass
+class _Started:
+    """A trial that has its config and MLflow run, while it trains."""
+
+    trial: optuna.Trial
+    config: TrialConfig
+    run_id: str | None
+    started: float  # perf_counter at its start
+    history: list[float] = field(default_factory=list)  # its metric after each epoch
+    settled: bool = False  # its outcome is recorded (or another process failed it)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How a trial's training ended: its state, the reason and what the stores record."""
+
+    state: str
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _ending(exc: Exception) -> _Ending:
+    """What stopped a trial's training early, as the state its trial ends in."""
+    from tuner.training.loop import Diverged
+
+    if isinstance(exc, optuna.TrialPruned):
+        return _Ending("PRUNED", str(exc))
+    if isinstance(exc, Diverged):
+        return _Ending("PRUNED", "diverged", {"diverged_step": exc.step,
+                                              "diverged_epoch": exc.epoch,
+                                              "diverged_loss": str(exc.loss)})
+    if _is_oom(exc):
+        return _Ending("FAIL", f"out of memory: {str(exc).splitlines()[0][:200]}")
+    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return _Ending("FAIL", f"{type(exc).__name__}: {first_line}")

@@ -26,8 +26,10 @@ from tuner.space.searchspace import Space
 def work(name: str, *, home: str | Path | None = None, storage: str | None = None,
          tracking_uri: str | None = None, device: str | None = None, jobs: int | None = None,
          devices: str | list[str] | None = None, trials_per_device: int = 1,
-         timeout: float | None = None, observer: Observer | None = None) -> Any:
-    """Run trials of study `name` until its budget is met; returns a SearchResult."""
+         timeout: float | None = None, population: int | None = None,
+         observer: Observer | None = None) -> Any:
+    """Run trials of study `name` until its budget is met; returns a SearchResult.
+    `population` overrides the study's stored population for this worker (None keeps it)."""
     from dataclasses import replace
 
     from tuner.search import runner
@@ -48,7 +50,8 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
     # Each worker its own sampler seed: processes started together must not sample alike.
     return runner.continue_study(name, stores=stores, storage_obj=storage_obj, device=device,
                                  jobs=jobs, devices=devices, trials_per_device=trials_per_device,
-                                 timeout=timeout, observer=observer, seed_salt=os.getpid())
+                                 timeout=timeout, population=population, observer=observer,
+                                 seed_salt=os.getpid())
 
 
 def _check_experiment(name: str, tracking_uri: str, artifact_root: Path,
@@ -130,7 +133,8 @@ def child_main() -> None:
     code = 0
     try:
         runner.continue_study(spec["name"], stores=stores, device=spec["device"],
-                              timeout=spec["timeout"], observer=observer,
+                              timeout=spec["timeout"], population=spec.get("population"),
+                              observer=observer,
                               seed_salt=os.getpid())  # unlike any other job's, on any machine
     except Interrupted as exc:
         code = exc.exit_code

@@ -1,0 +1,272 @@
+"""`--population K`: K trials claimed, sampled and trained at once as one stacked model.
+
+Every member is a full trial (its own Optuna trial, MLflow child run, epochs, pruning and
+outcome), the budget stays exact, the values agree with one-at-a-time training, an
+interruption fails and re-queues every member, and a model that cannot be stacked falls back
+to one trial at a time with a notice.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from click.testing import CliRunner, Result
+from mlflow import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.cli.commands import cli
+from tuner.search.sampling import make_sampler
+from tuner.study.recovery import check
+
+FAST = ("--task", "digits-mlp", "--epochs", "2", "--device", "cpu")
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def load(home: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{home / 'opttune.db'}")
+
+
+def finished(home: Path, name: str) -> list[FrozenTrial]:
+    return [t for t in load(home, name).get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+def client(home: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+
+
+def run_of(home: Path, trial: FrozenTrial) -> Any:
+    return client(home).get_run(trial.user_attrs["mlflow_run_id"])
+
+
+def epochs_logged(home: Path, trial: FrozenTrial, metric: str = "val_acc") -> int:
+    return len(client(home).get_metric_history(trial.user_attrs["mlflow_run_id"], metric))
+
+
+def overlap(home: Path, a: FrozenTrial, b: FrozenTrial) -> bool:
+    """Whether the two trials' MLflow runs were open at the same time (trained together)."""
+    ra, rb = run_of(home, a).info, run_of(home, b).info
+    return bool(ra.start_time < rb.end_time and rb.start_time < ra.end_time)
+
+
+# -- the library and sampler -----------------------------------------------------------------
+
+def test_population_below_one_is_refused_before_any_work(home: Path) -> None:
+    result = CliRunner().invoke(cli, ["search", *FAST, "--population", "0", "--home",
+                                      str(home)])
+    assert result.exit_code == 1, result.output
+    assert "--population must be >= 1, but got 0" in result.output
+    assert not (home / "opttune.db").exists()
+
+
+def test_tpe_lies_about_running_trials_only_with_a_population() -> None:
+    def liar(population: int) -> bool:
+        sampler: Any = make_sampler("tpe", families=["sgd", "adam"], seed=0,
+                                    population=population)
+        return bool(sampler._base._constant_liar)
+
+    assert liar(1) is False and liar(4) is True
+
+
+# -- K=4 against K=1 -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Iterator[Path]:
+    """One home holding the same study (random sampler, fixed seed, 6 trials, Adam and AdamW
+    only, so members always share a step) run one at a time ("solo") and 4 at a time
+    ("pop")."""
+    folder = tmp_path_factory.mktemp("population") / "home"
+    folder.mkdir()
+    shutil.copy(_mlflow_template, folder / "mlflow.db")
+    common = (*FAST, "--optimizers", "adam,adamw", "--sampler", "random", "--seed", "5",
+              "--no-defaults", "--pruner", "none", "--n-trials", "6", "--home", str(folder))
+    for name, k in (("solo", "1"), ("pop", "4")):
+        result = invoke("search", "--study", name, "--population", k, *common)
+        assert result.exit_code == 0, result.output
+        assert "cannot train as one stacked model" not in result.output
+    yield folder
+
+
+@pytest.mark.slow
+def test_values_do_not_depend_on_the_population(pair: Path) -> None:
+    solo = {t.number: t for t in finished(pair, "solo")}
+    pop = {t.number: t for t in finished(pair, "pop")}
+    assert sorted(solo) == sorted(pop) == list(range(6))
+    for number, t in solo.items():
+        assert pop[number].params == t.params  # the same draws, in the same order
+        assert t.value is not None and pop[number].value is not None
+        assert abs(pop[number].value - t.value) <= 0.01, (number, t.value, pop[number].value)
+    assert load(pair, "pop").user_attrs["settings"]["population"] == 4
+
+
+@pytest.mark.slow
+def test_the_budget_is_exact_when_the_population_does_not_divide_it(pair: Path) -> None:
+    trials = load(pair, "pop").get_trials(deepcopy=False)
+    assert len(trials) == 6
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.slow
+def test_every_member_has_its_own_mlflow_run_with_its_epochs(pair: Path) -> None:
+    trials = finished(pair, "pop")
+    runs = [run_of(pair, t) for t in trials]
+    assert len({r.info.run_id for r in runs}) == 6
+    for t, run in zip(trials, runs, strict=True):
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["trial_state"] == "COMPLETE"
+        assert "mlflow.parentRunId" in run.data.tags
+        assert epochs_logged(pair, t) == 2 and epochs_logged(pair, t, "train_loss") == 2
+        assert t.user_attrs["epochs_run"] == 2
+    # The first four trained together, then the last two.
+    first, second = trials[:4], trials[4:]
+    assert all(overlap(pair, a, b) for a in first for b in first if a is not b)
+    assert overlap(pair, second[0], second[1])
+
+
+# -- members leave on their own ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_members_are_pruned_and_diverge_on_their_own(home: Path) -> None:
+    # sgd and momentum share one stacked step; SGD at these rates blows up, momentum's trials
+    # train sanely and the median pruner stops the poor ones once three have completed.
+    result = invoke("search", *FAST, "--study", "p", "--optimizers", "sgd,momentum",
+                    "--lr", "sgd=1000:100000", "--lr", "momentum=1e-4:0.5",
+                    "--sampler", "random", "--seed", "0", "--no-defaults",
+                    "--n-trials", "12", "--population", "4", "--home", str(home))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    trials = finished(home, "p")
+    assert len(trials) == 12
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED
+              and t.user_attrs["prune_reason"].startswith("pruned by the median pruner")]
+    diverged = [t for t in trials if t.state == TrialState.PRUNED
+                and t.user_attrs["prune_reason"] == "diverged"]
+    assert pruned and diverged and complete
+    for t in pruned:
+        assert t.user_attrs["epochs_run"] == 1 and epochs_logged(home, t) == 1
+        run = run_of(home, t)
+        assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "PRUNED"
+        assert any(overlap(home, t, c) for c in complete)  # the others trained on
+    for t in diverged:
+        assert isinstance(t.user_attrs["diverged_step"], int)
+        assert run_of(home, t).data.tags["prune_reason"] == "diverged"
+        assert any(overlap(home, t, c) for c in complete)
+
+
+# -- an interrupted population -------------------------------------------------------------------
+
+EPOCHS = 8  # long enough that the population is still training after its first epoch
+
+
+def trial_rows(home: Path) -> list[tuple[str, int]]:
+    import sqlite3
+
+    db = home / "opttune.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(
+                "SELECT t.state, (SELECT COUNT(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+@pytest.mark.slow
+def test_sigterm_fails_and_requeues_every_member_then_resume_completes(home: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "search", "--task", "digits-mlp", "--study", "t",
+         "--epochs", str(EPOCHS), "--device", "cpu", "--optimizers", "adam,adamw",
+         "--no-defaults", "--pruner", "none", "--seed", "2", "--n-trials", "3",
+         "--population", "3", "--home", str(home)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        assert time.monotonic() < deadline, "the population never got mid-training"
+        if proc.poll() is not None:
+            raise AssertionError(f"search ended early ({proc.returncode}):\n"
+                                 f"{proc.stdout.read() if proc.stdout else ''}")
+        rows = trial_rows(home)
+        if len(rows) == 3 and all(s == "RUNNING" and 0 < n < EPOCHS for s, n in rows):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output
+
+    study = load(home, "t")
+    members = [t for t in study.trials if t.number < 3]
+    for t in members:
+        assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"
+        assert run_of(home, t).info.status == "KILLED"
+        queued = [q for q in study.trials if q.user_attrs.get("retry_of") == t.number]
+        assert len(queued) == 1 and queued[0].state == TrialState.WAITING
+        assert queued[0].system_attrs["fixed_params"] == t.params
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    again = invoke("resume", "t", "--home", str(home))
+    assert again.exit_code == 0, again.output
+    study = load(home, "t")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3
+    assert sorted(t.user_attrs["retry_of"] for t in complete) == [0, 1, 2]
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    statuses = {r.info.status for r in client(home).search_runs(
+        [client(home).get_experiment_by_name("t").experiment_id])}
+    assert "RUNNING" not in statuses
+    assert check("t", home=home).problems == []
+
+
+# -- a model that cannot be stacked ---------------------------------------------------------
+
+BATCHNORM_TASK = '''
+import torch
+from torch import nn
+
+from tasks import Task, TaskData
+
+
+def load_data(*, data_dir=None):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 4, generator=gen)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return TaskData.split(x, y, source="generated blobs, 400 points, seed 0")
+
+
+def build_model(params):
+    return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+
+task = Task(name="bn", load_data=load_data, build_model=build_model, loss="cross_entropy",
+            batch_size=32)
+'''
+
+
+@pytest.mark.slow
+def test_a_batchnorm_model_falls_back_to_one_trial_at_a_time(
+        tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bn_task.py").write_text(BATCHNORM_TASK)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("search", "--task", "bn_task.py:task", "--epochs", "2", "--device", "cpu",
+                    "--optimizers", "adam,adamw", "--no-defaults", "--seed", "0",
+                    "--n-trials", "4", "--population", "2", "--home", str(home))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert "--population 2: these trials cannot train as one stacked model" in text
+    assert text.count("cannot train as one stacked model") == 1  # said once, not per batch
+    trials = finished(home, "bn")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
