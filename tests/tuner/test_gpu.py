@@ -140,6 +140,7 @@ def _assert_stores_agree(home: Path, name: str) -> None:
     study = _study(home, name)
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     parent = study.user_attrs["mlflow"]["parent_run_id"]
+    assert study.trials, f"study {name} has no trials to compare"
     for t in study.trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.data.tags["mlflow.parentRunId"] == parent
@@ -256,6 +257,8 @@ def test_diverging_trials_on_the_gpu_are_pruned_and_the_study_goes_on(home: Path
     steps_per_epoch = math.ceil(1258 / 64)  # digits: 1,258 samples to train on
     for t in trials:
         assert all(math.isfinite(v) for v in t.intermediate_values.values())
+        reported = 2 if t.state == TrialState.COMPLETE else t.user_attrs["diverged_epoch"]
+        assert sorted(t.intermediate_values) == list(range(reported))  # none is NaN or inf
         if t.state == TrialState.PRUNED:
             assert t.user_attrs["prune_reason"] == "diverged"
             step = t.user_attrs["diverged_step"]

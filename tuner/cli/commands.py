@@ -39,6 +39,9 @@ def store_options(func: F) -> F:
 
 
 def job_options(func: F) -> F:
+    func = click.option("--population", default=None, type=int, metavar="K",
+                        help="Trials trained at once as one stacked model; results do not "
+                             "depend on it [default: 1; resume and worker: the study's].")(func)
     func = click.option("--trials-per-device", default=1, show_default=True, type=int,
                         metavar="K", help="Trials that may share one device (small models "
                         "leave most of a GPU idle).")(func)
@@ -79,7 +82,8 @@ def cli() -> None:
 @click.option("--batch-size", default=None, metavar="LIST", help="e.g. 64,128,256 [default: "
               "the task's, 128].")
 @click.option("--scheduler", default=None, metavar="LIST",
-              help="none, cosine, step, onecycle, warmup, or a comma list [default: none].")
+              help="none, cosine, step, onecycle, warmup, or a comma list [default: "
+                   "none,cosine, a choice; the defaults trials run none].")
 @click.option("--space", "space_file", default=None, type=click.Path(dir_okay=False),
               help="A TOML (or YAML) space file; flags override it.")
 @click.option("--no-defaults", is_flag=True, help="Skip the PyTorch-defaults trial per family.")
@@ -113,6 +117,8 @@ def search(**kwargs: Any) -> None:
     kwargs["optimizers"] = optimizers.split(",") if optimizers else None
     kwargs["defaults_first"] = not kwargs.pop("no_defaults")
     kwargs["task_params"] = _name_specs(kwargs.pop("task_params"))
+    if kwargs["population"] is None:  # a new study's default (resume keeps the stored one)
+        kwargs["population"] = 1
     _run_search("search", params=params, **kwargs)
 
 
@@ -391,6 +397,26 @@ def ui(name: str | None, port: int, **stores: Any) -> None:
         plan = mlflow_ui.plan_ui(name, port=port, **stores)
         report.print_ui(plan)
         code = mlflow_ui.serve(plan, ready=lambda: report.print_ui_ready(plan))
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--port", default=8080, show_default=True, type=int, help="Port on 127.0.0.1.")
+@store_options
+def dashboard(name: str | None, port: int, **stores: Any) -> None:
+    """Start Optuna Dashboard for the study store on 127.0.0.1 and print the study's URL.
+
+    Needs the optional optuna-dashboard package: pip install 'opttune[dashboard]'.
+    """
+    from tuner.cli import render as report
+    from tuner.results import dashboard as optuna_dashboard
+
+    quiet_libraries()
+    with user_errors():
+        plan = optuna_dashboard.plan_dashboard(name, port=port, **stores)
+        report.print_dashboard(plan)
+        code = optuna_dashboard.serve(plan, ready=lambda: report.print_dashboard_ready(plan))
     sys.exit(code)
 
 

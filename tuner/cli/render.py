@@ -36,6 +36,7 @@ from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study.stores import redact
 
 if TYPE_CHECKING:
+    from tuner.results.dashboard import DashboardPlan
     from tuner.results.retrain import RetrainResult
     from tuner.results.ui import UiPlan
     from tuner.search.session import SearchResult
@@ -290,7 +291,8 @@ def print_check(result: CheckReport) -> None:
                            f"(`opttune resume {result.study}` repairs them too).", style="yellow"))
 
 
-# -- looking at studies (studies, trials, best, compare, plot, export, retrain, ui, delete) ----
+# -- looking at studies (studies, trials, best, compare, plot, export, retrain, ui, dashboard,
+# delete) ---------------------------------------------------------------------------------------
 def _table(title: str, columns: tuple[str, ...], *, wide: tuple[str, ...] = ()) -> Table:
     """A compact table whose headers stay whole; long cells (the `wide` columns) fold."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -454,6 +456,19 @@ def print_ui(plan: UiPlan) -> None:
 
 
 def print_ui_ready(plan: UiPlan) -> None:
+    err_console.print(f"Ready: {plan.url}", style="green", markup=False, soft_wrap=True)
+
+
+def print_dashboard(plan: DashboardPlan) -> None:
+    what = f"study {plan.study}" if plan.study else "all studies"
+    console.print(f"Optuna Dashboard {plan.version} for {what} ({plan.storage}), on 127.0.0.1 "
+                  f"only:", markup=False, soft_wrap=True)
+    console.print(plan.url, markup=False, soft_wrap=True)
+    console.print("Starting the server; Ctrl-C stops it.", style="dim")
+    sys.stdout.flush()
+
+
+def print_dashboard_ready(plan: DashboardPlan) -> None:
     err_console.print(f"Ready: {plan.url}", style="green", markup=False, soft_wrap=True)
 
 

@@ -115,6 +115,9 @@ class TrialRunner:
                 signum = received[-1] if received else 2
                 self._parent_status("KILLED")
                 raise Interrupted(signum) from None
+            except OpttuneError:  # stopped by failures: the parent run ends like the study
+                self._parent_status("FAILED")
+                raise
         self._parent_status("FINISHED")
         self._safe(lambda: None)  # every queued MLflow write is in before we return
         # The study's plots, on its parent run: drawn by the last of its processes to finish.

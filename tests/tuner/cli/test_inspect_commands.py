@@ -59,7 +59,7 @@ def test_json_documents_keep_their_keys(study_home: Path) -> None:
     [row, _] = json.loads(_run(study_home, "studies", "--format", "json").stdout)
     assert list(row) == STUDY_KEYS
     trials = json.loads(_run(study_home, "trials", "s1", "--format", "json").stdout)
-    assert all(list(r) == TRIAL_KEYS for r in trials)
+    assert len(trials) == 6 and all(list(r) == TRIAL_KEYS for r in trials)
     best = json.loads(_run(study_home, "best", "s1", "--format", "json").stdout)
     assert list(best) == ["study", "direction", "task", *TRIAL_KEYS, "command"]
     compare = json.loads(_run(study_home, "compare", "s1", "--by", "scheduler",
@@ -67,7 +67,8 @@ def test_json_documents_keep_their_keys(study_home: Path) -> None:
     assert list(compare) == ["by", "studies"] and compare["by"] == "scheduler"
     [study] = compare["studies"]
     assert list(study) == ["study", "task", "metric", "direction", "trials", "groups"]
-    assert [list(g) for g in study["groups"]] == [["scheduler", *GROUP_KEYS]]
+    assert study["groups"] and all(list(g) == ["scheduler", *GROUP_KEYS]
+                                   for g in study["groups"])
     tasks = json.loads(_run_plain("tasks", "--format", "json").stdout)
     assert list(tasks[0]) == ["name", "ref", "summary", "data", "model", "parameters",
                               "hyperparams", "metric", "direction"]
@@ -106,6 +107,7 @@ def test_studies_table_and_json(study_home: Path) -> None:
 
 def test_trials_in_table_csv_and_json(study_home: Path) -> None:
     study = _study(study_home)
+    assert len(study.trials) == 6  # the subject of every check below
     rows = json.loads(_run(study_home, "trials", "s1", "--format", "json").stdout)
     assert [(r["number"], r["value"]) for r in rows] == [(t.number, t.value)
                                                          for t in study.trials]
@@ -114,6 +116,7 @@ def test_trials_in_table_csv_and_json(study_home: Path) -> None:
         assert t.user_attrs["mlflow_run_id"] in table  # one row per trial, with its run id
     text = _run(study_home, "trials", "s1", "--format", "csv", "--state", "pruned").stdout
     records = list(csv.DictReader(io.StringIO(text)))
+    assert records, "s1 has no pruned trial: the --state filter would be tested on nothing"
     assert len(records) == sum(t.state.name == "PRUNED" for t in study.trials)
     assert all(r["state"] == "PRUNED" for r in records)
     top = json.loads(_run(study_home, "trials", "s1", "--sort", "value", "--limit", "1",
@@ -179,7 +182,7 @@ def test_an_infinite_value_is_never_the_best(study_home: Path, tmp_path: Path) -
     [group] = [g for g in data["studies"][0]["groups"] if g["optimizer"] == family]
     assert (group["best"], group["best_trial"]) == (finite.value, finite.number)
     for key in ("median", "q1", "q3", "iqr", "gain_over_default"):
-        assert group[key] is None or math.isfinite(group[key]), key
+        assert group[key] is not None and math.isfinite(group[key]), key
     table = _run(home, "compare", "s1").stdout
     line = next(line for line in table.splitlines() if line.split()[:1] == [family])
     assert f"{finite.value:.4g} #{finite.number}" in line and "inf" not in line

@@ -54,7 +54,7 @@ def test_an_empty_home_lists_no_studies(tmp_path: Path) -> None:
 def test_trial_rows_agree_with_the_store(study_home: Path) -> None:
     trials = {t.number: t for t in _direct(study_home).get_trials()}
     rows = inspect.list_trials("s1", home=study_home).trials
-    assert [r.number for r in rows] == sorted(trials)
+    assert [r.number for r in rows] == sorted(trials) == list(range(6))
     for r in rows:
         t = trials[r.number]
         assert (r.state, r.value) == (t.state.name, t.value)
@@ -74,7 +74,9 @@ def test_trial_rows_agree_with_the_store(study_home: Path) -> None:
 def test_the_display_reads_trials_with_the_same_reader(study_home: Path) -> None:
     from tuner.search.events import outcome_of
 
-    for t in _direct(study_home).get_trials():
+    trials = _direct(study_home).get_trials()
+    assert len(trials) == 6
+    for t in trials:
         outcome = outcome_of(t)
         record = read_trial(t, metric="val_acc")
         assert (outcome.number, outcome.state, outcome.value, outcome.run_id) == \
@@ -201,7 +203,8 @@ def test_a_value_of_inf_is_never_the_best(study_home: Path, tmp_path: Path) -> N
     summary = inspect.search_summary("s1", home=home)
     assert summary.best is not None and summary.best.number == finite.number
     assert summary.top[0].number == finite.number
-    assert all(math.isfinite(r.value or 0.0) for r in summary.top)
+    assert len(summary.top) == 5  # s1's five complete trials; the infinite one is left out
+    assert all(r.value is not None and math.isfinite(r.value) for r in summary.top)
     family = finite.params["optimizer"]
     [group] = [g for g in summary.families if g.key == family]
     assert (group.best, group.best_trial) == (finite.value, finite.number)

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 import pytest
 from helpers.small_study import small_study_copy
+from helpers.sockets import listening_addresses
 
 pytestmark = pytest.mark.slow
 
@@ -109,11 +110,7 @@ def test_ui_serves_the_study_on_loopback_only(server: dict[str, Any], study_home
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # model-training view
 
     # Bound to 127.0.0.1 only: no listening socket on another address, no answer elsewhere.
-    if shutil.which("ss"):
-        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-        local = [line.split()[3] for line in listening.splitlines()
-                 if line.split()[3].endswith(f":{port}")]
-        assert local == [f"127.0.0.1:{port}"]
+    assert listening_addresses(port) == ["127.0.0.1"]
     others = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None,
                                                         socket.AF_INET)}
     for address in others - {"127.0.0.1", "127.0.1.1"}:

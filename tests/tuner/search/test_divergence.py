@@ -42,6 +42,9 @@ def test_a_study_of_diverging_learning_rates_runs_to_completion(home: Path) -> N
         assert isinstance(t.user_attrs["diverged_step"], int) and t.user_attrs["diverged_step"] >= 0
         loss = float(t.user_attrs["diverged_loss"])
         assert not math.isfinite(loss)
+        # Only the epochs before the one that diverged are reported (none when it was the
+        # first), each finite: Optuna never sees inf or NaN.
+        assert sorted(t.intermediate_values) == list(range(t.user_attrs["diverged_epoch"]))
         assert all(math.isfinite(v) for v in t.intermediate_values.values())
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")

@@ -159,3 +159,118 @@ def test_too_many_jobs_for_the_devices_fail_before_any_work(home: Path) -> None:
     assert result.exit_code == 1
     assert "give --device or --devices, not both" in result.output
     assert not (home / "opttune.db").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` is still running (a zombie left for its new parent is not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def _early_in_a_trial(home: Path, name: str, proc: subprocess.Popen[bytes]) -> list[int]:
+    """Wait until both jobs run and a trial has reported its first epochs (several are left);
+    the numbers of the trials running then."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        try:
+            running = _study(home, name).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # not created yet
+            running = []
+        if len(_children(proc.pid)) == 2 and any(0 < len(t.intermediate_values) < 3
+                                                 for t in running):
+            return [t.number for t in running]
+        time.sleep(0.1)
+    pytest.fail("no job was early in a trial while both ran")
+
+
+@pytest.mark.slow
+def test_jobs_stop_by_themselves_when_their_parent_is_killed(home: Path) -> None:
+    """Guards the jobs' parent watch: after SIGKILL of `--jobs 2` (which can pass nothing
+    on), each job notices within seconds, marks its trial interrupted and queues it, and
+    exits; `resume` then runs those trials again and leaves nothing RUNNING."""
+    command = [sys.executable, "-m", "tuner", "search", "--task", "digits-mlp", "--study",
+               "orphan", "--n-trials", "2", "--epochs", "6", "--optimizers", "adam",
+               "--pruner", "none", "--device", "cpu", "--home", str(home), "--jobs", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    jobs: list[int] = []
+    try:
+        training = _early_in_a_trial(home, "orphan", proc)
+        jobs = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in jobs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in jobs if _alive(pid)], "a job outlived its parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in jobs:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    study = _study(home, "orphan")
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # they stopped, not died
+    stopped = [study.trials[number] for number in training]
+    assert stopped and {(t.state, t.user_attrs.get("fail_reason")) for t in stopped} == \
+        {(TrialState.FAIL, "interrupted")}  # not left to finish: they would be COMPLETE
+    retries = [t.user_attrs["retry_of"] for t in study.trials if "retry_of" in t.user_attrs]
+    assert set(training) <= set(retries) and len(retries) == len(set(retries))
+
+    resumed = CliRunner().invoke(cli, ["resume", "orphan", "--home", str(home)])
+    assert resumed.exit_code == 0, resumed.output
+    study = _study(home, "orphan")
+    assert counted(study.trials) == 2 == len(study.get_trials(states=FINISHED))
+    for trial in stopped:  # their parameters ran again, once
+        again = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+        assert len(again) == 1 and again[0].state in FINISHED
+        assert again[0].params == trial.params
+    _assert_stores_agree(home, "orphan")
+
+
+@pytest.mark.slow
+def test_four_workers_racing_for_a_budget_of_five_run_exactly_five(home: Path) -> None:
+    """Guards the budget claim across processes on SQLite: four `opttune worker` processes
+    started at once on a study of five trials run exactly five, each trial once, and all
+    exit 0."""
+    created = CliRunner().invoke(cli, [
+        "search", "--task", "digits-mlp", "--study", "race", "--n-trials", "5", "--epochs", "1",
+        "--optimizers", "sgd,adam", "--device", "cpu", "--home", str(home), "--jobs", "0"])
+    assert created.exit_code == 0, created.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # four processes on a shared machine
+    workers = [subprocess.Popen([sys.executable, "-m", "tuner", "worker", "race", "--home",
+                                 str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env) for _ in range(4)]
+    try:
+        outputs = [w.communicate(timeout=300)[0].decode() for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output
+        assert "locked" not in output.lower(), output
+    study = _study(home, "race")
+    assert len(study.trials) == 5 == counted(study.trials)
+    assert [t.number for t in study.get_trials(states=FINISHED)] == [0, 1, 2, 3, 4]
+    owners = {t.system_attrs[OWNER_ATTR]["pid"] for t in study.trials}
+    assert owners <= {w.pid for w in workers}
+    _assert_stores_agree(home, "race")

@@ -207,3 +207,58 @@ def test_tasks_lists_the_three_builtins() -> None:
     assert {"mnist-mlp", "fashion-mnist-mlp", "mnist-logreg"} <= set(listed)
     assert listed["mnist-mlp"]["metric"] == "val_acc"
     assert listed["mnist-mlp"]["direction"] == "maximize"
+
+
+def _starts_within(trials: list[optuna.trial.FrozenTrial], timeout: float) -> None:
+    """Each of `trials` was started (asked for) within `timeout` of the first one's start,
+    give or take a claim's latency: no trial starts once the time is up."""
+    assert trials, "no trial ran at all: the timeout must still let the first trial start"
+    starts = sorted(t.datetime_start for t in trials if t.datetime_start is not None)
+    assert len(starts) == len(trials)
+    assert (starts[-1] - starts[0]).total_seconds() < timeout + 2.0, starts
+
+
+@pytest.mark.slow
+def test_timeout_stops_starting_trials_in_search_resume_and_worker(home: Path) -> None:
+    """Guards --timeout: `search`, `resume` and `worker` each stop claiming trials once S
+    seconds have passed, far short of the budget, and every trial they started finishes."""
+    budget, timeout = 40, 2.0
+    args = ("--timeout", str(timeout), "--home", str(home))
+    result = invoke("search", "--task", "digits-mlp", "--study", "t", "--n-trials", str(budget),
+                    "--epochs", "1", "--optimizers", "adam", "--device", "cpu", *args)
+    assert result.exit_code == 0, result.output
+    seen: set[int] = set()
+    for command in (("resume", "t", "--n-trials", str(budget)), ("worker", "t")):
+        ran = [t for t in load(home, "t").trials if t.number not in seen]
+        _starts_within(ran, timeout)
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
+        seen |= {t.number for t in ran}
+        assert len(seen) < budget  # stopped by the timeout, not by the budget
+        result = invoke(*command, *args)
+        assert result.exit_code == 0, result.output
+    ran = [t for t in load(home, "t").trials if t.number not in seen]
+    _starts_within(ran, timeout)  # the worker's
+    assert len(seen) + len(ran) < 2 * budget  # the budget after resume
+
+
+@pytest.mark.slow
+def test_a_study_name_reused_with_another_task_is_refused_before_training(home: Path) -> None:
+    """Guards the task check on an existing study: another --task under its name is one clear
+    error, and nothing is trained or logged, nor the study's settings changed."""
+    created = invoke("search", "--task", "digits-mlp", "--study", "x", "--n-trials", "3",
+                     "--home", str(home), "--jobs", "0")
+    assert created.exit_code == 0, created.output
+    result = CliRunner().invoke(cli, ["search", "--task", "mnist-logreg", "--study", "x",
+                                      "--n-trials", "5", "--epochs", "1", "--device", "cpu",
+                                      "--home", str(home)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: study 'x' tunes task 'digits-mlp', not 'mnist-logreg'; choose "
+                      "another --study name"], result.output
+    assert "Traceback" not in result.output and "trial 0" not in result.output
+    study = load(home, "x")
+    assert study.trials == []  # nothing ran, nothing was queued
+    assert study.user_attrs["task"] == "digits-mlp"
+    assert study.user_attrs["settings"]["n_trials"] == 3
+    parent, children = mlflow_runs(home, "x")
+    assert children == [] and parent.info.run_id == study.user_attrs["mlflow"]["parent_run_id"]

@@ -71,7 +71,7 @@ def test_the_family_is_chosen_before_any_other_parameter() -> None:
         assert (lr > 1e-2) if family == "sgd" else (lr < 1e-3), (family, lr)
         chosen.add(family)
         study.tell(trial, state=TrialState.FAIL)
-    assert chosen == {"sgd"} or chosen == set(FAMILIES)  # TPE favours the better family
+    assert chosen == {"sgd"}  # TPE favours the better family: all 12 (seed 1)
 
 
 def test_enqueued_fixed_params_are_honoured() -> None:
@@ -143,7 +143,10 @@ def test_stateful_samplers_model_each_family_in_its_own_space(name: str) -> None
         if "lr" in (trial.relative_params or {}):
             modelled += 1
             assert trial.relative_search_space is not None
-            assert set(trial.relative_search_space) == set(space.families[config.optimizer])
+            # Every hyperparameter of the family (CMA-ES leaves the schedule, a categorical,
+            # to independent sampling; QMC models it too).
+            assert set(trial.relative_search_space) - {"scheduler"} == \
+                set(space.families[config.optimizer])
         study.tell(trial, -abs(math.log10(config.hyper["lr"]) + 2))
     assert modelled >= 24
 

@@ -170,3 +170,47 @@ def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, signum: 
     assert check(STUDY, home=home).problems == []
     parent = [r for r in mlflow_runs(home) if r.data.tags.get("opttune.role") == "study"]
     assert len(parent) == 1 and parent[0].info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_worker_marks_its_trial_and_resume_runs_it_again(home: Path) -> None:
+    """Guards `opttune worker` under SIGTERM: exit 143 with one error line, its trial FAIL
+    (interrupted) and queued once with the same parameters, both stores consistent; `resume`
+    then runs the queued trial and leaves nothing RUNNING."""
+    created = CliRunner().invoke(cli, [
+        "search", "--task", "digits-mlp", "--study", STUDY, "--n-trials", "1", "--epochs",
+        str(EPOCHS), "--optimizers", "adam", "--pruner", "none", "--device", "cpu",
+        "--home", str(home), "--jobs", "0"])
+    assert created.exit_code == 0, created.output
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "worker", STUDY, "--home",
+                             str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        interrupted = wait_mid_trial(proc, home / "opttune.db", after_one=False)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, output
+    assert "Error: interrupted by SIGTERM" in output and "Traceback" not in output
+
+    study = load(home)
+    trial = study.trials[interrupted]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
+    queued = [t for t in study.trials if t.user_attrs.get("retry_of") == interrupted]
+    assert len(queued) == 1 and queued[0].state == TrialState.WAITING
+    assert queued[0].system_attrs["fixed_params"] == trial.params
+    assert_nothing_running(home)
+    assert_consistent(home)
+
+    result = CliRunner().invoke(cli, ["resume", STUDY, "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    study = load(home)
+    again = [t for t in study.trials if t.user_attrs.get("retry_of") == interrupted]
+    assert len(again) == 1 and again[0].state == TrialState.COMPLETE
+    assert again[0].params == trial.params
+    assert_nothing_running(home)
+    assert_consistent(home)
+    assert check(STUDY, home=home).problems == []

@@ -22,7 +22,10 @@ def test_default_space_has_the_design_families_in_order() -> None:
     assert list(space.families) == list(DEFAULT_FAMILIES) == [
         "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
     assert space.epochs == 3 and space.batch_size.dist == Fixed(128)
-    assert space.scheduler.dist == Fixed("none")
+    # With or without a cosine decay, by default; the defaults trials run without one.
+    assert space.scheduler.dist == Choice(("none", "cosine"))
+    assert space.scheduler.default == "none"
+    assert build_space(scheduler="none").scheduler.dist == Fixed("none")
 
 
 def test_conditional_parameters_per_family() -> None:
@@ -52,12 +55,15 @@ def test_default_ranges_are_log_for_lr_eps_and_weight_decay() -> None:
 
 
 def test_defaults_params_are_pytorch_defaults() -> None:
-    space = build_space()
+    space = build_space(scheduler="none")
     assert space.defaults_params("sgd") == {"optimizer": "sgd", "lr": 1e-3}
     assert space.defaults_params("momentum") == {"optimizer": "momentum", "lr": 1e-3,
                                                  "momentum": 0.9}
     assert space.defaults_params("adam") == {"optimizer": "adam", "lr": 1e-3, "beta1": 0.9,
                                              "beta2": 0.999, "eps": 1e-8}
+    # The default space's schedule is a choice: its defaults trials take no schedule.
+    assert build_space().defaults_params("sgd") == {"optimizer": "sgd", "lr": 1e-3,
+                                                    "scheduler": "none"}
     # AdamW's default weight decay (1e-2) lies inside its range, so it is a fixed param.
     assert space.defaults_params("adamw")["weight_decay"] == 1e-2
     assert space.defaults_params("rmsprop") == {"optimizer": "rmsprop", "lr": 1e-2,
@@ -94,7 +100,7 @@ def test_a_default_outside_the_users_range_is_sampled() -> None:
 
 
 def test_weight_decay_zero_outside_the_builtin_range_is_used_in_config_only() -> None:
-    space = build_space(optimizers=["sgd", "adam"])
+    space = build_space(optimizers=["sgd", "adam"], scheduler="none")
     assert space.families["sgd"]["weight_decay"].dist == Range(1e-6, 1e-2, True)
     assert space.families["sgd"]["weight_decay"].default == 0.0
     assert "weight_decay" not in space.defaults_params("sgd")  # Optuna could not take 0
