@@ -227,11 +227,9 @@ def _settle_run(study: optuna.Study, tracker: Tracker, trial: FrozenTrial | None
 
 def _recreate_experiment(study: optuna.Study, tracker: Tracker) -> None:
     meta = studies.StudyMeta.from_study(study)
-    name = study.study_name
-    experiment = tracker.ensure_experiment(name, tags={"opttune.task": meta.task})
-    settings = {k: v for k, v in meta.settings.items() if v is not None}
-    parent = tracker.create_parent(experiment, study=name, params={
-        "task": meta.task, "data_source": meta.data_source, **settings}, tags={"study": name})
+    experiment, parent = tracker.start_study(study.study_name, task=meta.task,
+                                             data_source=meta.data_source,
+                                             settings=meta.settings, space=meta.space.to_dict())
     study.set_user_attr("mlflow", {**meta.mlflow, "experiment_id": experiment,
                                    "parent_run_id": parent,
                                    "tracking_uri": redact(tracker.tracking_uri)})

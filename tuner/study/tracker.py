@@ -111,13 +111,13 @@ class Tracker:
         experiment_id = self.ensure_experiment(name, tags={"opttune.task": task})
         params = {"task": task, "data_source": data_source,
                   **{k: v for k, v in settings.items() if v is not None}}
-        parent = self.create_parent(experiment_id, study=name, params=params,
+        parent = self._create_parent(experiment_id, study=name, params=params,
                                     tags={"study": name})
         if space is not None:
             self.log_text(parent, json.dumps(space, indent=2, sort_keys=True), "space.json")
         return experiment_id, parent
 
-    def create_parent(self, experiment_id: str, *, study: str, params: Mapping[str, Any],
+    def _create_parent(self, experiment_id: str, *, study: str, params: Mapping[str, Any],
                       tags: Mapping[str, str]) -> str:
         run = self.client.create_run(experiment_id, run_name=study,
                                      tags={"opttune.role": "study", **tags})
