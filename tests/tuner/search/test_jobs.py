@@ -207,7 +207,9 @@ def test_jobs_stop_by_themselves_when_their_parent_is_killed(home: Path) -> None
     on), each job notices within seconds, marks its trial interrupted and queues it, and
     exits; `resume` then runs those trials again and leaves nothing RUNNING."""
     command = [sys.executable, "-m", "tuner", "search", "--task", "digits-mlp", "--study",
-               "orphan", "--n-trials", "2", "--epochs", "6", "--optimizers", "adam",
+               # Trials long enough (40 epochs) that none ends in the second or so a job
+               # takes to notice its parent is gone.
+               "orphan", "--n-trials", "2", "--epochs", "40", "--optimizers", "adam",
                "--pruner", "none", "--device", "cpu", "--home", str(home), "--jobs", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     jobs: list[int] = []
