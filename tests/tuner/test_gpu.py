@@ -206,7 +206,7 @@ def test_a_real_out_of_memory_fails_the_trial_and_frees_the_card(home: Path,
     # Seed 6 draws batch sizes 64, 512, 64, 512, 512: fits, too big, fits, too big, too big.
     result = search(task=hog_task, study="oom", batch_size="64,512", optimizers=["adam"],
                     n_trials=5, epochs=1, sampler="random", seed=6, defaults_first=False,
-                    device="cuda", home=home)
+                    scheduler="none", device="cuda", home=home)
     states = [(t.config["batch_size"], t.state) for t in result.all_trials]
     assert states == [(64, "COMPLETE"), (512, "FAIL"), (64, "COMPLETE"), (512, "FAIL"),
                       (512, "FAIL")]
@@ -246,7 +246,8 @@ def test_diverging_trials_on_the_gpu_are_pruned_and_the_study_goes_on(home: Path
         "search", "--task", "digits-mlp", "--study", "d", "--optimizers", "sgd",
         "--lr", "0.05,1e9", "--weight-decay", "0", "--batch-size", "64", "--n-trials", "4",
         "--epochs", "2", "--sampler", "random", "--seed", "3", "--pruner", "none",
-        "--no-defaults", "--device", "cuda", "--home", str(home)], catch_exceptions=False)
+        "--no-defaults", "--scheduler", "none", "--device", "cuda", "--home", str(home)],
+        catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     study = _study(home, "d")

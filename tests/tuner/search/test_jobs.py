@@ -194,7 +194,7 @@ def _early_in_a_trial(home: Path, name: str, proc: subprocess.Popen[bytes]) -> l
             running = _study(home, name).get_trials(states=(TrialState.RUNNING,))
         except KeyError:  # not created yet
             running = []
-        if len(_children(proc.pid)) == 2 and any(0 < len(t.intermediate_values) < 3
+        if len(_children(proc.pid)) == 2 and any(0 < len(t.intermediate_values) < 10
                                                  for t in running):
             return [t.number for t in running]
         time.sleep(0.1)

@@ -71,7 +71,7 @@ def test_a_trial_that_raises_fails_in_both_stores_and_the_study_goes_on(
     """Guards the FAIL path of an ordinary error: Optuna state FAIL with fail_reason, its
     MLflow run FAILED with the reason, later trials still run, and failures that are not three
     in a row never stop the study (random sampler, seed 2: fail, fail, ok, ok, fail)."""
-    result = search(task=_task_ref(tmp_path), study="p", batch_size="16,32",
+    result = search(task=_task_ref(tmp_path), study="p", batch_size="16,32", scheduler="none",
                     optimizers=["adam"], n_trials=5, epochs=1, sampler="random", seed=2,
                     defaults_first=False, device="cpu", home=home)
     study = optuna.load_study(study_name="p", storage=f"sqlite:///{home / 'opttune.db'}")

@@ -46,7 +46,8 @@ def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
             "search", "--task", "digits-mlp", "--study", "p", "--optimizers", "sgd",
             "--lr", "0.01,0.1,0.5,1e9", "--weight-decay", "0", "--n-trials", "6",
             "--epochs", "1", "--sampler", "random", "--seed", "7", "--pruner", "none",
-            "--no-defaults", "--device", "cpu", "--home", str(home)], catch_exceptions=False)
+            "--no-defaults", "--scheduler", "none", "--device", "cpu", "--home", str(home)],
+            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return home
 
