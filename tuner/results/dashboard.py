@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.errors import OpttuneError
-from tuner.results.ui import HOST, answers
+from tuner.results.ui import HOST, answers, stop_server
 from tuner.signals import sigterm_as_interrupt
 from tuner.study.stores import driver_url, open_storage, redact, resolve_stores
 
@@ -144,7 +144,7 @@ def serve(plan: DashboardPlan, *, ready: Callable[[], None] | None = None,
         except KeyboardInterrupt:
             return 0
         finally:
-            _stop(process)
+            stop_server(process)
 
 
 def _tail(log: Path) -> str:
@@ -155,14 +155,3 @@ def _tail(log: Path) -> str:
     if not lines:
         return ""
     return "; its last messages:\n" + redact("\n".join(lines[-_LOG_LINES:]))
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -124,10 +124,11 @@ def serve(plan: UiPlan, *, ready: Callable[[], None] | None = None,
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(process)
+        stop_server(process)
 
 
-def _stop(process: subprocess.Popen[Any]) -> None:
+def stop_server(process: subprocess.Popen[Any]) -> None:
+    """Stop a local server process: politely, then after 15 s for good."""
     if process.poll() is not None:
         return
     process.terminate()

@@ -7,11 +7,9 @@ a pipe (--remote-debugging-pipe), so it needs no extra Python package.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,13 +22,12 @@ from typing import Any
 
 import optuna
 import pytest
+from helpers.chromium import CHROMIUM, Chromium
 from helpers.small_study import small_study_copy
 from helpers.sockets import listening_addresses
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser",
-                                                       "google-chrome")) if p), None)
 
 
 @pytest.fixture(scope="module")
@@ -117,77 +114,6 @@ def test_ui_serves_the_study_on_loopback_only(server: dict[str, Any], study_home
         assert not _answers(port, address)
 
 
-class _Chromium:
-    """Headless Chromium driven over the DevTools protocol on fds 3 and 4."""
-
-    def __init__(self, profile: Path) -> None:
-        to_browser, self._to = os.pipe()
-        self._from, from_browser = os.pipe()
-
-        def wire() -> None:  # in the child: the pipe ends become fds 3 (read) and 4 (write)
-            read_end = fcntl.fcntl(to_browser, fcntl.F_DUPFD, 10)
-            write_end = fcntl.fcntl(from_browser, fcntl.F_DUPFD, 10)
-            os.dup2(read_end, 3)
-            os.dup2(write_end, 4)
-
-        self.process = subprocess.Popen(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "about:blank"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=wire)
-        os.close(to_browser)
-        os.close(from_browser)
-        self._buffer = b""
-        self._id = 0
-        self.session = ""
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._id += 1
-        message: dict[str, Any] = {"id": self._id, "method": method, "params": params}
-        if self.session:
-            message["sessionId"] = self.session
-        os.write(self._to, json.dumps(message).encode() + b"\0")
-        while True:
-            while b"\0" not in self._buffer:
-                chunk = os.read(self._from, 1 << 16)
-                assert chunk, "Chromium closed the DevTools pipe"
-                self._buffer += chunk
-            raw, _, self._buffer = self._buffer.partition(b"\0")
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                assert "error" not in reply, reply["error"]
-                return dict(reply["result"])
-
-    def open(self, url: str) -> None:
-        target = self.call("Target.createTarget", url=url)["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target,
-                                 flatten=True)["sessionId"]
-
-    def js(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression,
-                         returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self._to)
-        os.close(self._from)
-
-
 ROWS = "Array.from(document.querySelectorAll('[role=row]')).map(r => r.innerText)"
 EXPANDER = "button[data-component-id*=runnamecellrenderer]"
 
@@ -195,7 +121,7 @@ EXPANDER = "button[data-component-id*=runnamecellrenderer]"
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
 def test_the_printed_url_shows_the_runs_table_with_nested_trials(
         server: dict[str, Any], tmp_path: Path) -> None:
-    browser = _Chromium(tmp_path / "profile")
+    browser = Chromium(tmp_path / "profile")
     try:
         browser.open(server["url"])
         # The model-training runs table: the study's parent run, its trials folded under it.
