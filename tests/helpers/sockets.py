@@ -1,11 +1,29 @@
-"""Which addresses a local TCP port listens on, read from /proc (no `ss` or `netstat` needed)."""
+"""Local TCP ports for tests: a free one, whether one answers, and which addresses it listens
+on (read from /proc: no `ss` or `netstat` needed)."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 
 _LISTEN = "0A"  # the TCP state code of a listening socket
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts a TCP connection on `host:port` within half a second."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def listening_addresses(port: int) -> list[str]:

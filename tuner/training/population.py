@@ -60,6 +60,7 @@ are not their parameters) are detected by a cheap check before training:
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import time
@@ -449,7 +450,7 @@ class _Table:
         return views
 
 
-class _Update:
+class _Update(abc.ABC):
     """Optimizer state over stacked (K, …) parameters and one step for all members."""
 
     states: tuple[str, ...] = ()
@@ -464,7 +465,7 @@ class _Update:
     def _initial(self, name: str, p: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(p, memory_format=torch.contiguous_format)
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> None:  # noqa: B027  (a hook: most updates derive nothing)
         """Recompute what depends on the members present."""
 
     def keep(self, rows: torch.Tensor, positions: Sequence[int],
@@ -475,8 +476,9 @@ class _Update:
                       for name, tensors in self.state.items()}
         self._refresh()
 
+    @abc.abstractmethod
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
-        raise NotImplementedError
+        """One optimizer step of every member, at the members' learning rates `lrs`."""
 
 
 class _Batched(_Update):

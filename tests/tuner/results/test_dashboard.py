@@ -19,8 +19,9 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.processes import children
 from helpers.small_study import small_study_copy
-from helpers.sockets import listening_addresses
+from helpers.sockets import answers, free_port, listening_addresses
 
 from tuner.cli.commands import cli
 from tuner.study.stores import open_storage
@@ -32,51 +33,23 @@ def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
     return small_study_copy(tmp_path_factory, _mlflow_template, "dashboard")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _get(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
         body = response.read()
         return json.loads(body) if path.startswith("/api/") else body.decode()
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
 @pytest.fixture
 def dashboard(study_home: Path) -> Iterator[dict[str, Any]]:
     """`opttune dashboard s1 --port P` as a real process; its whole group is killed if a test
     fails before stopping it."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "tuner", "dashboard", "s1", "--port",
                                 str(port), "--home", str(study_home)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not _answers(port):
+        while not answers(port):
             assert process.poll() is None, f"opttune dashboard exited: {process.communicate()}"
             assert time.monotonic() < deadline, "optuna-dashboard did not answer in 120 s"
             time.sleep(0.2)
@@ -114,7 +87,7 @@ def test_dashboard_serves_the_study_and_stops_with_opttune(dashboard: dict[str, 
     # The printed page is the study's, and the store URL is on no command line.
     printed = process.stdout.readline() + process.stdout.readline()
     assert f"http://127.0.0.1:{port}/dashboard/studies/{study_id}\n" in printed
-    (server,) = _children(process.pid)
+    (server,) = children(process.pid)
     argv = Path(f"/proc/{server}/cmdline").read_bytes().decode().split("\0")
     assert "opttune.db" not in " ".join(argv)
     config = Path(argv[argv.index("--from-config") + 1])
@@ -127,7 +100,7 @@ def test_dashboard_serves_the_study_and_stops_with_opttune(dashboard: dict[str, 
     assert process.wait(timeout=30) == 0, process.communicate()
     with pytest.raises(ProcessLookupError):
         os.kill(server, 0)
-    assert not _answers(port) and listening_addresses(port) == []
+    assert not answers(port) and listening_addresses(port) == []
     assert not config.parent.exists()  # the private config folder is removed
 
 
@@ -146,7 +119,7 @@ def _error(*args: str) -> str:
 
 
 def test_a_missing_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
-    output = _error("--home", str(tmp_path / "T"), "--port", str(_free_port()))
+    output = _error("--home", str(tmp_path / "T"), "--port", str(free_port()))
     assert f"Error: there is no study store at {tmp_path / 'T' / 'opttune.db'}" in output
     assert "run `opttune search` first" in output
     assert not (tmp_path / "T").exists()
@@ -154,7 +127,7 @@ def test_a_missing_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None
 
 def test_an_unknown_study_names_the_known(home: Path) -> None:
     _store_with(home, "other")
-    output = _error("nope", "--home", str(home), "--port", str(_free_port()))
+    output = _error("nope", "--home", str(home), "--port", str(free_port()))
     assert "Error: no study named 'nope'" in output and "known studies: other" in output
 
 
@@ -188,7 +161,7 @@ def _fake_plan(code: str) -> Any:
     """A plan whose "server" is `code` run by this Python (it gets `--from-config FILE`)."""
     from tuner.results.dashboard import DashboardPlan
 
-    port = _free_port()
+    port = free_port()
     return DashboardPlan(command=[sys.executable, "-c", code], port=port,
                          storage_url="postgresql://me:s3cret@db.example/optuna",
                          url=f"http://127.0.0.1:{port}/dashboard", study=None,

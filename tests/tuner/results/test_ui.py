@@ -8,13 +8,8 @@ a pipe (--remote-debugging-pipe), so it needs no extra Python package.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +18,9 @@ from typing import Any
 import optuna
 import pytest
 from helpers.chromium import CHROMIUM, Chromium
+from helpers.servers import opttune_ui
 from helpers.small_study import small_study_copy
-from helpers.sockets import listening_addresses
+from helpers.sockets import answers, listening_addresses
 
 pytestmark = pytest.mark.slow
 
@@ -36,45 +32,11 @@ def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
     return small_study_copy(tmp_path_factory, _mlflow_template, "ui")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(study_home: Path) -> Iterator[dict[str, Any]]:
     """`opttune ui s1 --port P` as a real process; always killed (its whole group) after."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "s1", "--port", str(port),
-                                "--home", str(study_home)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not _answers(port):
-            assert process.poll() is None, "opttune ui exited before serving"
-            assert time.monotonic() < deadline, "the MLflow UI did not start in 180 s"
-            time.sleep(0.3)
-        assert process.stdout is not None
-        url = next(line.strip() for line in process.stdout if line.startswith("http"))
-        yield {"port": port, "url": url, "process": process}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        assert not _answers(port)
-
-
-def _answers(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    with opttune_ui(study_home, "s1") as ui:
+        yield {"port": ui.port, "url": ui.url, "process": ui.process}
 
 
 def _api(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -111,7 +73,7 @@ def test_ui_serves_the_study_on_loopback_only(server: dict[str, Any], study_home
     others = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None,
                                                         socket.AF_INET)}
     for address in others - {"127.0.0.1", "127.0.1.1"}:
-        assert not _answers(port, address)
+        assert not answers(port, address)
 
 
 ROWS = "Array.from(document.querySelectorAll('[role=row]')).map(r => r.innerText)"

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.processes import alive, children
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -161,29 +162,6 @@ def test_too_many_jobs_for_the_devices_fail_before_any_work(home: Path) -> None:
     assert not (home / "opttune.db").exists()
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` is still running (a zombie left for its new parent is not)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    """The live processes whose parent is `pid` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry.name))
-    return out
-
-
 def _early_in_a_trial(home: Path, name: str, proc: subprocess.Popen[bytes]) -> list[int]:
     """Wait until both jobs run and a trial has reported its first epochs (several are left);
     the numbers of the trials running then."""
@@ -194,7 +172,7 @@ def _early_in_a_trial(home: Path, name: str, proc: subprocess.Popen[bytes]) -> l
             running = _study(home, name).get_trials(states=(TrialState.RUNNING,))
         except KeyError:  # not created yet
             running = []
-        if len(_children(proc.pid)) == 2 and any(0 < len(t.intermediate_values) < 10
+        if len(children(proc.pid)) == 2 and any(0 < len(t.intermediate_values) < 10
                                                  for t in running):
             return [t.number for t in running]
         time.sleep(0.1)
@@ -215,18 +193,18 @@ def test_jobs_stop_by_themselves_when_their_parent_is_killed(home: Path) -> None
     jobs: list[int] = []
     try:
         training = _early_in_a_trial(home, "orphan", proc)
-        jobs = _children(proc.pid)
+        jobs = children(proc.pid)
         proc.kill()
         proc.wait(timeout=30)
         deadline = time.monotonic() + 60
-        while any(_alive(pid) for pid in jobs) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in jobs) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [pid for pid in jobs if _alive(pid)], "a job outlived its parent"
+        assert not [pid for pid in jobs if alive(pid)], "a job outlived its parent"
     finally:
         if proc.poll() is None:
             proc.kill()
         for pid in jobs:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     study = _study(home, "orphan")
     assert not study.get_trials(states=(TrialState.RUNNING,))  # they stopped, not died

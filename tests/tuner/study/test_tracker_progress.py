@@ -9,13 +9,7 @@ install chromium) and is skipped without it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +18,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 from helpers.chromium import CHROMIUM, Chromium
+from helpers.servers import opttune_ui
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -107,43 +102,11 @@ def test_the_parent_run_charts_each_trial_and_the_running_best(study_home: Path)
 
 
 # -- in the MLflow UI --------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def ui(study_home: Path) -> Iterator[str]:
     """`opttune ui p` as a real process group, always stopped after; yields its printed URL."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "p", "--port", str(port),
-                                "--home", str(study_home)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not _answers(port):
-            assert process.poll() is None, "opttune ui exited before serving"
-            assert time.monotonic() < deadline, "the MLflow UI did not start in 180 s"
-            time.sleep(0.3)
-        assert process.stdout is not None
-        yield next(line.strip() for line in process.stdout if line.startswith("http"))
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with opttune_ui(study_home, "p") as running:
+        yield running.url
 
 
 CHARTS = """Array.from(document.querySelectorAll(

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner, Result
+from helpers.sockets import free_port
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -57,12 +57,6 @@ def test_a_local_store_keeps_its_artifacts_under_the_home(home: Path) -> None:
 
 
 # -- against a real server ---------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
@@ -78,7 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory,
     folder = tmp_path_factory.mktemp("mlflow-server")
     shutil.copy(_mlflow_template, folder / "server.db")
     artifacts = folder / "artifacts"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (folder / "server.log").open("w")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
