@@ -7,13 +7,21 @@ unmasked: :func:`redact` is what every message and log uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the retry in open_storage still covers the race
+    fcntl = None  # type: ignore[assignment]
 
 from tuner.errors import StoreError
 
@@ -147,10 +155,22 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
         # No retry callback: tuner.study.fail_stale fails and re-queues a stale trial once.
         heartbeat_kwargs = heartbeat_settings()
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs,
-                                              **heartbeat_kwargs)
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            try:
+                with warnings.catch_warnings(), _folder_lock(path):
+                    # heartbeats are "experimental" in Optuna since 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs,
+                                                      **heartbeat_kwargs)
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
+                    sqlalchemy.exc.ProgrammingError) as exc:
+                # Processes opening a new store at once (--jobs, workers) race to create its
+                # tables; the losers fail on a table or version row the winner just made.
+                # Once it is made, opening again finds it.
+                if attempt == _CREATE_ATTEMPTS or not _lost_creation_race(exc):
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
     except sqlalchemy.exc.ArgumentError:
         raise StoreError(f"--storage {redact(url)!r} is not a valid database URL "
                          f"(e.g. sqlite:///path/opttune.db or postgresql://user@host/db)") from None
@@ -163,6 +183,31 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
     except RuntimeError as exc:  # Optuna's schema-version check (server databases)
         raise StoreError(_schema_message(redact(url), older="storage upgrade" in str(exc))
                          ) from None
+
+
+_CREATE_ATTEMPTS = 8
+_RACE_SIGNS = ("already exists", "UNIQUE constraint failed", "duplicate key")
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on an SQLite store's folder while Optuna opens it, so that
+    processes on one machine create its tables one after another. Server stores rely on the
+    retry alone."""
+    if path is None or fcntl is None:
+        yield
+        return
+    handle = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    detail = str(getattr(exc, "orig", exc))
+    return any(sign in detail for sign in _RACE_SIGNS)
 
 
 # -- checks before anything is opened (a refused store stays byte for byte as it was) --------

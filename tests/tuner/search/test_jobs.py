@@ -18,12 +18,15 @@ from optuna.trial import TrialState
 
 from tuner.cli.commands import cli
 from tuner.study.records import OWNER_ATTR, counted
+from tuner.study.stores import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _study(home: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{home / 'opttune.db'}")
+    # open_storage waits for a search that is still creating the store's tables
+    storage = open_storage(f"sqlite:///{home / 'opttune.db'}", create=True)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def _runs(home: Path, name: str) -> tuple[object, list]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from tuner.errors import StoreError
+from tuner.study import stores
 from tuner.study.stores import (
     HOME_ENV,
     check_sqlite_file,
@@ -130,3 +133,48 @@ def test_open_storage_creates_a_real_store(tmp_path: Path) -> None:
     assert storage.get_all_studies() == []
     again = open_storage(f"sqlite:///{path}", create=False)  # now it exists
     assert again.get_all_studies() == []
+
+
+def _open_at_once(tmp_path: Path, *, openers: int = 6, stores_made: int = 4) -> list[str]:
+    """Open `stores_made` new SQLite stores, each by `openers` threads released together
+    (as --jobs children and workers start); the errors they met."""
+    errors: list[str] = []
+    for number in range(stores_made):
+        url = f"sqlite:///{tmp_path / str(number) / 'opttune.db'}"
+        barrier = threading.Barrier(openers)
+
+        def open_one(url: str = url, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                open_storage(url, create=True).get_all_studies()
+            except Exception as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=open_one) for _ in range(openers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return errors
+
+
+def _no_folder_lock(path: Path | None) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def test_openers_racing_to_create_a_store_all_succeed(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race is real: with neither the folder lock nor the retry, openers lose it.
+    with monkeypatch.context() as patch:
+        patch.setattr(stores, "_folder_lock", _no_folder_lock)
+        patch.setattr(stores, "_CREATE_ATTEMPTS", 1)
+        lost = _open_at_once(tmp_path / "bare")
+    assert lost and all("cannot open the study store" in e for e in lost), lost
+    # The folder lock alone serialises them on one machine ...
+    with monkeypatch.context() as patch:
+        patch.setattr(stores, "_CREATE_ATTEMPTS", 1)
+        assert _open_at_once(tmp_path / "locked") == []
+    # ... and the retry alone (what a server store has) lets the losers through.
+    with monkeypatch.context() as patch:
+        patch.setattr(stores, "_folder_lock", _no_folder_lock)
+        assert _open_at_once(tmp_path / "retried") == []
