@@ -385,6 +385,63 @@ def retrain(name: str, trial: int | None, epochs: int | None, device: str | None
 
 
 @cli.command()
+@click.option("--task", required=True, help="Built-in task name, module:attr or file.py:attr.")
+@click.option("--optimizers", default=None, metavar="LIST",
+              help="Families to compare [default: as `search`: sgd, momentum, nesterov, adam, "
+                   "adamw, rmsprop].")
+@click.option("--budgets", default="oneshot,small", show_default=True, metavar="LIST",
+              help="Tuning budgets per optimizer: oneshot (its defaults, untuned), small (25 "
+                   "trials), medium (50), or numbers of trials, e.g. oneshot,8.")
+@click.option("--seeds", default=3, show_default=True, type=int,
+              help="Re-runs of each chosen setting (train+validation, scored on the test split).")
+@click.option("--epochs", default=None, type=int, help="Epochs per trial and re-run [default: 3].")
+@click.option("--name", default=None, help="Benchmark name [default: TASK-benchmark]; its "
+              "searches are the studies NAME.FAMILY.")
+@click.option("--sampler", default="random", show_default=True,
+              type=click.Choice(["random", "tpe", "cmaes", "qmc"]),
+              help="How each optimizer's budget is searched (random, as in the paper).")
+@click.option("--pruner", default="none", show_default=True,
+              type=click.Choice(["none", "median", "hyperband"]),
+              help="none: every trial of a budget trains to the end, as in the paper.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the searches and the re-runs.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder with the task's data files.")
+@click.option("--jobs", default=None, type=int, metavar="N",
+              help="Trials and re-runs at once on this machine, each in its own process.")
+@click.option("--population", default=1, show_default=True, type=int, metavar="K",
+              help="Trials trained at once as one stacked model (see `search`).")
+@_format_option("table", "json")
+@store_options
+def benchmark(optimizers: str | None, fmt: str, **kwargs: Any) -> None:
+    """Which optimizer? Equal tuning budgets per optimizer, the chosen settings re-run with
+    several seeds and scored on the test split (Schmidt, Schneider & Hennig 2021).
+
+    Running the same command again continues an interrupted benchmark.
+    """
+    from tuner.cli import render as report
+    from tuner.search.benchmark import benchmark as run_benchmark
+    from tuner.signals import Interrupted
+
+    quiet_libraries()
+    display = report.BenchmarkDisplay(quiet=fmt == "json")
+    try:
+        with user_errors():
+            result = run_benchmark(optimizers=optimizers.split(",") if optimizers else None,
+                                   observer=display, **kwargs)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        display.close()
+        report.print_error(f"{exc or 'interrupted'}; what finished is kept: run the same "
+                           f"command again to continue the benchmark")
+        sys.exit(getattr(exc, "exit_code", 130))
+    finally:
+        display.close()
+    report.emit(result, fmt=fmt, table=report.print_benchmark)
+
+
+@cli.command()
 @click.argument("name", required=False)
 @click.option("--port", default=5000, show_default=True, type=int, help="Port on 127.0.0.1.")
 @store_options

@@ -36,9 +36,11 @@ from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study.stores import redact
 
 if TYPE_CHECKING:
+    from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
     from tuner.results.dashboard import DashboardPlan
     from tuner.results.retrain import RetrainResult
     from tuner.results.ui import UiPlan
+    from tuner.search.benchmark import Rerun
     from tuner.search.session import SearchResult
     from tuner.space.searchspace import Space
     from tuner.study.recovery import CheckReport
@@ -479,3 +481,92 @@ def print_deleted(info: dict[str, Any]) -> None:
         info["mlflow"], f"its MLflow experiment {experiment} was left: {info['mlflow']}")
     console.print(f"Deleted study {info['study']} ({info['trials']} trials); {mlflow}.",
                   markup=False)
+
+
+# -- benchmark ------------------------------------------------------------------------------
+class BenchmarkDisplay:
+    """The Observer of `opttune benchmark`: the space once, one line per search trial and per
+    re-run. With --format json it writes to stderr, so that stdout holds the document alone."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.out = err_console if quiet else console
+        self.metric = ""
+        self.space_shown = False
+
+    def notice(self, text: str) -> None:
+        print_notice(text)
+
+    def space_ready(self, space: Space) -> None:
+        if not self.space_shown:
+            self.space_shown = True
+            self.out.print(f"Each optimizer's search space ({space.epochs} epochs per trial):")
+            rows = [r for r in space.rows() if r[1] != "epochs"]
+            table = _table("", ("optimizer", "parameter", "searched over"))
+            for family, name, where, _ in rows:
+                table.add_row(family, name, where)
+            self.out.print(table)
+
+    def study_start(self, info: dict[str, Any]) -> None:
+        self.metric = info["metric"]
+        self.out.print(f"Searching [bold]{info['study']}[/]: {info['done']} of "
+                       f"{info['target']} trials done · device {info['device']}")
+
+    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None:
+        pass
+
+    def epoch_end(self, number: int, epoch: int, epochs: int, value: float,
+                  train_loss: float) -> None:
+        pass
+
+    def trial_end(self, outcome: TrialOutcome, best: TrialOutcome | None) -> None:
+        tail = f" ({outcome.reason})" if outcome.reason else ""
+        self.out.print(Text(f"  trial {outcome.number:>3} {outcome.state.lower():<8} "
+                            f"{self.metric}={_fmt(outcome.value)} · {_describe(outcome.config)}"
+                            f" · {outcome.seconds:.1f}s{tail}"))
+
+    def rerun_end(self, rerun: Rerun, entry: dict[str, Any], done: int, total: int) -> None:
+        result = (f"diverged ({entry['diverged']})" if entry["value"] is None
+                  else f"test {_fmt(entry['value'])}")
+        self.out.print(Text(f"re-run {done}/{total}: {rerun.family} {rerun.source} seed "
+                            f"{rerun.index} → {result} · {entry['seconds']:.1f}s"))
+
+    def close(self) -> None:
+        pass
+
+
+def _cell_range(c: BenchmarkCell) -> str:
+    if c.low is None or c.high is None:
+        return "-"
+    return f"{c.low:.4f}–{c.high:.4f}"
+
+
+def _change(c: BenchmarkCell) -> str:
+    return "-" if c.change is None else f"{c.change:+.4f}"
+
+
+def print_benchmark(report: BenchmarkReport) -> None:
+    """The family × budget table, the paper's view (change against one-shot Adam), files."""
+    better = "higher" if report.direction == "maximize" else "lower"
+    table = _table(f"Benchmark {report.benchmark} · task {report.task} · {report.metric} on "
+                   f"the test split, {report.seeds} seed(s) per cell ({better} is better)",
+                   ("optimizer", "budget", "median", "min–max", "vs " + (report.baseline or
+                    "baseline"), "trials", "setting", "time"), wide=("setting",))
+    for c in report.cells:
+        setting = _describe(c.setting).partition(" ")[2] if c.setting else "-"
+        if c.missing:
+            setting = f"({c.missing}) " + (setting if c.scores else "")
+        table.add_row(c.optimizer, c.budget, _fmt(c.median), _cell_range(c), _change(c),
+                      str(c.trials) if c.budget != "oneshot" else "-", setting,
+                      f"{c.tuning_seconds + c.rerun_seconds:.0f}s")
+    _print_table(table)
+    if report.baseline is None:
+        console.print("No change column: it compares each cell with one-shot Adam, which this "
+                      "benchmark does not run (add adam to --optimizers and oneshot to "
+                      "--budgets).", style="dim")
+    else:
+        console.print(f"vs {report.baseline}: each median minus one-shot Adam's median "
+                      f"(Adam at its PyTorch defaults, untuned).", style="dim")
+    console.print(f"Searches: {', '.join(report.studies) or 'none (one-shot only)'} · data: "
+                  f"{report.data_source}", style="dim")
+    for path in report.files:
+        console.print(f"Wrote {path}", markup=False)

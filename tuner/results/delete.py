@@ -31,14 +31,47 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
     """Remove study `name` from the Optuna store and mark its MLflow experiment deleted."""
     import optuna
 
+    from tuner.results.benchmark_report import family_study, is_benchmark
     from tuner.results.queries import open_study
     from tuner.study.optuna_adapter import storage_of
 
     stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
     info = _describe(study)
+    settings = study.user_attrs.get("settings") or {}
+    if is_benchmark(study):  # the benchmark, with its searches
+        for family in settings.get("optimizers", []):
+            if family_study(name, family) in _names(study):
+                optuna.delete_study(study_name=family_study(name, family),
+                                    storage=storage_of(study))
     optuna.delete_study(study_name=name, storage=storage_of(study))
-    info["mlflow"] = _delete_experiment(stores, info["experiment_id"])
+    if settings.get("benchmark") and not is_benchmark(study):
+        # One search of a benchmark: its runs go, the benchmark's experiment stays.
+        info["mlflow"] = _delete_runs(stores, info["experiment_id"], name)
+    else:
+        info["mlflow"] = _delete_experiment(stores, info["experiment_id"])
     return info
+
+
+def _names(study: Any) -> list[str]:
+    from tuner.study.optuna_adapter import storage_of
+    from tuner.study.records import study_names
+
+    return study_names(storage_of(study))
+
+
+def _delete_runs(stores: Any, experiment_id: str | None, name: str) -> str:
+    """Mark the study's parent and trial runs deleted; 'deleted', 'not found' or why not."""
+    from tuner.study.tracker import Tracker
+
+    try:
+        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+        runs = [r for role in ("study", "trial") for r in
+                tracker.runs_with(experiment_id or "", role=role, tags={"study": name})]
+        for run in runs:
+            tracker.delete_run(run.run_id)
+        return "deleted" if runs else "not found"
+    except Exception as exc:
+        return f"not reachable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
 
 
 def _delete_experiment(stores: Any, experiment_id: str | None) -> str:

@@ -85,8 +85,8 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     dev = resolve_device(device or meta.settings.get("device") or "auto")
     seed = trial_seed(meta.settings, chosen.number)
     started = time.perf_counter()
-    model, epochs_log = _train(task, data, flat, device=dev, seed=seed)
-    test = _score(task, model, data, dev, meta.metric)
+    model, epochs_log = train_full(task, data, flat, device=dev, seed=seed)
+    test = score_test(task, model, data, dev, meta.metric)
     seconds = time.perf_counter() - started
     folder = stores.home / "models" / f"{_safe_name(name)}-trial-{chosen.number}"
     record: dict[str, Any] = {
@@ -97,7 +97,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
         "saved": datetime.now().isoformat(timespec="seconds")}
     run_id = _save_and_log(stores, meta, name, chosen, record, model, epochs_log, folder)
     return RetrainResult(study=name, trial=chosen.number, task=meta.task, config=flat,
-                         metric=_test_metric(meta.metric), test=test,
+                         metric=metric_on_test(meta.metric), test=test,
                          train_samples=record["train_samples"], test_samples=len(data.test_x),
                          device=dev, seconds=seconds, folder=folder,
                          model_path=folder / MODEL_FILE, config_path=folder / CONFIG_FILE,
@@ -127,9 +127,14 @@ def _choose_trial(study: optuna.Study, meta: StudyMeta, number: int | None) -> F
     return chosen
 
 
-def _train(task: Any, data: Any, flat: dict[str, Any], *, device: str,
-           seed: int) -> tuple[Any, list[Any]]:
-    """fit() on train+validation; the model is caught from the task's own factory."""
+class RetrainDiverged(OpttuneError):
+    """The configuration's loss became NaN or infinite on train+validation."""
+
+
+def train_full(task: Any, data: Any, flat: dict[str, Any], *, device: str,
+               seed: int) -> tuple[Any, list[Any]]:
+    """fit() on train+validation (the model and its epochs); the model is caught from the
+    task's own factory. Also a benchmark's re-runs."""
     import torch
 
     from tuner.space.config import TrialConfig
@@ -149,19 +154,20 @@ def _train(task: Any, data: Any, flat: dict[str, Any], *, device: str,
                          TrialConfig.from_flat(flat, task_params=list(task.hyperparams)),
                          device=device, seed=seed)
     except Diverged as exc:
-        raise OpttuneError(f"retraining diverged ({exc}); this configuration is unstable on "
+        raise RetrainDiverged(f"retraining diverged ({exc}); this configuration is unstable on "
                            f"train+validation, try another --trial") from None
     return built[-1], epochs_log
 
 
-def _score(task: Any, model: Any, data: Any, device: str, metric: str) -> dict[str, float]:
+def score_test(task: Any, model: Any, data: Any, device: str, metric: str) -> dict[str, float]:
+    """The one look at the test split: its loss and metric (``test_acc``, ``test_mse``)."""
     from tuner.training.loop import evaluate
 
     loss, value = evaluate(task, model, data.test_x.to(device), data.test_y.to(device))
-    return {"test_loss": loss, _test_metric(metric): value}
+    return {"test_loss": loss, metric_on_test(metric): value}
 
 
-def _test_metric(metric: str) -> str:
+def metric_on_test(metric: str) -> str:
     return "test_" + metric.removeprefix("val_")
 
 

@@ -49,6 +49,7 @@ def search(
     devices: str | Sequence[str] | None = None,
     trials_per_device: int = 1,
     population: int = 1,
+    benchmark: tuple[str, str] | None = None,
     observer: Observer | None = None,
 ) -> SearchResult:
     """Create the study `study` (or continue it) and run trials until it has `n_trials`.
@@ -59,6 +60,8 @@ def search(
     device); `jobs=0` only creates the study (or sets its budget) for workers to run.
     `population` trials train at once as one stacked model where they can (results do not
     depend on it; see tuner.training.population); stored, so resume and workers reuse it.
+    `benchmark` (its name and MLflow run) makes the study one of a benchmark's: its runs go
+    to the benchmark's experiment, under the benchmark's run.
     """
     from tuner.search import pruning, sampling
     from tuner.space.files import load_space_file
@@ -93,6 +96,8 @@ def search(
     settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "trial_seed": trial_seed,
                 "device": device, "n_trials": n_trials, "population": population,
                 "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
+    if benchmark is not None:
+        settings["benchmark"], settings["benchmark_run_id"] = benchmark
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)  # a damaged store fails now, before the data is read
     return _prepare_and_run(name=name, task_obj=task_obj, space=space, settings=settings,

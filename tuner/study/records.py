@@ -24,6 +24,8 @@ from tuner.study.stores import redact
 
 OWNER_ATTR = "opttune:owner"
 UNCOUNTED_FAILS = ("killed", "interrupted")  # failures whose parameters run again
+KIND_ATTR = "kind"  # "benchmark" on a benchmark's record (a study with no trials of its own)
+BENCHMARK_KIND = "benchmark"
 UNOWNED_GRACE_S = 120  # a RUNNING trial with no owner record this old was killed right after ask
 
 
@@ -53,6 +55,10 @@ class StudyMeta:
     @classmethod
     def from_study(cls, study: optuna.Study) -> StudyMeta:
         attrs = study.user_attrs
+        if attrs.get(KIND_ATTR) == BENCHMARK_KIND:
+            raise OpttuneError(f"{study.study_name!r} is a benchmark, not a study: run its "
+                               f"`opttune benchmark` command again to continue it; its searches "
+                               f"are the studies {study.study_name}.FAMILY")
         missing = [k for k in ("task", "space", "data_source") if k not in attrs]
         if missing:
             raise OpttuneError(f"study {study.study_name!r} was not made by opttune (no "

@@ -99,7 +99,7 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: studies.StudyMeta
             f"missing from {redact(tracker.tracking_uri)}", "create it with a new parent run"))
         runs: list[RunRecord] = []
     else:
-        runs = tracker.trial_runs(experiment)
+        runs = tracker.trial_runs(experiment, study=study.study_name)
     report.runs = len(runs)
     by_id = {r.run_id: r for r in runs}
     by_number: dict[str, list[RunRecord]] = {}

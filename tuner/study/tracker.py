@@ -107,12 +107,19 @@ class Tracker:
                     space: Mapping[str, Any] | None = None) -> tuple[str, str]:
         """The experiment and parent run of a new study (or of one whose experiment was lost):
         (experiment id, parent run id). The parent holds the task, data source and settings
-        as params, and the space as ``space.json`` when it is given."""
-        experiment_id = self.ensure_experiment(name, tags={"opttune.task": task})
+        as params, and the space as ``space.json`` when it is given.
+
+        A study of a benchmark (settings ``benchmark`` and ``benchmark_run_id``) lives in the
+        benchmark's experiment, its parent run nested under the benchmark's run."""
+        benchmark = settings.get("benchmark")
+        experiment_id = self.ensure_experiment(benchmark or name, tags={"opttune.task": task})
         params = {"task": task, "data_source": data_source,
                   **{k: v for k, v in settings.items() if v is not None}}
-        parent = self._create_parent(experiment_id, study=name, params=params,
-                                    tags={"study": name})
+        tags = {"study": name}
+        if benchmark and settings.get("benchmark_run_id"):
+            tags |= {"benchmark": str(benchmark),
+                     "mlflow.parentRunId": str(settings["benchmark_run_id"])}
+        parent = self._create_parent(experiment_id, study=name, params=params, tags=tags)
         if space is not None:
             self.log_text(parent, json.dumps(space, indent=2, sort_keys=True), "space.json")
         return experiment_id, parent
@@ -167,6 +174,10 @@ class Tracker:
 
     def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def delete_run(self, run_id: str) -> None:
+        """Mark a run deleted (MLflow keeps it restorable, out of the UI's list)."""
+        self.client.delete_run(run_id)
 
     def delete_experiment(self, experiment_id: str) -> bool:
         """Mark the experiment deleted (MLflow keeps it restorable); False if it is not there."""
@@ -226,13 +237,20 @@ class Tracker:
             return None
         return RunRecord(run.info.run_id, str(run.info.status), dict(run.data.tags))
 
-    def trial_runs(self, experiment_id: str) -> list[RunRecord]:
-        """Every trial (child) run of an experiment: id, status and tags."""
+    def trial_runs(self, experiment_id: str, *, study: str | None = None) -> list[RunRecord]:
+        """Every trial (child) run of an experiment, or of its study `study` (a benchmark's
+        studies share one experiment): id, status and tags."""
+        return self.runs_with(experiment_id, role="trial", tags={"study": study} if study else {})
+
+    def runs_with(self, experiment_id: str, *, role: str,
+                  tags: Mapping[str, str] | None = None) -> list[RunRecord]:
+        """The runs of an experiment with this ``opttune.role`` and these tags."""
+        where = [f"tags.`opttune.role` = '{role}'"]
+        where += [f"tags.`{key}` = '{_quoted(value)}'" for key, value in (tags or {}).items()]
         out: list[RunRecord] = []
         token: str | None = None
         while True:
-            page = self.client.search_runs([experiment_id],
-                                           filter_string="tags.`opttune.role` = 'trial'",
+            page = self.client.search_runs([experiment_id], filter_string=" and ".join(where),
                                            max_results=1000, page_token=token)
             out += [RunRecord(r.info.run_id, str(r.info.status), dict(r.data.tags))
                     for r in page]
@@ -246,3 +264,8 @@ class Tracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i:i + 100])
+
+
+def _quoted(value: str) -> str:
+    """A value inside an MLflow filter string's single quotes."""
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")

@@ -20,3 +20,9 @@ def trial_seed(settings: Mapping[str, Any], number: int) -> int:
     if pinned is not None:
         return int(pinned)
     return int(settings.get("seed") or 0) * _STRIDE + number
+
+
+def rerun_seed(seed: int | None, index: int) -> int:
+    """The seed of a benchmark's `index`-th re-run of a chosen setting: the same seeds for
+    every optimizer and budget (paired comparisons), apart from every trial's seed."""
+    return int(seed or 0) * _STRIDE + _STRIDE // 2 + index
