@@ -416,7 +416,9 @@ def retrain(name: str, trial: int | None, epochs: int | None, device: str | None
 @_format_option("table", "json")
 @store_options
 def benchmark(optimizers: str | None, fmt: str, **kwargs: Any) -> None:
-    """Which optimizer? Equal tuning budgets per optimizer, the chosen settings re-run with
+    """Which optimizer? Equal budgets, seed re-runs, test scores (the Crowded Valley way).
+
+    Every optimizer gets the same tuning budgets; each one's best setting is re-run with
     several seeds and scored on the test split (Schmidt, Schneider & Hennig 2021).
 
     Running the same command again continues an interrupted benchmark.

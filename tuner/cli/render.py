@@ -499,7 +499,8 @@ class BenchmarkDisplay:
     def space_ready(self, space: Space) -> None:
         if not self.space_shown:
             self.space_shown = True
-            self.out.print(f"Each optimizer's search space ({space.epochs} epochs per trial):")
+            self.out.print(f"Each optimizer's search space ({space.epochs} epochs per trial "
+                           f"and re-run):")
             rows = [r for r in space.rows() if r[1] != "epochs"]
             table = _table("", ("optimizer", "parameter", "searched over"))
             for family, name, where, _ in rows:

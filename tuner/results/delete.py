@@ -43,8 +43,9 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
             if family_study(name, family) in _names(study):
                 optuna.delete_study(study_name=family_study(name, family),
                                     storage=storage_of(study))
+    benchmark = is_benchmark(study)
     optuna.delete_study(study_name=name, storage=storage_of(study))
-    if settings.get("benchmark") and not is_benchmark(study):
+    if settings.get("benchmark") and not benchmark:
         # One search of a benchmark: its runs go, the benchmark's experiment stays.
         info["mlflow"] = _delete_runs(stores, info["experiment_id"], name)
     else:

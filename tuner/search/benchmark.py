@@ -30,6 +30,7 @@ from tuner.results.benchmark_report import (
     read_report,
     rerun_key,
     trial_source,
+    within_budget,
 )
 from tuner.search.events import NullObserver, Observer
 from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
@@ -91,6 +92,7 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     space = build_space(optimizers=optimizers, epochs=epochs, defaults_first=False,
                         default_batch_size=task_obj.batch_size,
                         task_params=task_obj.param_specs({}))
+    observer.space_ready(space)  # every optimizer's space, before any data or store
     families = list(space.families)
     name = name or f"{task_obj.name}-benchmark"
     settings: dict[str, Any] = {
@@ -244,8 +246,8 @@ def _reruns_to_do(record: Any, plan: Sequence[Budget], families: Sequence[str],
                 source, config = ONESHOT, settings["oneshot"][family]
             else:
                 chosen = chosen_trial(trials, budget.trials, direction)
-                if chosen is None:
-                    continue  # the report says why
+                if chosen is None or len(within_budget(trials, budget.trials)) < budget.trials:
+                    continue  # the report says why (e.g. workers still hold trials)
                 source, config = trial_source(chosen.number), chosen.user_attrs["config"]
             for index in range(seeds):
                 rerun = Rerun(family, source, index, dict(config))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
     from tuner.training.loop import EpochResult
 
 _MAX_FAILS_IN_A_ROW = 3
+# An MLflow call that fails only after this long was retried by MLflow's client (about four
+# minutes by default for a server that is down): the store is unreachable, and every queued
+# call would wait as long, holding up each trial's start. MLflow is then left alone for
+# _MLFLOW_PAUSE_S while the study goes on; `opttune check --fix` logs what it missed.
+_MLFLOW_SLOW_FAILURE_S = 10.0
+_MLFLOW_PAUSE_S = 600.0
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -58,6 +65,7 @@ class TrialRunner:
         # ms: epoch metrics and a trial's end are logged while training goes on (see _later).
         self._mlflow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opttune-mlflow")
         self._mlflow_errors: list[str] = []
+        self._mlflow_paused_until = 0.0  # monotonic; read and written on the MLflow thread only
         # Trials trained at once as one stacked model (tuner.training.population); 1 trains
         # each trial alone, with loop.fit.
         self.population = int(session.settings.get("population") or 1)
@@ -80,7 +88,8 @@ class TrialRunner:
                                    "pruner": self.s.settings.get("pruner"),
                                    "stores": self.s.stores})
         self._parent_status("RUNNING")
-        with sigterm_as_interrupt() as received:
+        # A second Ctrl-C waits for the clean-up the first one started (see _interrupted).
+        with sigterm_as_interrupt(hold_repeats=True) as received:
             try:
                 while True:
                     if timeout is not None and time.monotonic() - start >= timeout:
@@ -112,9 +121,9 @@ class TrialRunner:
                             raise OpttuneError(f"{fails_in_a_row} trials in a row failed; the "
                                                f"last with: {reason}")
             except KeyboardInterrupt:
-                signum = received[-1] if received else 2
+                signum = received[0] if received else signal.SIGINT
                 self._parent_status("KILLED")
-                raise Interrupted(signum) from None
+                raise Interrupted(signum, held=max(0, len(received) - 1)) from None
             except OpttuneError:  # stopped by failures: the parent run ends like the study
                 self._parent_status("FAILED")
                 raise
@@ -430,11 +439,22 @@ class TrialRunner:
     def _later(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Queue an MLflow call on the MLflow thread; a failure is reported by the next _safe."""
         def call() -> Any:
+            if time.monotonic() < self._mlflow_paused_until:
+                return None  # unreachable a moment ago: skipped, not waited for
+            began = time.monotonic()
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 self._mlflow_errors.append(f"MLflow: {type(exc).__name__}: {first}")
+                waited = time.monotonic() - began
+                if waited >= _MLFLOW_SLOW_FAILURE_S:
+                    self._mlflow_paused_until = time.monotonic() + _MLFLOW_PAUSE_S
+                    self._mlflow_errors.append(
+                        f"MLflow: unreachable (a call failed after {waited:.0f} s of retries); "
+                        f"the study goes on without it for {_MLFLOW_PAUSE_S / 60:.0f} minutes, "
+                        f"then tries again; `opttune check {self.s.name} --fix` logs the "
+                        f"trials it missed")
                 return None
 
         return self._mlflow.submit(call)

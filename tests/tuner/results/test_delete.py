@@ -59,3 +59,35 @@ def test_a_deleted_study_recreated_under_its_name_starts_afresh(home: Path) -> N
     assert gone.lifecycle_stage == "deleted" and gone.name.startswith("again (deleted ")
     kept = client.search_runs([gone.experiment_id], run_view_type=ViewType.ALL)
     assert {r.info.run_id for r in kept} == old_runs
+
+
+def test_deleting_a_benchmark_search_or_the_benchmark(home: Path) -> None:
+    """One search of a benchmark goes with its own runs, and the benchmark's experiment stays;
+    the benchmark goes with its searches and its experiment."""
+    runner = CliRunner()
+    made = runner.invoke(cli, ["benchmark", "--task", "digits-mlp", "--optimizers", "sgd,adam",
+                               "--budgets", "oneshot,1", "--seeds", "1", "--epochs", "1",
+                               "--name", "bm", "--device", "cpu", "--home", str(home)])
+    assert made.exit_code == 0, made.output
+    storage = f"sqlite:///{home / 'opttune.db'}"
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bm")
+    assert experiment is not None
+
+    def studies_of(role: str) -> set[str]:
+        runs = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`opttune.role` = '{role}'")
+        return {r.data.tags["study"] for r in runs}
+
+    assert studies_of("study") == studies_of("trial") == {"bm.sgd", "bm.adam"}
+    one = runner.invoke(cli, ["delete", "bm.sgd", "--yes", "--home", str(home)])
+    assert one.exit_code == 0, one.output
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {"bm", "bm.adam"}
+    assert studies_of("study") == studies_of("trial") == {"bm.adam"}
+    assert client.get_experiment(experiment.experiment_id).lifecycle_stage == "active"
+
+    every = runner.invoke(cli, ["delete", "bm", "--yes", "--home", str(home)])
+    assert every.exit_code == 0, every.output
+    assert optuna.get_all_study_summaries(storage) == []
+    assert client.get_experiment(experiment.experiment_id).lifecycle_stage == "deleted"

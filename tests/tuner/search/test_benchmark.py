@@ -132,12 +132,13 @@ def test_reruns_train_each_chosen_setting_once_per_seed_with_shared_seeds(
     assert not set(next(iter(seeds))) & trial_seeds
 
 
+@pytest.mark.slow
 def test_the_test_split_is_scored_only_in_the_reruns(tmp_path: Path, home: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
     import tuner.results.retrain as retrain
     import tuner.training.loop as loop
-
-    import torch
 
     scored: list[Any] = []  # the test inputs each scoring saw
     real_score = retrain.score_test
