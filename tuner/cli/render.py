@@ -31,7 +31,7 @@ from tuner.results.records import (
     to_csv_rows,
     to_json_data,
 )
-from tuner.search.events import TrialOutcome
+from tuner.search.events import NullObserver, TrialOutcome
 from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study.stores import redact
 
@@ -484,7 +484,7 @@ def print_deleted(info: dict[str, Any]) -> None:
 
 
 # -- benchmark ------------------------------------------------------------------------------
-class BenchmarkDisplay:
+class BenchmarkDisplay(NullObserver):
     """The Observer of `opttune benchmark`: the space once, one line per search trial and per
     re-run. With --format json it writes to stderr, so that stdout holds the document alone."""
 
@@ -511,13 +511,6 @@ class BenchmarkDisplay:
         self.metric = info["metric"]
         self.out.print(f"Searching [bold]{info['study']}[/]: {info['done']} of "
                        f"{info['target']} trials done · device {info['device']}")
-
-    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None:
-        pass
-
-    def epoch_end(self, number: int, epoch: int, epochs: int, value: float,
-                  train_loss: float) -> None:
-        pass
 
     def trial_end(self, outcome: TrialOutcome, best: TrialOutcome | None) -> None:
         tail = f" ({outcome.reason})" if outcome.reason else ""

@@ -59,7 +59,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     split once; save and log the model. `epochs` overrides the trial's epochs."""
     from tasks.registry import get_task
     from tuner.results.queries import open_study
-    from tuner.study.records import StudyMeta
+    from tuner.study.records import StudyMeta, study_tracking_uri
     from tuner.training.devices import check_device_spec, resolve_device
     from tuner.training.seeds import trial_seed
 
@@ -69,6 +69,9 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
         check_device_spec(device)
     stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
     meta = StudyMeta.from_study(study)
+    logged_to = study_tracking_uri(name, meta, tracking_uri)
+    if logged_to is not None:  # the model's run goes beside the study's runs
+        stores = dataclasses.replace(stores, tracking_uri=logged_to)
     chosen = _choose_trial(study, meta, trial)
     flat = dict(chosen.user_attrs["config"])
     if epochs is not None:

@@ -69,8 +69,7 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
               observer: Observer | None = None) -> BenchmarkReport:
     """Run (or continue) benchmark `name` of `task` and return its report."""
     from tasks.registry import get_task
-    from tuner.search import pruning, sampling
-    from tuner.search.runner import check_population
+    from tuner.search.runner import check_population, check_sampler_and_pruner
     from tuner.space.searchspace import build_space
     from tuner.training.devices import check_device_spec
 
@@ -80,12 +79,7 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
         raise OpttuneError(f"--seeds must be >= 1, but got seeds={seeds}")
     if jobs is not None and jobs < 1:
         raise OpttuneError(f"--jobs must be >= 1 for a benchmark, but got jobs={jobs}")
-    if sampler not in sampling.SAMPLERS:
-        raise OpttuneError(f"--sampler must be one of {', '.join(sampling.SAMPLERS)}, "
-                           f"but got {sampler!r}")
-    if pruner not in pruning.PRUNERS:
-        raise OpttuneError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}, "
-                           f"but got {pruner!r}")
+    check_sampler_and_pruner(sampler, pruner)
     check_population(population)
     check_device_spec(device)
     task_obj = get_task(task)

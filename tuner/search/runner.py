@@ -63,7 +63,6 @@ def search(
     `benchmark` (its name and MLflow run) makes the study one of a benchmark's: its runs go
     to the benchmark's experiment, under the benchmark's run.
     """
-    from tuner.search import pruning, sampling
     from tuner.space.files import load_space_file
     from tuner.space.searchspace import build_space
     from tuner.training.devices import check_device_spec
@@ -71,12 +70,7 @@ def search(
     observer = observer or NullObserver()
     if n_trials < 1:
         raise OpttuneError(f"n_trials must be >= 1, but got n_trials={n_trials}")
-    if sampler not in sampling.SAMPLERS:
-        raise OpttuneError(f"--sampler must be one of {', '.join(sampling.SAMPLERS)}, "
-                           f"but got {sampler!r}")
-    if pruner not in pruning.PRUNERS:
-        raise OpttuneError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}, "
-                           f"but got {pruner!r}")
+    check_sampler_and_pruner(sampler, pruner)
     check_population(population)
     check_device_spec(device)
     from tuner.search.jobs import plan_slots
@@ -127,11 +121,19 @@ def resume(
     raises for every process of the study); `jobs`, `devices`, `trials_per_device` as in
     :func:`search`; `population` overrides the stored one for this run (None keeps it).
     """
+    import dataclasses
+
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    check_store_files(stores)
+    storage_obj = studies_storage(stores, create=False)
+    meta = studies.StudyMeta.from_study(studies.load_study(storage_obj, name))
+    logged_to = studies.study_tracking_uri(name, meta, tracking_uri)
+    if logged_to is not None:  # where the study's runs are, not this home's default
+        stores = dataclasses.replace(stores, tracking_uri=logged_to)
     return continue_study(name, stores=stores, n_trials=n_trials, timeout=timeout,
                           device=device, jobs=jobs, devices=devices,
                           trials_per_device=trials_per_device, population=population,
-                          observer=observer)
+                          observer=observer, storage_obj=storage_obj)
 
 
 def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
@@ -268,6 +270,17 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
 
     runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
     return runner.run(target=target, timeout=timeout)
+
+
+def check_sampler_and_pruner(sampler: str, pruner: str) -> None:
+    from tuner.search import pruning, sampling
+
+    if sampler not in sampling.SAMPLERS:
+        raise OpttuneError(f"--sampler must be one of {', '.join(sampling.SAMPLERS)}, "
+                           f"but got {sampler!r}")
+    if pruner not in pruning.PRUNERS:
+        raise OpttuneError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}, "
+                           f"but got {pruner!r}")
 
 
 def check_population(population: int) -> None:

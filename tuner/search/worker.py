@@ -39,13 +39,9 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     storage_obj = runner.studies_storage(stores, create=False)
     meta = studies.StudyMeta.from_study(studies.load_study(storage_obj, name))
-    if tracking_uri is None:
-        stored = meta.mlflow.get("tracking_uri", "")
-        if "***" in stored:
-            raise StoreError(f"study {name!r} logs to the MLflow store {stored}, whose password "
-                             f"is not stored; give it with --tracking-uri")
-        if stored:
-            stores = replace(stores, tracking_uri=stored)
+    stored = studies.study_tracking_uri(name, meta, tracking_uri)
+    if stored is not None:
+        stores = replace(stores, tracking_uri=stored)
     _check_experiment(name, stores.tracking_uri, stores.artifact_root, meta.mlflow)
     # Each worker its own sampler seed: processes started together must not sample alike.
     return runner.continue_study(name, stores=stores, storage_obj=storage_obj, device=device,

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner._version import __version__
-from tuner.errors import OpttuneError, StudyNotFoundError
+from tuner.errors import OpttuneError, StoreError, StudyNotFoundError
 from tuner.space.searchspace import DEFAULTS_ATTR, Space
 from tuner.study import optuna_adapter
 from tuner.study.stores import redact
@@ -254,3 +254,22 @@ def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed
     except (RuntimeError, ValueError):  # UpdateFinishedTrialError; "cannot tell a COMPLETE"
         return  # finished meanwhile by someone else
     requeue(study, trial)
+
+
+def study_tracking_uri(name: str, meta: StudyMeta, given: str | None) -> str | None:
+    """The MLflow store a command on study `name` logs to: `given` (--tracking-uri), else the
+    one the study was made with, so that resume, workers and retrain never log elsewhere.
+    None: the default of the home, also when the stored one is an SQLite file that is gone (a
+    home moved elsewhere). A stored URI with a password was stored masked."""
+    from tuner.study.stores import sqlite_path
+
+    if given is not None:
+        return given
+    stored = meta.mlflow.get("tracking_uri", "")
+    path = sqlite_path(stored)
+    if path is not None and not path.exists():
+        return None
+    if "***" in stored:
+        raise StoreError(f"study {name!r} logs to the MLflow store {stored}, whose password "
+                         f"is not stored; give it with --tracking-uri")
+    return stored or None

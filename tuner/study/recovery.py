@@ -10,6 +10,7 @@ before its first trial (see ``TrialRunner.recover``), so a crash is healed eithe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,9 @@ def check(name: str, *, fix: bool = False, home: str | Path | None = None,
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     study = studies.load_study(open_storage(stores.storage_url, create=False), name)
     meta = studies.StudyMeta.from_study(study)
+    logged_to = studies.study_tracking_uri(name, meta, tracking_uri)
+    if logged_to is not None:  # where the study's runs are, not this home's default
+        stores = dataclasses.replace(stores, tracking_uri=logged_to)
     tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     report = inspect_study(study, tracker, meta)
     stored = meta.mlflow.get("tracking_uri")

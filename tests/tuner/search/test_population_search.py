@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner, Result
+from helpers.search_process import trial_rows
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
@@ -170,21 +171,6 @@ def test_members_are_pruned_and_diverge_on_their_own(home: Path) -> None:
 EPOCHS = 8  # long enough that the population is still training after its first epoch
 
 
-def trial_rows(home: Path) -> list[tuple[str, int]]:
-    import sqlite3
-
-    db = home / "opttune.db"
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute(
-                "SELECT t.state, (SELECT COUNT(*) FROM trial_intermediate_values v "
-                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number").fetchall()
-    except sqlite3.OperationalError:
-        return []
-
-
 @pytest.mark.slow
 def test_sigterm_fails_and_requeues_every_member_then_resume_completes(home: Path) -> None:
     proc = subprocess.Popen(
@@ -199,7 +185,7 @@ def test_sigterm_fails_and_requeues_every_member_then_resume_completes(home: Pat
         if proc.poll() is not None:
             raise AssertionError(f"search ended early ({proc.returncode}):\n"
                                  f"{proc.stdout.read() if proc.stdout else ''}")
-        rows = trial_rows(home)
+        rows = [(state, epochs) for _, state, epochs in trial_rows(home / "opttune.db")]
         if len(rows) == 3 and all(s == "RUNNING" and 0 < n < EPOCHS for s, n in rows):
             break
         time.sleep(0.02)

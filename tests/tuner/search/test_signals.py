@@ -9,7 +9,6 @@ RUNNING in either store, and the interrupted trial's parameters run again exactl
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.search_process import trial_rows
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -36,19 +36,6 @@ def start_search(home: Path) -> subprocess.Popen[str]:
          "--n-trials", "3", "--epochs", str(EPOCHS), "--optimizers", "sgd,adam",
          "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def trial_rows(db: Path) -> list[tuple[int, str, int]]:
-    """(number, state, epochs reported) of every trial, read straight from the SQLite file."""
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute(
-                "SELECT t.number, t.state, (SELECT COUNT(*) FROM trial_intermediate_values v "
-                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number").fetchall()
-    except sqlite3.OperationalError:  # tables not created yet, or a writer holds the lock
-        return []
 
 
 def wait_mid_trial(proc: subprocess.Popen[str], db: Path, *, after_one: bool,
