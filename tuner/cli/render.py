@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from tuner.results.dashboard import DashboardPlan
     from tuner.results.retrain import RetrainResult
     from tuner.results.ui import UiPlan
-    from tuner.search.benchmark import Rerun
+    from tuner.search.reruns import Rerun
     from tuner.search.session import SearchResult
     from tuner.space.searchspace import Space
     from tuner.study.recovery import CheckReport

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,11 @@ from tuner.results.benchmark_report import (
     is_benchmark,
     parse_budgets,
     read_report,
-    rerun_key,
     trial_source,
     within_budget,
 )
 from tuner.search.events import NullObserver, Observer
+from tuner.search.reruns import Rerun, run_reruns
 from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
 
@@ -44,20 +43,6 @@ PAPER_ONESHOT: dict[str, dict[str, float]] = {
     "nesterov": {"lr": 1e-2, "momentum": 0.99}}
 # Settings a continued benchmark must share with the one it continues; budgets and seeds may grow.
 _FIXED = ("optimizers", "epochs", "sampler", "pruner", "seed", "data_dir", "batch_size")
-
-
-@dataclass(frozen=True)
-class Rerun:
-    """One re-run to do: a family's chosen setting, trained with seed index `index`."""
-
-    family: str
-    source: str  # "oneshot" or "trial-N"
-    index: int
-    config: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return rerun_key(self.family, self.source, self.index)
 
 
 def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] | None = None,
@@ -109,8 +94,6 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
                        stores=stores, device=device, jobs=jobs, population=population,
                        benchmark_run=mlflow["run_id"], observer=observer)
     todo = _reruns_to_do(record, plan, families, settings, seeds=seeds)
-    from tuner.search.reruns import run_reruns
-
     run_reruns(todo, record=record, tracker=tracker, task_obj=task_obj, data=data,
                settings=settings, device=device, jobs=jobs, observer=observer)
     from tuner.study.optuna_adapter import storage_of

@@ -12,12 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
+from tuner.results.benchmark_report import rerun_key
 from tuner.search.events import Observer
 
-if TYPE_CHECKING:
-    from tuner.search.benchmark import Rerun
+
+@dataclass(frozen=True)
+class Rerun:
+    """One re-run to do: a family's chosen setting, trained with seed index `index`."""
+
+    family: str
+    source: str  # "oneshot" or "trial-N"
+    index: int
+    config: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return rerun_key(self.family, self.source, self.index)
 
 
 @runtime_checkable

@@ -1,0 +1,70 @@
+"""Per-member optimizer updates over stacked (K, ...) parameters: the state every rule
+keeps and sheds as members leave (:class:`_Update`), and per-member scalars broadcast
+over a stack (:class:`_Table`). The rules themselves are in ``_batched`` and
+``_fused``."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class _Table:
+    """Per-member scalars (rows × K, computed in double as torch computes its scalars),
+    moved to the device once per step and viewed as (K, 1, …) to broadcast over a stack."""
+
+    def __init__(self, rows: Sequence[Sequence[float]]) -> None:
+        self._host = torch.tensor(rows, dtype=torch.float64)
+        self._views: dict[tuple[torch.dtype, torch.device, int], list[torch.Tensor]] = {}
+
+    def like(self, p: torch.Tensor) -> list[torch.Tensor]:
+        key = (p.dtype, p.device, p.dim())
+        views = self._views.get(key)
+        if views is None:
+            # float32 arithmetic, as torch applies a Python-float scalar to float32 tensors.
+            dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+            table = self._host.to(device=p.device, dtype=dtype)
+            views = list(table.view(*table.shape, *([1] * (p.dim() - 1))).unbind(0))
+            self._views[key] = views
+        return views
+
+
+class _Update(abc.ABC):
+    """Optimizer state over stacked (K, …) parameters and one step for all members."""
+
+    states: tuple[str, ...] = ()
+
+    def __init__(self, groups: list[dict[str, Any]], params: Sequence[torch.Tensor]) -> None:
+        self.groups = groups
+        self.t = 0  # steps taken: members start together, so they all share the count
+        self.data = [p.detach() for p in params]
+        self.state = {name: [self._initial(name, p) for p in self.data] for name in self.states}
+        self._refresh()
+
+    def _initial(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(p, memory_format=torch.contiguous_format)
+
+    def _refresh(self) -> None:  # noqa: B027  (a hook: most updates derive nothing)
+        """Recompute what depends on the members present."""
+
+    def keep(self, rows: torch.Tensor, positions: Sequence[int],
+             params: Sequence[torch.Tensor]) -> None:
+        self.groups = [self.groups[i] for i in positions]
+        self.data = [p.detach() for p in params]
+        self.state = {name: [t.index_select(0, rows) for t in tensors]
+                      for name, tensors in self.state.items()}
+        self._refresh()
+
+    @abc.abstractmethod
+    def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
+        """One optimizer step of every member, at the members' learning rates `lrs`."""
+
+
+
+def _accumulator(groups: Sequence[dict[str, Any]], p: torch.Tensor) -> torch.Tensor:
+    """Adagrad's starting sums: each member's initial_accumulator_value."""
+    start = _Table([[float(g["initial_accumulator_value"]) for g in groups]]).like(p)[0]
+    return torch.zeros_like(p, memory_format=torch.contiguous_format).add_(start)
