@@ -14,15 +14,18 @@ from tuner.results.records import to_json_data
 
 def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
                        seconds: float) -> list[Path]:
-    """Write report.json, plot.png and plot.html; log them and the medians on the run."""
+    """Write report.json, table.md, plot.png and plot.html; log them, and the medians as
+    metrics, on the benchmark's run."""
     folder = stores.home / "benchmarks" / _safe(report.benchmark)
     folder.mkdir(parents=True, exist_ok=True)
     data = to_json_data(report)
     data["seconds_this_run"] = round(seconds, 1)
-    files = [folder / "report.json", folder / "plot.png", folder / "plot.html"]
+    files = [folder / "report.json", folder / "table.md", folder / "plot.png",
+             folder / "plot.html"]
     files[0].write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    _png(report, files[1])
-    _html(report, files[2])
+    files[1].write_text(markdown_table(report), encoding="utf-8")
+    _png(report, files[2])
+    _html(report, files[3])
     if report.run_id:
         for path in files:
             tracker.log_artifact(report.run_id, path)
@@ -31,6 +34,27 @@ def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
         if metrics:
             tracker.log_epoch(report.run_id, 0, metrics)
     return files
+
+
+def markdown_table(report: BenchmarkReport) -> str:
+    """The table as Markdown: one row per optimizer and budget."""
+    base = report.baseline or "baseline"
+    lines = [f"# {report.benchmark}: {report.metric} on the test split "
+             f"({report.seeds} seeds per cell; task {report.task})", "",
+             f"| optimizer | budget | median | min | max | vs {base} | trials | setting |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in report.cells:
+        setting = ", ".join(f"{k}={v}" for k, v in c.setting.items() if k != "optimizer")
+        lines.append(f"| {c.optimizer} | {c.budget} | {_num(c.median)} | {_num(c.low)} | "
+                     f"{_num(c.high)} | {_num(c.change, sign=True)} | {c.trials} | "
+                     f"{c.missing or setting} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, *, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.4f}" if sign else f"{value:.4f}"
 
 
 def _safe(name: str) -> str:

@@ -82,9 +82,13 @@ def test_json_has_one_entry_per_family_and_budget_with_a_test_value_per_seed(
     assert report["baseline"] == "adam oneshot" and adam["change"] == 0.0
     for cell in report["cells"]:
         assert cell["change"] == pytest.approx(cell["median"] - adam["median"])
-    assert {Path(p).name for p in report["files"]} == {"report.json", "plot.png", "plot.html"}
+    assert {Path(p).name for p in report["files"]} == {"report.json", "table.md", "plot.png",
+                                                       "plot.html"}
     for path in report["files"]:
         assert Path(path).stat().st_size > 0
+    table = Path(report["files"][1]).read_text(encoding="utf-8").splitlines()
+    assert len(table) == 4 + 6 and table[4].startswith(
+        f"| sgd | oneshot | {report['cells'][0]['median']:.4f} |")
 
 
 def test_oneshot_runs_the_defaults_and_the_papers_sgd_values_untuned(
@@ -132,7 +136,6 @@ def test_reruns_train_each_chosen_setting_once_per_seed_with_shared_seeds(
     assert not set(next(iter(seeds))) & trial_seeds
 
 
-@pytest.mark.slow
 def test_the_test_split_is_scored_only_in_the_reruns(tmp_path: Path, home: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
@@ -190,7 +193,7 @@ def test_mlflow_holds_the_benchmark_under_one_experiment(
     assert len({r.data.tags["rerun_key"] for r in reruns}) == len(reruns)
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     names = {a.path for a in client.list_artifacts(top.info.run_id)}
-    assert {"report.json", "plot.png", "plot.html"} <= names
+    assert {"report.json", "table.md", "plot.png", "plot.html"} == names
     logged = client.get_run(top.info.run_id).data.metrics
     assert logged["adam.oneshot.median"] == pytest.approx(
         next(c["median"] for c in report["cells"] if (c["optimizer"], c["budget"])
