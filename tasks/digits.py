@@ -8,22 +8,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.base import Task
 from tasks.data import TaskData
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 DIGITS_SOURCE = "scikit-learn load_digits (1,797 8x8 digits, shipped with scikit-learn)"
 
 
-def load_digits_data() -> TaskData:
-    """Split 70/10/20 into train/val/test with a fixed seed; normalise with train statistics."""
-    from sklearn.datasets import load_digits
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as `load_digits(return_X_y=True)` gives them (float64 pixels,
+    int labels), read straight from the file scikit-learn ships: importing scikit-learn
+    costs more than a short study's training."""
+    import gzip
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as handle:
+                table = np.loadtxt(handle, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(int)
+    from sklearn.datasets import load_digits  # another layout: let scikit-learn read it
 
     x, y = load_digits(return_X_y=True)
+    return x, y
+
+
+def load_digits_data() -> TaskData:
+    """Split 70/10/20 into train/val/test with a fixed seed; normalise with train statistics."""
+    x, y = read_digits()
     data = TaskData.split(x, y, source=DIGITS_SOURCE, val_fraction=0.1, test_fraction=0.2)
     # One mean and std over all pixels: per-pixel scaling would blow up the border pixels
     # that are always 0 in training.

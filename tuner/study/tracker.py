@@ -57,7 +57,12 @@ class Tracker:
 
             check_sqlite_file(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-        elif "://" in tracking_uri and not tracking_uri.startswith(
+        from tuner.study import store_template
+
+        new_store = path is not None and store_template.is_new(path)
+        if new_store and path is not None and store_template.start_from_template(path):
+            new_store = False
+        if path is None and "://" in tracking_uri and not tracking_uri.startswith(
                 ("http:", "https:", "file:", "databricks")):
             from tuner.study.stores import probe_database
 
@@ -75,6 +80,8 @@ class Tracker:
         except Exception as exc:
             raise StoreError(f"cannot open the MLflow store {redact(tracking_uri)}: "
                              f"{redact(str(exc)).splitlines()[0]}") from None
+        if new_store and path is not None:
+            store_template.keep_as_template(path)  # still empty: the next new home copies it
 
     # -- study level -----------------------------------------------------------------------
     def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:

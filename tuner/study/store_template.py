@@ -1,0 +1,71 @@
+"""A new MLflow SQLite store, copied from an empty one made once per MLflow version.
+
+Creating an MLflow SQLite store runs MLflow's schema migrations, several seconds that every
+new home would pay again (the largest part of a short study's fixed cost). The first store
+this machine creates is copied, while still empty, to the user cache; later new stores start
+as a copy of it. A template that is missing, unreadable or of another MLflow version is
+simply not used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def template_path() -> Path:
+    from tasks.datasets import default_cache_dir
+
+    return default_cache_dir() / f"mlflow-store-{version('mlflow')}.db"
+
+
+def is_new(path: Path) -> bool:
+    """No store yet at `path` (absent, or an empty file that SQLite would initialise)."""
+    return not path.exists() or path.stat().st_size == 0
+
+
+def start_from_template(path: Path) -> bool:
+    """Make the new store at `path` a copy of the template; False when there is none (or
+    another process made the store first)."""
+    template = template_path()
+    if not _is_sqlite(template):
+        return False
+    try:
+        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, staged)
+        try:
+            if path.exists() and path.stat().st_size == 0:
+                path.unlink()  # an empty file: SQLite would have made it a new database
+            os.link(staged, path)  # never over a store that another process just made
+        finally:
+            staged.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+def keep_as_template(path: Path) -> None:
+    """Save the just-created, still empty store at `path` as the template (best effort: a
+    read-only cache only means the next new store migrates again)."""
+    template = template_path()
+    if _is_sqlite(template):
+        return  # another process saved one first (a bad one is replaced)
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        staged = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, staged)
+        os.replace(staged, template)
+    except OSError:
+        pass
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == _SQLITE_HEADER
+    except OSError:
+        return False
