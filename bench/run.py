@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
 
 from bench.common import ROOT, Section, Settings, load  # noqa: E402
 
-SECTIONS = ("epoch", "flops", "choices", "study", "startup", "scaling", "parallel")
+SECTIONS = ("epoch", "flops", "choices", "study", "startup", "fixed", "scaling", "parallel")
 
 
 def settings_for(*, quick: bool, task: str, seed: int) -> Settings:
@@ -31,7 +31,7 @@ def settings_for(*, quick: bool, task: str, seed: int) -> Settings:
 
 
 def run(settings: Settings, only: set[str]) -> dict[str, Any]:
-    from bench import epoch, loop, scaling, study
+    from bench import epoch, fixed, loop, scaling, study
     from bench.common import machine
     from bench.data import Loaded
     from bench.data import load as load_data
@@ -52,6 +52,7 @@ def run(settings: Settings, only: set[str]) -> dict[str, Any]:
         "choices": lambda: [loop.loop_choices(data(), settings)],
         "study": lambda: list(study.study_throughput(settings)),
         "startup": lambda: [study.startup(settings)],
+        "fixed": lambda: [fixed.fixed_cost(settings)],
         "scaling": lambda: [scaling.size_and_width(data(), settings)],
         "parallel": lambda: [scaling.side_by_side(settings)],
     }

@@ -55,3 +55,19 @@ def test_unknown_section_is_refused_before_any_work(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unknown sections warp" in proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_quick_fixed_cost_section_measures_three_searches(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "fixed", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    details = result["sections"]["fixed"]["details"]
+    assert details["import_line_s"] > 0 and len(details["cases"]) == 3
+    for case in details["cases"].values():
+        assert case["wall_s"] > case["trials_s"] > 0 and case["fixed_s"] > 0
+    rows = [r for r in result["rows"] if r["section"] == "4 fixed cost"]
+    assert len(rows) == 3 and all(r["holds"] in (True, False) for r in rows)

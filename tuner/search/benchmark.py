@@ -89,6 +89,11 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     record, tracker = _open_record(name, task_obj, settings, data.source, stores)
     mlflow = record.user_attrs["mlflow"]
     tuned = max(b.trials for b in plan)
+    # Every search exists, with its budget, before any runs: workers may join any of them.
+    for family in families if tuned else []:
+        _search_family(name, family, task=task, n_trials=tuned, settings=settings,
+                       stores=stores, device=device, jobs=0, population=population,
+                       benchmark_run=mlflow["run_id"], observer=NullObserver())
     for family in families if tuned else []:
         _search_family(name, family, task=task, n_trials=tuned, settings=settings,
                        stores=stores, device=device, jobs=jobs, population=population,
@@ -201,7 +206,8 @@ def _search_family(name: str, family: str, *, task: str, n_trials: int,
            optimizers=[family], epochs=settings["epochs"], defaults_first=False,
            sampler=settings["sampler"], pruner=settings["pruner"], seed=settings["seed"],
            device=device, data_dir=settings["data_dir"], home=stores.home,
-           storage=stores.storage_url, tracking_uri=stores.tracking_uri, jobs=jobs,
+           storage=stores.storage_url,
+           tracking_uri=stores.tracking_uri if stores.tracking_uri_given else None, jobs=jobs,
            population=population, benchmark=(name, benchmark_run), observer=observer)
 
 

@@ -252,7 +252,8 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
             task=task_obj.ref, space=space, data_source=task_data.source,
             metric=task_obj.metric, direction=task_obj.direction, settings=settings,
             mlflow={"experiment_id": experiment_id, "parent_run_id": parent,
-                    "tracking_uri": redact(stores.tracking_uri)})
+                    "tracking_uri": redact(stores.tracking_uri),
+                    "tracking_uri_given": str(stores.tracking_uri_given).lower()})
         sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed,
                                         searched=space.searched(), population=population)
         study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)

@@ -1,4 +1,5 @@
 """Joining a study from any process or machine: `opttune worker NAME`, and each `--jobs` process.
+A benchmark's name joins each of its searches in turn.
 
 A worker needs nothing but the study's name and store: the task, space, data source and
 settings are read from the study, the MLflow store from it too (unless `--tracking-uri` says
@@ -38,8 +39,14 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
 
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     storage_obj = runner.studies_storage(stores, create=False)
-    meta = studies.StudyMeta.from_study(studies.load_study(storage_obj, name))
-    stored = studies.study_tracking_uri(name, meta, tracking_uri)
+    found = studies.load_study(storage_obj, name)
+    if found.user_attrs.get(studies.KIND_ATTR) == studies.BENCHMARK_KIND:
+        return _work_on_benchmark(found, home=home, storage=storage, tracking_uri=tracking_uri,
+                                  device=device, jobs=jobs, devices=devices,
+                                  trials_per_device=trials_per_device, timeout=timeout,
+                                  population=population, observer=observer)
+    meta = studies.StudyMeta.from_study(found)
+    stored = studies.study_tracking_uri(name, meta, tracking_uri, always=True)
     if stored is not None:
         stores = replace(stores, tracking_uri=stored)
     _check_experiment(name, stores.tracking_uri, stores.artifact_root, meta.mlflow)
@@ -48,6 +55,25 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
                                  jobs=jobs, devices=devices, trials_per_device=trials_per_device,
                                  timeout=timeout, population=population, observer=observer,
                                  seed_salt=os.getpid())
+
+
+def _work_on_benchmark(record: Any, **options: Any) -> Any:
+    """`opttune worker BENCHMARK`: each of the benchmark's searches in turn, until each has
+    its budget (the benchmark command creates them all before it runs any)."""
+    from tuner.results.benchmark_report import family_study
+    from tuner.study.optuna_adapter import storage_of
+    from tuner.study.records import exists
+
+    names = [family_study(record.study_name, family)
+             for family in record.user_attrs["settings"]["optimizers"]]
+    names = [n for n in names if exists(storage_of(record), n)]
+    if not names:
+        raise OpttuneError(f"benchmark {record.study_name!r} has no searches (its budgets are "
+                           f"one-shot only, or it has not started them yet); nothing to run")
+    result = None
+    for name in names:
+        result = work(name, **options)
+    return result
 
 
 def _check_experiment(name: str, tracking_uri: str, artifact_root: Path,

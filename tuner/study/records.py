@@ -256,15 +256,20 @@ def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed
     requeue(study, trial)
 
 
-def study_tracking_uri(name: str, meta: StudyMeta, given: str | None) -> str | None:
+def study_tracking_uri(name: str, meta: StudyMeta, given: str | None, *,
+                       always: bool = False) -> str | None:
     """The MLflow store a command on study `name` logs to: `given` (--tracking-uri), else the
-    one the study was made with, so that resume, workers and retrain never log elsewhere.
-    None: the default of the home, also when the stored one is an SQLite file that is gone (a
-    home moved elsewhere). A stored URI with a password was stored masked."""
+    one the study was made with when that was given explicitly then (or `always`: a worker on
+    another machine has no home of the study's), so that resume, workers and retrain never
+    log elsewhere. None: the home's own store, as for a study made without --tracking-uri (a
+    copied home logs to its copy), or when the stored one is an SQLite file that is gone.
+    A stored URI with a password was stored masked."""
     from tuner.study.stores import sqlite_path
 
     if given is not None:
         return given
+    if not (always or meta.mlflow.get("tracking_uri_given") == "true"):
+        return None
     stored = meta.mlflow.get("tracking_uri", "")
     path = sqlite_path(stored)
     if path is not None and not path.exists():

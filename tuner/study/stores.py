@@ -45,6 +45,7 @@ class Stores:
     storage_url: str
     tracking_uri: str
     artifact_root: Path
+    tracking_uri_given: bool = False  # --tracking-uri, not the home's own MLflow store
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -61,6 +62,7 @@ def resolve_stores(*, home: str | Path | None = None, storage: str | None = None
         storage_url=storage or f"sqlite:///{base / 'opttune.db'}",
         tracking_uri=tracking_uri or f"sqlite:///{base / 'mlflow.db'}",
         artifact_root=base / "mlartifacts",
+        tracking_uri_given=tracking_uri is not None,
     )
 
 

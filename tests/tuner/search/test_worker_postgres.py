@@ -217,3 +217,37 @@ def test_a_silent_trial_of_another_machine_is_failed_by_heartbeat(
     assert len(again) == 1 and again[0].state in FINISHED
     assert again[0].params == dead.system_attrs["fixed_params"]
     assert counted(study.trials) == 3
+
+
+@pytest.mark.slow
+def test_a_worker_takes_part_in_a_benchmark(pg_url: str, home: Path, tmp_path: Path) -> None:
+    """`opttune worker BENCHMARK` on another process joins the benchmark's searches: each
+    search still gets exactly its budget, and the worker ran some of the trials."""
+    name = f"bm-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, **WORKER_ENV}
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "benchmark", "--task", "digits-mlp", "--optimizers",
+         "sgd,adam", "--budgets", "oneshot,6", "--seeds", "1", "--epochs", "30", "--name", name,
+         "--device", "cpu", "--storage", pg_url, "--home", str(home)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    from tuner.study.records import exists
+    from tuner.study.stores import open_storage
+
+    storage = open_storage(pg_url, create=False)
+    deadline = time.monotonic() + 180
+    while not (exists(storage, f"{name}.adam") or bench.poll() is not None):
+        assert time.monotonic() < deadline, "the benchmark never created its searches"
+        time.sleep(0.2)
+    workers = _workers(pg_url, name, 1, tmp_path)
+    (worker_out,) = _finish(workers)
+    bench_out = _finish([bench])[0]
+    assert bench.returncode == 0, bench_out
+    assert workers[0].returncode == 0, worker_out
+    by_worker = 0
+    for family in ("sgd", "adam"):
+        study = _study(pg_url, f"{name}.{family}")
+        assert counted(study.trials) == 6 == len(study.get_trials(states=FINISHED))
+        by_worker += sum(t.user_attrs[OWNER_ATTR]["pid"] == workers[0].pid
+                         for t in study.trials)
+    assert by_worker >= 1, worker_out
+    assert f"Benchmark {name}" in bench_out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def test_a_server_outage_mid_study_is_repaired_by_check_fix(
         try:
             caught = wait_mid_trial(proc, db, epochs=EPOCHS, after=1)
             stop_group(server, kill=True)  # the server dies mid-trial, without a word
+            gone = time.monotonic() + 15  # its killed workers let go of the port in a moment
+            while answers(port) and time.monotonic() < gone:
+                time.sleep(0.1)
             assert not answers(port)
             output, _ = proc.communicate(timeout=300)
         finally:
