@@ -247,7 +247,7 @@ def test_a_worker_takes_part_in_a_benchmark(pg_url: str, home: Path, tmp_path: P
     for family in ("sgd", "adam"):
         study = _study(pg_url, f"{name}.{family}")
         assert counted(study.trials) == 6 == len(study.get_trials(states=FINISHED))
-        by_worker += sum(t.user_attrs[OWNER_ATTR]["pid"] == workers[0].pid
+        by_worker += sum(t.system_attrs[OWNER_ATTR]["pid"] == workers[0].pid
                          for t in study.trials)
     assert by_worker >= 1, worker_out
     assert f"Benchmark {name}" in bench_out
