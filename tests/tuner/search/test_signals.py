@@ -11,14 +11,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from click.testing import CliRunner
-from helpers.search_process import trial_rows
+from helpers.search_process import wait_mid_trial
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -36,25 +35,6 @@ def start_search(home: Path) -> subprocess.Popen[str]:
          "--n-trials", "3", "--epochs", str(EPOCHS), "--optimizers", "sgd,adam",
          "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_mid_trial(proc: subprocess.Popen[str], db: Path, *, after_one: bool,
-                   timeout: float = 180) -> int:
-    """Wait until a trial has reported an epoch (and, with `after_one`, an earlier trial is
-    complete); return its number."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"search ended early ({proc.returncode}):\n"
-                                 f"{proc.stdout.read() if proc.stdout else ''}")
-        rows = trial_rows(db)
-        done = [n for n, state, _ in rows if state == "COMPLETE"]
-        training = [n for n, state, epochs in rows if state == "RUNNING" and 0 < epochs < EPOCHS]
-        if training and (done or not after_one):
-            return training[0]
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("no trial was mid-flight in time")
 
 
 def load(home: Path) -> optuna.Study:
@@ -97,7 +77,7 @@ def assert_consistent(home: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
     proc = start_search(home)
-    killed = wait_mid_trial(proc, home / "opttune.db", after_one=True)
+    killed = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS, after=1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -135,7 +115,7 @@ def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
 def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, signum: int,
                                                             code: int) -> None:
     proc = start_search(home)
-    interrupted = wait_mid_trial(proc, home / "opttune.db", after_one=False)
+    interrupted = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS)
     finished_before = snapshot(load(home))
     proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
@@ -173,7 +153,7 @@ def test_sigterm_to_a_worker_marks_its_trial_and_resume_runs_it_again(home: Path
                              str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        interrupted = wait_mid_trial(proc, home / "opttune.db", after_one=False)
+        interrupted = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
