@@ -319,6 +319,8 @@ class TrialRunner:
             if len(group) > 1 and self._stackable(group[0].config):
                 found = self._train_stacked(group)
             else:
+                for m in group:
+                    m.trial.set_user_attr("population", 1)  # claimed together, trained alone
                 found = [self._settle_or_lost(m, None) for m in group]
             outcomes.update(zip(unit, found, strict=True))
         return [o for _, o in sorted(outcomes.items()) if o is not None]
@@ -354,6 +356,8 @@ class TrialRunner:
 
         settled: dict[int, TrialOutcome | None] = {}
         callbacks = [self._on_epoch(m) for m in group]
+        for m in group:  # what `opttune trials` and the MLflow params can tell about it
+            m.trial.set_user_attr("population", len(group))
 
         def on_epoch(k: int, r: EpochResult) -> None:
             try:
@@ -369,6 +373,8 @@ class TrialRunner:
                 on_epoch=on_epoch)
         except CannotStack as exc:  # nothing was trained
             self._notice_unstackable(exc.reason)
+            for m in group:
+                m.trial.set_user_attr("population", 1)
             return [self._settle_or_lost(m, None) for m in group]
         except KeyboardInterrupt:
             raise

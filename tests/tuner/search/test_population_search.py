@@ -8,6 +8,7 @@ to one trial at a time with a notice.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -129,7 +130,10 @@ def test_every_member_has_its_own_mlflow_run_with_its_epochs(pair: Path) -> None
         assert "mlflow.parentRunId" in run.data.tags
         assert epochs_logged(pair, t) == 2 and epochs_logged(pair, t, "train_loss") == 2
         assert t.user_attrs["epochs_run"] == 2
-    # The first four trained together, then the last two.
+    # Each trial records the size of the stacked model it trained in (members that share a
+    # step: the same schedule kind); the first four trained together, then the last two.
+    sizes = [t.user_attrs["population"] for t in trials]
+    assert sum(sizes[:4]) >= 4 + 2 and all(1 <= k <= 4 for k in sizes), sizes
     first, second = trials[:4], trials[4:]
     assert all(overlap(pair, a, b) for a in first for b in first if a is not b)
     assert overlap(pair, second[0], second[1])
@@ -256,3 +260,41 @@ def test_a_batchnorm_model_falls_back_to_one_trial_at_a_time(
     assert text.count("cannot train as one stacked model") == 1  # said once, not per batch
     trials = finished(home, "bn")
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.slow
+def test_jobs_and_a_worker_claim_populations_within_one_budget(home: Path) -> None:
+    """An `opttune worker` and then `resume --jobs 2` train populations of one study side by
+    side: the budget stays exact, both sides trained stacked trials, each its own run."""
+    from tuner.study.records import OWNER_ATTR
+
+    # One schedule kind, so that every two trials claimed together share a step.
+    common = ("--task", "digits-mlp", "--epochs", "40", "--device", "cpu", "--optimizers",
+              "adam,adamw", "--scheduler", "none", "--no-defaults", "--pruner", "none",
+              "--home", str(home))
+    made = invoke("search", "--study", "shared", "--n-trials", "12", "--population", "2",
+                  "--jobs", "0", *common)
+    assert made.exit_code == 0, made.output
+    worker = subprocess.Popen([sys.executable, "-m", "tuner", "worker", "shared", "--home",
+                               str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not [row for row in trial_rows(home / "opttune.db") if row[1] != "WAITING"]:
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        jobs = invoke("resume", "shared", "--jobs", "2", "--home", str(home))
+        worker_out = worker.communicate(timeout=300)[0].decode()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert jobs.exit_code == 0, jobs.output
+    assert worker.returncode == 0, worker_out
+    trials = load(home, "shared").get_trials(deepcopy=False)
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+    by_worker = [t for t in trials if t.system_attrs[OWNER_ATTR]["pid"] == worker.pid]
+    by_jobs = [t for t in trials if t not in by_worker]
+    for side in (by_worker, by_jobs):
+        assert [t.user_attrs.get("population") for t in side].count(2) >= 2, \
+            [(t.number, t.user_attrs.get("population")) for t in trials]
+    assert len({run_of(home, t).info.run_id for t in trials}) == 12
