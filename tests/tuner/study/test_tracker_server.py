@@ -15,11 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner, Result
+from helpers.servers import mlflow_server
 from helpers.sockets import free_port
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -57,14 +54,6 @@ def test_a_local_store_keeps_its_artifacts_under_the_home(home: Path) -> None:
 
 
 # -- against a real server ---------------------------------------------------------------------
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory,
            _mlflow_template: Path) -> Iterator[dict[str, Any]]:
@@ -74,32 +63,11 @@ def server(tmp_path_factory: pytest.TempPathFactory,
     artifacts = folder / "artifacts"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (folder / "server.log").open("w")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)
-    try:
-        started = time.monotonic()
-        while not _healthy(url):
-            assert process.poll() is None, (folder / "server.log").read_text()[-3000:]
-            assert time.monotonic() - started < START_SECONDS, \
-                f"the MLflow server did not answer in {START_SECONDS} s"
-            time.sleep(0.3)
+    started = time.monotonic()
+    with mlflow_server(folder / "server.db", artifacts, port, folder / "server.log",
+                       start_seconds=START_SECONDS):
         yield {"url": url, "artifacts": artifacts, "folder": folder,
                "start_seconds": time.monotonic() - started}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-        log.close()
 
 
 def _invoke(*args: str) -> Result:
