@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from helpers.processes import alive, children
 from mlflow import MlflowClient
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.cli.commands import cli
 from tuner.study.records import OWNER_ATTR, counted
@@ -37,6 +37,14 @@ def _runs(home: Path, name: str) -> tuple[object, list]:
     parents = [r for r in runs if r.data.tags.get("opttune.role") == "study"]
     assert len(parents) == 1
     return parents[0], [r for r in runs if r.data.tags.get("opttune.role") == "trial"]
+
+
+def _assert_ran_again_once(study: optuna.Study, stopped: list[FrozenTrial]) -> None:
+    """Each stopped trial's parameters ran again in exactly one finished trial."""
+    for trial in stopped:
+        again = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+        assert len(again) == 1 and again[0].state in FINISHED
+        assert again[0].params == trial.params
 
 
 def _assert_stores_agree(home: Path, name: str) -> None:
@@ -115,10 +123,7 @@ def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path) -> None
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     study = _study(home, "term")
     assert counted(study.trials) == 4 == len(study.get_trials(states=FINISHED))
-    for trial in interrupted:  # their parameters ran again, once
-        again = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
-        assert len(again) == 1 and again[0].state in FINISHED
-        assert again[0].params == trial.params
+    _assert_ran_again_once(study, interrupted)
     _assert_stores_agree(home, "term")
 
 
@@ -221,10 +226,7 @@ def test_jobs_stop_by_themselves_when_their_parent_is_killed(home: Path) -> None
     assert resumed.exit_code == 0, resumed.output
     study = _study(home, "orphan")
     assert counted(study.trials) == 2 == len(study.get_trials(states=FINISHED))
-    for trial in stopped:  # their parameters ran again, once
-        again = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
-        assert len(again) == 1 and again[0].state in FINISHED
-        assert again[0].params == trial.params
+    _assert_ran_again_once(study, stopped)
     _assert_stores_agree(home, "orphan")
 
 

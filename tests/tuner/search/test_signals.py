@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
-from helpers.search_process import wait_mid_trial
+from helpers.search_process import start_search, wait_mid_trial
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -26,15 +26,6 @@ from tuner.study.recovery import check
 
 STUDY = "k"
 EPOCHS = 4  # long enough that a trial is still training well after its first epoch
-
-
-def start_search(home: Path) -> subprocess.Popen[str]:
-    """`opttune search` in its own process: an SGD defaults trial, then an Adam one."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "tuner", "search", "--task", "mnist-mlp", "--study", STUDY,
-         "--n-trials", "3", "--epochs", str(EPOCHS), "--optimizers", "sgd,adam",
-         "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def load(home: Path) -> optuna.Study:
@@ -76,7 +67,7 @@ def assert_consistent(home: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
-    proc = start_search(home)
+    proc = start_search(home, STUDY, trials=3, epochs=EPOCHS)
     killed = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS, after=1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -114,7 +105,7 @@ def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, signum: int,
                                                             code: int) -> None:
-    proc = start_search(home)
+    proc = start_search(home, STUDY, trials=3, epochs=EPOCHS)
     interrupted = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS)
     finished_before = snapshot(load(home))
     proc.send_signal(signum)
