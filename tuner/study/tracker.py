@@ -51,18 +51,18 @@ class Tracker:
     """The MLflow side of one study."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path) -> None:
+        from tuner.study import store_template
+
         path = sqlite_path(tracking_uri)
+        migrated_here = False  # a new store that MLflow creates here (no template yet)
         if path is not None:
             from tuner.study.stores import check_sqlite_file
 
             check_sqlite_file(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-        from tuner.study import store_template
-
-        new_store = path is not None and store_template.is_new(path)
-        if new_store and path is not None and store_template.start_from_template(path):
-            new_store = False
-        if path is None and "://" in tracking_uri and not tracking_uri.startswith(
+            migrated_here = store_template.is_new(path) and \
+                not store_template.start_from_template(path)
+        elif "://" in tracking_uri and not tracking_uri.startswith(
                 ("http:", "https:", "file:", "databricks")):
             from tuner.study.stores import probe_database
 
@@ -80,7 +80,7 @@ class Tracker:
         except Exception as exc:
             raise StoreError(f"cannot open the MLflow store {redact(tracking_uri)}: "
                              f"{redact(str(exc)).splitlines()[0]}") from None
-        if new_store and path is not None:
+        if migrated_here and path is not None:
             store_template.keep_as_template(path)  # still empty: the next new home copies it
 
     # -- study level -----------------------------------------------------------------------
