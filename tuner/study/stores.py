@@ -79,15 +79,21 @@ def check_sqlite_file(path: Path) -> None:
         return
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not an SQLite store file")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(100)
-    except OSError as exc:
-        raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
-    if path.stat().st_size > 0 and header[:16] != b"SQLite format 3\x00":
+    header = _read_header(path)
+    # An empty file is a store SQLite has not written yet. (The header read is the test, not
+    # a later stat: another process may be writing the first page right now.)
+    if header and header[:16] != b"SQLite format 3\x00":
         raise StoreError(f"{path} is not an SQLite database (it may be corrupt or another "
                          f"kind of file); move it away, or point --home/--storage elsewhere")
     _check_not_truncated(path, header)
+
+
+def _read_header(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(100)
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
 
 
 def heartbeat_settings() -> dict[str, int]:
@@ -135,8 +141,8 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
 
     path = sqlite_path(url)
     if path is not None:
-        check_sqlite_file(path)
-        check_optuna_schema(path)
+        if path.is_dir():
+            check_sqlite_file(path)
         if not path.exists() and not create:
             raise StoreError(f"there is no study store at {path}; run `opttune search` first, "
                              f"or give the right --home or --storage")
@@ -160,6 +166,9 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 with warnings.catch_warnings(), _folder_lock(path):
+                    if path is not None:  # checked under the lock: no half-made store is seen
+                        check_sqlite_file(path)
+                        check_optuna_schema(path)
                     # heartbeats are "experimental" in Optuna since 2.9
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs,
@@ -192,16 +201,19 @@ _RACE_SIGNS = ("already exists", "UNIQUE constraint failed", "duplicate key")
 
 
 @contextlib.contextmanager
-def _folder_lock(path: Path | None) -> Iterator[None]:
+def _folder_lock(path: Path | None, *, shared: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on an SQLite store's folder while Optuna opens it, so that
-    processes on one machine create its tables one after another. Server stores rely on the
-    retry alone."""
-    if path is None or fcntl is None:
+    processes on one machine create its tables one after another; checks hold it shared, so
+    that they never read a store half made. Server stores rely on the retry alone.
+
+    (flock is per open file: a thread holding it must not ask again, or it waits forever.)
+    """
+    if path is None or fcntl is None or not path.parent.is_dir():
         yield
         return
     handle = os.open(path.parent, os.O_RDONLY)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(handle)  # closing releases the lock
@@ -219,25 +231,42 @@ def check_store_files(stores: Stores) -> None:
     for url in (stores.storage_url, stores.tracking_uri):
         path = sqlite_path(url)
         if path is not None:
-            check_sqlite_file(path)
-    path = sqlite_path(stores.storage_url)
-    if path is not None:
-        check_optuna_schema(path)
+            with _folder_lock(path, shared=True):
+                check_sqlite_file(path)
+                if url == stores.storage_url:
+                    check_optuna_schema(path)
 
 
 def _check_not_truncated(path: Path, header: bytes) -> None:
-    """SQLite's header records the database size; a shorter file lost its tail."""
+    """SQLite's header records the database size; a shorter file lost its tail.
+
+    A writer grows the file after it rewrites the header, and keeps a rollback journal
+    beside it until it commits, so a short file is judged only while no journal exists
+    (a journal left by a crash is SQLite's to roll back, which it does on opening).
+    """
+    for _ in range(3):
+        recorded, size = _recorded_size(header), path.stat().st_size
+        if len(header) < 100 and header:
+            why = "it is shorter than an SQLite header"
+        elif recorded > size:
+            why = f"it holds {size} bytes of the {recorded} its header records"
+        else:
+            return
+        if Path(f"{path}-journal").exists():
+            return
+        # The journal may have gone since the header was read: read it once more.
+        header = _read_header(path)
+    raise StoreError(_damaged(path, why))
+
+
+def _recorded_size(header: bytes) -> int:
     if len(header) < 100:
-        if path.stat().st_size > 0:
-            raise StoreError(_damaged(path, "it is shorter than an SQLite header"))
-        return
+        return 0
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     size_is_valid = header[24:28] == header[92:96]  # as SQLite decides it
-    if size_is_valid and pages * page_size > path.stat().st_size:
-        raise StoreError(_damaged(path, f"it holds {path.stat().st_size} bytes of the "
-                                        f"{pages * page_size} its header records"))
+    return pages * page_size if size_is_valid else 0
 
 
 def _damaged(path: Path, why: str) -> str:

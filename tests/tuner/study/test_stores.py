@@ -169,7 +169,7 @@ def test_openers_racing_to_create_a_store_all_succeed(tmp_path: Path,
         patch.setattr(stores, "_folder_lock", _no_folder_lock)
         patch.setattr(stores, "_CREATE_ATTEMPTS", 1)
         lost = _open_at_once(tmp_path / "bare")
-    assert lost and all("cannot open the study store" in e for e in lost), lost
+    assert lost and all("opttune.db" in e for e in lost), lost
     # The folder lock alone serialises them on one machine ...
     with monkeypatch.context() as patch:
         patch.setattr(stores, "_CREATE_ATTEMPTS", 1)
@@ -178,3 +178,42 @@ def test_openers_racing_to_create_a_store_all_succeed(tmp_path: Path,
     with monkeypatch.context() as patch:
         patch.setattr(stores, "_folder_lock", _no_folder_lock)
         assert _open_at_once(tmp_path / "retried") == []
+
+
+def test_a_store_being_written_is_never_called_damaged(tmp_path: Path) -> None:
+    # A writer rewrites the header before it grows the file, and its first page lands in a
+    # file that was empty: a check reading meanwhile must not call the store damaged.
+    path = tmp_path / "opttune.db"
+    done = threading.Event()
+
+    def write() -> None:
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TABLE t (x BLOB)")
+            for _ in range(400):
+                con.execute("INSERT INTO t VALUES (zeroblob(20000))")
+                con.commit()
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checks = 0
+    try:
+        while not done.is_set():
+            check_sqlite_file(path)
+            checks += 1
+    finally:
+        writer.join()
+    assert checks > 100 and path.stat().st_size > 400 * 20000
+
+
+def test_a_short_store_with_a_journal_is_left_to_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "opttune.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (x BLOB)")
+        con.executemany("INSERT INTO t VALUES (zeroblob(20000))", [()] * 10)
+    path.write_bytes(path.read_bytes()[:8192])
+    with pytest.raises(StoreError, match=r"is damaged \(it holds 8192 bytes of the"):
+        check_sqlite_file(path)
+    # A crash mid-commit leaves the journal that SQLite rolls back from on opening.
+    Path(f"{path}-journal").write_bytes(b"\0" * 512)
+    check_sqlite_file(path)
