@@ -28,6 +28,7 @@ from tuner.study import claims as budget
 from tuner.study import optuna_adapter
 from tuner.study import records as studies
 from tuner.study.recovery import OWNER_TAG, Problem
+from tuner.training.devices import is_out_of_memory, out_of_memory_reason
 from tuner.training.seeds import trial_seed
 
 if TYPE_CHECKING:
@@ -42,14 +43,6 @@ _MAX_FAILS_IN_A_ROW = 3
 # _MLFLOW_PAUSE_S while the study goes on; `opttune check --fix` logs what it missed.
 _MLFLOW_SLOW_FAILURE_S = 10.0
 _MLFLOW_PAUSE_S = 600.0
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, (RuntimeError, MemoryError)) and (
-            isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()))
 
 
 class TrialRunner:
@@ -384,8 +377,34 @@ class TrialRunner:
         else:
             endings = [_Ending("COMPLETE") if r.stopped is None else _ending(r.stopped)
                        for r in results]
+        if len(group) > 1 and endings[0].reason and endings[0].reason.startswith(
+                "out of memory") and all(e is endings[0] for e in endings):
+            # Handled here, after the except block: only then is the population's memory free.
+            return self._population_out_of_memory(group, settled, endings[0].reason)
         return [settled[k] if k in settled or m.settled else self._settle_or_lost(m, ending)
                 for k, (m, ending) in enumerate(zip(group, endings, strict=True))]
+
+    def _population_out_of_memory(self, group: Sequence[_Started],
+                                  settled: dict[int, TrialOutcome | None],
+                                  reason: str) -> list[TrialOutcome | None]:
+        """K trials stacked did not fit where one might: the members still training fail
+        uncounted and their parameters run again, in populations half the size from now on."""
+        _free_memory(self.s.device)
+        self.population = max(1, min(self.population, len(group) // 2))
+        self.observer.notice(
+            f"--population: {len(group)} trials stacked ran out of memory on {self.s.device} "
+            f"({reason.removeprefix('out of memory: ')}); their parameters run again, at most "
+            f"{self.population} at a time from now on")
+        outcomes: list[TrialOutcome | None] = []
+        for k, m in enumerate(group):
+            if k in settled or m.settled:  # pruned before the stack ran out
+                outcomes.append(settled.get(k))
+                continue
+            m.settled = True
+            outcomes.append(self._finish(m.trial, "FAIL", None, studies.POPULATION_OUT_OF_MEMORY,
+                                         {}, m.run_id, m.started, m.history))
+            studies.requeue(self.study, optuna_adapter.frozen_trial(self.study, m.trial))
+        return outcomes
 
     def _finish(self, trial: optuna.Trial, state: str, value: float | None, reason: str | None,
                 extra: dict[str, Any], run_id: str | None, started: float,
@@ -505,7 +524,7 @@ def _ending(exc: Exception) -> _Ending:
         return _Ending("PRUNED", "diverged", {"diverged_step": exc.step,
                                               "diverged_epoch": exc.epoch,
                                               "diverged_loss": str(exc.loss)})
-    if _is_oom(exc):
-        return _Ending("FAIL", f"out of memory: {str(exc).splitlines()[0][:200]}")
+    if is_out_of_memory(exc):
+        return _Ending("FAIL", out_of_memory_reason(exc))
     first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
     return _Ending("FAIL", f"{type(exc).__name__}: {first_line}")

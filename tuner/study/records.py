@@ -23,7 +23,10 @@ from tuner.study import optuna_adapter
 from tuner.study.stores import redact
 
 OWNER_ATTR = "opttune:owner"
-UNCOUNTED_FAILS = ("killed", "interrupted")  # failures whose parameters run again
+# A population's members that ran out of memory together run again in smaller populations.
+POPULATION_OUT_OF_MEMORY = "out of memory in a population"
+KILLED_FAILS = ("killed", "interrupted")
+UNCOUNTED_FAILS = (*KILLED_FAILS, POPULATION_OUT_OF_MEMORY)  # failures that run again
 KIND_ATTR = "kind"  # "benchmark" on a benchmark's record (a study with no trials of its own)
 BENCHMARK_KIND = "benchmark"
 UNOWNED_GRACE_S = 120  # a RUNNING trial with no owner record this old was killed right after ask

@@ -85,7 +85,7 @@ def check(name: str, *, fix: bool = False, home: str | Path | None = None,
 def expected_run(trial: FrozenTrial) -> tuple[str, str]:
     """(MLflow status, trial_state tag) that a finished trial's run must have."""
     if trial.state == TrialState.FAIL:
-        if trial.user_attrs.get("fail_reason") in studies.UNCOUNTED_FAILS:
+        if trial.user_attrs.get("fail_reason") in studies.KILLED_FAILS:
             return "KILLED", "KILLED"
         return "FAILED", "FAIL"
     return "FINISHED", trial.state.name

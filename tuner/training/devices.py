@@ -1,4 +1,5 @@
-"""Choosing the device a trial trains on: CUDA, then MPS, then CPU."""
+"""Choosing the device a trial trains on (CUDA, then MPS, then CPU), and knowing when it is
+out of memory."""
 
 from __future__ import annotations
 
@@ -40,3 +41,23 @@ def resolve_device(spec: str = "auto") -> str:
     if spec == "mps" and not torch.backends.mps.is_available():
         raise OpttuneError("--device mps: MPS is not available on this machine; use auto or cpu")
     return spec
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says the device (or the host) ran out of memory."""
+    import torch
+
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    # memory: you tried to allocate … bytes").
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message)
+
+
+def out_of_memory_reason(exc: BaseException) -> str:
+    """'out of memory: ' and the first line of `exc`, without the C++ assertion that torch's
+    CPU allocator puts before its own words."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "out of memory: " + re.sub(r"^\[enforce fail at [^\]]*\] err == 0\. ", "", line)[:200]

@@ -110,3 +110,87 @@ def test_out_of_memory_in_a_row_does_not_stop_the_study(home: Path, task_ref: st
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 4
     assert all(t.user_attrs["fail_reason"].startswith("out of memory") for t in study.trials)
     assert "out of memory" in result.output
+
+
+# -- a population that does not fit ------------------------------------------------------------
+WIDE_TASK_FILE = '''
+import torch
+
+from tasks.base import Task
+from tasks.registry import get_task
+
+DIGITS = get_task("digits-mlp")
+
+
+def build(params):
+    # 17M parameters: with its gradient and Adam's two moments, about 280 MB a member.
+    return torch.nn.Sequential(torch.nn.Linear(64, 4096), torch.nn.ReLU(),
+                               torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
+                               torch.nn.Linear(4096, 10))
+
+
+wide = Task(name="wide", load_data=DIGITS.load_data, build_model=build, batch_size=128)
+'''
+
+# Caps the process's memory a little above what it holds once everything is imported, then
+# runs the CLI: a real out-of-memory error from torch's CPU allocator, where one member fits
+# and four stacked do not.
+CAPPED_CLI = '''
+import os, resource, sys
+import mlflow, optuna, torch
+from tuner.cli.commands import cli
+torch.ones(256, 256) @ torch.ones(256, 256)  # torch's threads start before the cap
+held = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+cap = held + int(sys.argv[1]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+cli(sys.argv[2:])
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux's /proc")
+def test_a_population_out_of_memory_runs_its_trials_again_in_smaller_ones(
+        home: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tuner.study.records import POPULATION_OUT_OF_MEMORY
+    from tuner.study.recovery import check
+
+    (tmp_path / "wide_task.py").write_text(textwrap.dedent(WIDE_TASK_FILE))
+    script = tmp_path / "capped.py"
+    script.write_text(textwrap.dedent(CAPPED_CLI))
+    done = subprocess.run(
+        [sys.executable, str(script), "700", "search", "--task",
+         f"{tmp_path / 'wide_task.py'}:wide", "--study", "wide", "--optimizers", "adam",
+         "--n-trials", "4", "--epochs", "1", "--population", "4", "--sampler", "random",
+         "--seed", "0", "--no-defaults", "--pruner", "none", "--device", "cpu",
+         "--home", str(home)],
+        capture_output=True, text=True, timeout=600,
+        env=os.environ | {"MALLOC_ARENA_MAX": "2", "COLUMNS": "200"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output
+    assert "--population: 4 trials stacked ran out of memory on cpu (" in output, output
+    assert "(DefaultCPUAllocator: can't allocate memory: you tried to allocate" in output
+
+    study = optuna.load_study(study_name="wide", storage=f"sqlite:///{home / 'opttune.db'}")
+    trials = study.get_trials(deepcopy=False)
+    out_of_memory = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(out_of_memory) >= 4
+    assert all(t.user_attrs["fail_reason"] == POPULATION_OUT_OF_MEMORY and
+               t.user_attrs["population"] in (4, 2) for t in out_of_memory)
+    # The budget stays exact: each failed member ran again, once, with its own parameters.
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and len(trials) == len(complete) + len(out_of_memory)
+    for failed in out_of_memory:
+        retries = [t for t in trials if t.user_attrs.get("retry_of") == failed.number]
+        assert len(retries) == 1 and retries[0].params == failed.params
+    assert all(t.user_attrs.get("population", 1) < 4 for t in complete)
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    for t in out_of_memory:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED"
+        assert run.data.tags["fail_reason"] == POPULATION_OUT_OF_MEMORY
+    # What `opttune check` expects of such trials is what they are.
+    assert check("wide", home=home).problems == []

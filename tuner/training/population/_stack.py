@@ -11,6 +11,7 @@ from torch.func import functional_call, vmap
 
 from tasks.base import Task
 from tuner.space.config import TrialConfig
+from tuner.training.devices import is_out_of_memory
 from tuner.training.loop import DeviceData
 from tuner.training.population._errors import CannotStack, _first_line
 
@@ -140,6 +141,8 @@ def _build(task: Task, config: TrialConfig, seed: int, dev: torch.device) -> tor
     try:
         return task.build_model(config.task_params).to(dev)
     except Exception as exc:  # fit, run per trial, reports it as that trial's failure
+        if is_out_of_memory(exc):  # K members do not fit: not a fault of the model
+            raise
         raise CannotStack(f"building the model fails: {_first_line(exc)}") from exc
 
 
@@ -183,6 +186,8 @@ def _check_models(loss: str, models: Sequence[torch.nn.Module], x: torch.Tensor,
     except CannotStack as exc:
         return exc.reason
     except Exception as exc:  # whatever a user's model does under vmap: report, never crash
+        if is_out_of_memory(exc):  # K members do not fit: not a fault of the model
+            raise
         return f"its forward/backward fails when stacked: {_first_line(exc)}"
     finally:
         for model in models:
