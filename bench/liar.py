@@ -14,7 +14,7 @@ far apart the learning rates of each block of K trials are (the median over bloc
 standard deviation of log10 lr: K copies of one idea would be 0). Runs go two at a time, one
 thread each: the measure is quality, not time.
 
-    python -m bench.liar                      # Fashion-MNIST MLP on 5,000 samples, 10 seeds
+    python -m bench.liar                      # the Fashion-MNIST MLP on 5,000 samples, 10 seeds
     python -m bench.liar --seeds 0,1 --trials 16 --population 4 --epochs 1   # a quick look
 """
 
@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import quality
+from bench import tasks
 
 ARMS = ("alone", "liar", "no-liar")
 RESULT = "LIAR-RESULT "
@@ -49,8 +49,9 @@ def _search(arm: str, seed: int, args: argparse.Namespace, home: Path) -> dict[s
             return base(name, seed, constant_liar=False)
 
         sampling._base_sampler = no_liar
-    os.environ["OPTTUNE_QUALITY_TRAIN_LIMIT"] = str(args.train_limit)
-    result = search(task=f"{quality.__file__}:LIMITED_TASK", study="liar",
+    os.environ[tasks.BASE_ENV] = args.task
+    os.environ[tasks.TRAIN_ENV] = str(args.train_limit)
+    result = search(task="bench.tasks:LIMITED", study="liar",
                     optimizers=args.optimizers.split(","), n_trials=args.trials,
                     epochs=args.epochs, seed=seed, defaults_first=False, pruner="none",
                     population=1 if arm == "alone" else args.population, device="cpu",
@@ -73,7 +74,7 @@ def _start(arm: str, seed: int, args: argparse.Namespace, root: Path) -> subproc
     command = [sys.executable, "-m", "bench.liar", "--arm", arm, "--seed", str(seed),
                "--home", str(home), "--trials", str(args.trials), "--epochs", str(args.epochs),
                "--population", str(args.population), "--optimizers", args.optimizers,
-               "--train-limit", str(args.train_limit)]
+               "--train-limit", str(args.train_limit), "--task", args.task]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--task", default="fashion-mnist-mlp")
     parser.add_argument("--optimizers", default="sgd,momentum,adam,adamw")
     parser.add_argument("--train-limit", type=int, default=5000)
     parser.add_argument("--parallel", type=int, default=2, help="runs at once [2]")
@@ -113,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(arm, seed) for seed in seeds for arm in ARMS]
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in ARMS}
     root = Path(tempfile.mkdtemp(prefix="opttune-liar-"))
-    print(f"{args.trials} trials of {args.epochs} epoch(s) on {args.train_limit} Fashion-MNIST "
-          f"samples, {args.optimizers}; population {args.population}; {len(seeds)} seeds",
-          flush=True)
+    print(f"{args.trials} trials of {args.epochs} epoch(s) of {args.task} on {args.train_limit} "
+          f"training samples, {args.optimizers}; population {args.population}; {len(seeds)} "
+          f"seeds", flush=True)
     try:
         for i in range(0, len(todo), args.parallel):
             batch = [(arm, seed, _start(arm, seed, args, root))
