@@ -113,7 +113,7 @@ def study_opttune(args: argparse.Namespace) -> dict[str, Any]:
     result = search(task=TASK_REF, study="bench", n_trials=args.trials, epochs=args.epochs,
                     optimizers=OPTIMIZERS, params=FIXED, batch_size=str(args.batch_size),
                     seed=args.seed, sampler="tpe", pruner="median", device="cpu",
-                    home=args.home, jobs=args.jobs)
+                    home=args.home, jobs=args.jobs, population=args.population)
     states = [t.state for t in result.all_trials]
     return {"best_value": result.best.value if result.best else None,
             "best_config": result.best.config if result.best else None,
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=None, help="opttune's --jobs")
+    parser.add_argument("--population", type=int, default=1, help="opttune's --population")
     args = parser.parse_args(argv)
     out = MODES[args.mode](args)
     out["process_s"] = time.perf_counter() - _STARTED

@@ -23,6 +23,8 @@ from bench.common import Row, Section, Settings, child_env, cores, python
 
 TARGET_WALL_RATIO = 2.0  # opttune's wall time <= 0.5x the hand-written study's
 TARGET_BOOKKEEPING = 0.03  # MLflow + Optuna < 3% of a trial
+POPULATION = 8
+TARGET_POPULATION_RATIO = 2.5  # with --population 8: <= 0.4x the hand-written study's time
 
 
 def bench_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -91,6 +93,8 @@ def study_throughput(settings: Settings) -> tuple[Section, Section]:
         sides: dict[str, list[str]] = {"opttune": ["opttune"], "handwritten": ["handwritten"]}
         if cores() > 1 and not settings.quick:
             sides["opttune_jobs"] = ["opttune", "--jobs", str(cores())]
+        population = 2 if settings.quick else POPULATION
+        sides["opttune_population"] = ["opttune", "--population", str(population)]
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         reps = 1 if settings.quick else max(1, settings.reps // 2)
         for i in range(reps):
@@ -129,6 +133,16 @@ def study_throughput(settings: Settings) -> tuple[Section, Section]:
                 "3 study", f"study wall time with --jobs {cores()} (s)", jobs["wall_s"],
                 theirs["wall_s"], "s", theirs["wall_s"] / jobs["wall_s"],
                 note=f"best {jobs['best_value']:.4f}; {cores()} one-thread trials at once"))
+        stacked = best["opttune_population"]
+        ratio = theirs["wall_s"] / stacked["wall_s"]
+        section.rows.append(Row(
+            "3 study", f"study wall time with --population {population} (s)", stacked["wall_s"],
+            theirs["wall_s"], "s", ratio, target=f"<= {1 / TARGET_POPULATION_RATIO:g}x time, "
+                                               f"same or better best",
+            holds=ratio >= TARGET_POPULATION_RATIO and
+            stacked["best_value"] >= theirs["best_value"],
+            note=f"best {stacked['best_value']:.4f} against {theirs['best_value']:.4f}; "
+                 f"{population} trials trained as one stacked model"))
         overheads.rows += _bookkeeping_rows(ours, theirs)
         overheads.rows.append(Row(
             "4 overhead", "peak memory of a study (MB, ru_maxrss)", ours["maxrss_mb"],
