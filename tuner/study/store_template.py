@@ -1,10 +1,12 @@
-"""A new MLflow SQLite store, copied from an empty one made once per MLflow version.
+"""A new SQLite store (MLflow's or Optuna's), copied from an empty one made once per version
+of the library that writes it.
 
 Creating an MLflow SQLite store runs MLflow's schema migrations, several seconds that every
-new home would pay again (the largest part of a short study's fixed cost). The first store
+new home would pay again (the largest part of a short study's fixed cost); creating Optuna's
+reads its migration scripts to stamp the schema version (about a second). The first store
 this machine creates is copied, while still empty, to the user cache; later new stores start
-as a copy of it. A template that is missing, unreadable or of another MLflow version is
-simply not used.
+as a copy of it. A template that is missing, unreadable or of another version is simply not
+used. `library` is "mlflow" or "optuna".
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from pathlib import Path
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def template_path() -> Path:
+LIBRARIES = ("mlflow", "optuna")
+
+
+def template_path(library: str) -> Path:
     from tasks.datasets import default_cache_dir
 
-    return default_cache_dir() / f"mlflow-store-{version('mlflow')}.db"
+    if library not in LIBRARIES:
+        raise ValueError(f"library must be one of {', '.join(LIBRARIES)}, but got {library!r}")
+    return default_cache_dir() / f"{library}-store-{version(library)}.db"
 
 
 def is_new(path: Path) -> bool:
@@ -28,10 +35,10 @@ def is_new(path: Path) -> bool:
     return not path.exists() or path.stat().st_size == 0
 
 
-def start_from_template(path: Path) -> bool:
-    """Make the new store at `path` a copy of the template; False when there is none (or
-    another process made the store first)."""
-    template = template_path()
+def start_from_template(path: Path, *, library: str) -> bool:
+    """Make the new store at `path` a copy of `library`'s template; False when there is none
+    (or another process made the store first)."""
+    template = template_path(library)
     if not _is_sqlite(template):
         return False
     try:
@@ -48,10 +55,10 @@ def start_from_template(path: Path) -> bool:
     return True
 
 
-def keep_as_template(path: Path) -> None:
-    """Save the just-created, still empty store at `path` as the template (best effort: a
-    read-only cache only means the next new store migrates again)."""
-    template = template_path()
+def keep_as_template(path: Path, *, library: str) -> None:
+    """Save the just-created, still empty store at `path` as `library`'s template (best
+    effort: a read-only cache only means the next new store is made from scratch again)."""
+    template = template_path(library)
     if _is_sqlite(template):
         return  # another process saved one first (a bad one is replaced)
     try:

@@ -61,7 +61,7 @@ class Tracker:
             check_sqlite_file(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             migrated_here = store_template.is_new(path) and \
-                not store_template.start_from_template(path)
+                not store_template.start_from_template(path, library="mlflow")
         elif "://" in tracking_uri and not tracking_uri.startswith(
                 ("http:", "https:", "file:", "databricks")):
             from tuner.study.stores import probe_database
@@ -81,7 +81,8 @@ class Tracker:
             raise StoreError(f"cannot open the MLflow store {redact(tracking_uri)}: "
                              f"{redact(str(exc)).splitlines()[0]}") from None
         if migrated_here and path is not None:
-            store_template.keep_as_template(path)  # still empty: the next new home copies it
+            # still empty: the next new home copies it
+            store_template.keep_as_template(path, library="mlflow")
 
     # -- study level -----------------------------------------------------------------------
     def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:

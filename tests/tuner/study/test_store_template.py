@@ -17,7 +17,7 @@ def _tracker(home: Path) -> Tracker:
 def test_the_first_new_store_becomes_the_template_and_later_ones_copy_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTTUNE_CACHE", str(tmp_path / "cache"))
-    template = store_template.template_path()
+    template = store_template.template_path("mlflow")
     assert not template.exists()
     first = _tracker(tmp_path / "a")
     assert template.is_file()
@@ -28,8 +28,8 @@ def test_the_first_new_store_becomes_the_template_and_later_ones_copy_it(
     copied: list[Path] = []
     real = store_template.start_from_template
 
-    def watched(path: Path) -> bool:
-        made = real(path)
+    def watched(path: Path, *, library: str) -> bool:
+        made = real(path, library=library)
         if made:
             copied.append(path)
         return made
@@ -44,11 +44,48 @@ def test_the_first_new_store_becomes_the_template_and_later_ones_copy_it(
 
 def test_a_bad_template_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTTUNE_CACHE", str(tmp_path / "cache"))
-    template = store_template.template_path()
+    template = store_template.template_path("mlflow")
     template.parent.mkdir(parents=True)
     template.write_bytes(b"not a database")
-    assert not store_template.start_from_template(tmp_path / "new.db")
+    assert not store_template.start_from_template(tmp_path / "new.db", library="mlflow")
     assert not (tmp_path / "new.db").exists()
     tracker = _tracker(tmp_path / "c")  # migrates as before ...
     assert tracker.ensure_experiment("s", tags={})
     assert template.read_bytes()[:16] == b"SQLite format 3\x00"  # ... and replaces it
+
+
+def test_a_new_optuna_store_starts_as_a_copy_of_the_first(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from tuner.study.stores import open_storage
+
+    monkeypatch.setenv("OPTTUNE_CACHE", str(tmp_path / "cache"))
+    template = store_template.template_path("optuna")
+    assert not template.exists()
+    first = open_storage(f"sqlite:///{tmp_path / 'a' / 'opttune.db'}", create=True)
+    assert template.read_bytes() == (tmp_path / "a" / "opttune.db").read_bytes()  # empty
+    optuna.create_study(study_name="s", storage=first)
+    assert template.read_bytes() != (tmp_path / "a" / "opttune.db").read_bytes()
+
+    copied: list[Path] = []
+    real = store_template.start_from_template
+
+    def watched(path: Path, *, library: str) -> bool:
+        made = real(path, library=library)
+        if made:
+            copied.append(path)
+        return made
+
+    monkeypatch.setattr(store_template, "start_from_template", watched)
+    second = open_storage(f"sqlite:///{tmp_path / 'b' / 'opttune.db'}", create=True)
+    assert copied == [tmp_path / "b" / "opttune.db"]
+    assert second.get_all_studies() == []  # a working, separate, empty store
+    study = optuna.create_study(study_name="s", storage=second)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="s", storage=second).trials) == 2
+    assert len(optuna.load_study(study_name="s", storage=first).trials) == 0
+    # The template of one library is never the other's.
+    assert store_template.template_path("mlflow") != template
+    with pytest.raises(ValueError, match="library must be one of mlflow, optuna, but got 'x'"):
+        store_template.template_path("x")

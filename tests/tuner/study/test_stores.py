@@ -164,6 +164,10 @@ def _no_folder_lock(path: Path | None) -> contextlib.AbstractContextManager[None
 
 def test_openers_racing_to_create_a_store_all_succeed(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each store is made by Optuna itself (a copied template would leave no race to lose).
+    monkeypatch.setattr(stores.store_template, "start_from_template",
+                        lambda path, *, library: False)
+    monkeypatch.setattr(stores.store_template, "keep_as_template", lambda path, *, library: None)
     # The race is real: with neither the folder lock nor the retry, openers lose it.
     with monkeypatch.context() as patch:
         patch.setattr(stores, "_folder_lock", _no_folder_lock)
