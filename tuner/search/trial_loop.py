@@ -321,7 +321,7 @@ class TrialRunner:
     def _stackable(self, config: TrialConfig) -> bool:
         """Whether the task's model for these task params can train stacked; checked once per
         architecture, a refusal noticed once."""
-        from tuner.training.population import stack_check
+        from tuner.training.population import stack_check, stacked_forward
 
         key = json.dumps(config.task_params, sort_keys=True, default=repr)
         if key not in self._unstackable:
@@ -329,6 +329,13 @@ class TrialRunner:
             self._unstackable[key] = reason
             if reason is not None:
                 self._notice_unstackable(reason)
+            elif self.s.device == "cpu" and stacked_forward(
+                    self.s.task, self.s.data, config, device=self.s.device) == "vmap":
+                self.observer.notice(
+                    f"--population {self.population}: on a CPU this model trains stacked "
+                    f"through vmap, which was measured slower than one trial at a time for "
+                    f"a convolutional model (python -m bench.population); --jobs may serve "
+                    f"better")
         return self._unstackable[key] is None
 
     def _notice_unstackable(self, reason: str) -> None:

@@ -97,6 +97,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> It
         result = invoke("search", "--study", name, "--population", k, *common)
         assert result.exit_code == 0, result.output
         assert "cannot train as one stacked model" not in result.output
+        assert "through vmap" not in result.output  # a plain MLP: batched matrix products
     yield folder
 
 
@@ -260,6 +261,26 @@ def test_a_batchnorm_model_falls_back_to_one_trial_at_a_time(
     assert text.count("cannot train as one stacked model") == 1  # said once, not per batch
     trials = finished(home, "bn")
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+TANH_TASK = BATCHNORM_TASK.replace("nn.BatchNorm1d(16), nn.ReLU()", "nn.Tanh()").replace(
+    'name="bn"', 'name="tanh"')
+
+
+def test_a_model_stacked_through_vmap_on_a_cpu_gets_a_notice_and_still_stacks(
+        tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tanh_task.py").write_text(TANH_TASK)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("search", "--task", "tanh_task.py:task", "--epochs", "1", "--device", "cpu",
+                    "--optimizers", "adam", "--no-defaults", "--seed", "0", "--n-trials", "4",
+                    "--population", "2", "--pruner", "none", "--home", str(home))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert ("--population 2: on a CPU this model trains stacked through vmap, which was "
+            "measured slower than one trial at a time for a convolutional model") in text
+    assert text.count("through vmap") == 1  # said once per architecture
+    trials = finished(home, "tanh")
+    assert len(trials) == 4 and all(t.user_attrs["population"] == 2 for t in trials)
 
 
 @pytest.mark.slow

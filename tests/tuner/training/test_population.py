@@ -22,6 +22,7 @@ from tuner.training.population import (
     fit_population,
     group_configs,
     stack_check,
+    stacked_forward,
 )
 
 RTOL = 1e-4
@@ -312,3 +313,11 @@ def test_member_result_unwraps_like_fit() -> None:
     assert done.unwrap() == done.epochs
     with pytest.raises(Diverged):
         MemberResult(1, config, 0, [], Diverged(step=3, epoch=0, loss=float("nan"))).unwrap()
+
+
+def test_stacked_forward_names_the_path_auto_takes(digits: DeviceData) -> None:
+    config = TrialConfig("adam", {"lr": 1e-3}, 32, 1)
+    assert stacked_forward(DIGITS_MLP, digits, config, device="cpu") == "bmm"
+    tanh = _task(lambda p: torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(),
+                                               torch.nn.Linear(8, 10)))
+    assert stacked_forward(tanh, digits, config, device="cpu") == "vmap"

@@ -70,7 +70,7 @@ from tuner.training.population._errors import CannotStack
 from tuner.training.population._fit import FORWARDS, UPDATES, MemberResult, fit_population
 from tuner.training.population._grouping import Grouping, group_configs
 from tuner.training.population._stack import _Stack as _Stack  # for the tests
-from tuner.training.population._stack import stack_check
+from tuner.training.population._stack import stack_check, stacked_forward
 
 __all__ = ["FORWARDS", "UPDATES", "CannotStack", "Grouping", "MemberResult",
-           "fit_population", "group_configs", "stack_check"]
+           "fit_population", "group_configs", "stack_check", "stacked_forward"]

@@ -207,3 +207,11 @@ def stack_check(task: Task, data: DeviceData, config: TrialConfig, *, device: st
         except CannotStack as exc:
             return exc.reason
     return _check_models(task.loss, models, data.train_x, data.train_y, forward=forward)
+
+
+def stacked_forward(task: Task, data: DeviceData, config: TrialConfig, *, device: str) -> str:
+    """How fit_population's "auto" would run `task`'s model: "bmm" (a plain Linear/ReLU MLP
+    on flat inputs, as batched matrix products) or "vmap" (any other model)."""
+    with torch.random.fork_rng(devices=[]):
+        model = _build(task, config, 0, torch.device(device))
+    return "bmm" if data.train_x.dim() == 2 and _plain_mlp(model) else "vmap"
