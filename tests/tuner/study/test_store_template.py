@@ -1,4 +1,5 @@
-"""tuner.study.store_template: a new MLflow SQLite store starts as a copy of an empty one."""
+"""tuner.study.store_template: a new MLflow or Optuna SQLite store starts as a copy of an
+empty one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ def _tracker(home: Path) -> Tracker:
     return Tracker(f"sqlite:///{home / 'mlflow.db'}", home / "mlartifacts")
 
 
+def _watch_copies(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The stores made as copies of a template from now on (filled as they are made)."""
+    copied: list[Path] = []
+    real = store_template.start_from_template
+
+    def watched(path: Path, *, library: str) -> bool:
+        made = real(path, library=library)
+        if made:
+            copied.append(path)
+        return made
+
+    monkeypatch.setattr(store_template, "start_from_template", watched)
+    return copied
+
+
 def test_the_first_new_store_becomes_the_template_and_later_ones_copy_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTTUNE_CACHE", str(tmp_path / "cache"))
@@ -25,16 +41,7 @@ def test_the_first_new_store_becomes_the_template_and_later_ones_copy_it(
     first.ensure_experiment("s", tags={})  # the first store goes on; the template stays empty
     assert template.read_bytes() != (tmp_path / "a" / "mlflow.db").read_bytes()
 
-    copied: list[Path] = []
-    real = store_template.start_from_template
-
-    def watched(path: Path, *, library: str) -> bool:
-        made = real(path, library=library)
-        if made:
-            copied.append(path)
-        return made
-
-    monkeypatch.setattr(store_template, "start_from_template", watched)
+    copied = _watch_copies(monkeypatch)
     second = _tracker(tmp_path / "b")
     assert copied == [tmp_path / "b" / "mlflow.db"]
     experiment = second.ensure_experiment("s", tags={"k": "v"})  # a working, separate store
@@ -68,16 +75,7 @@ def test_a_new_optuna_store_starts_as_a_copy_of_the_first(tmp_path: Path,
     optuna.create_study(study_name="s", storage=first)
     assert template.read_bytes() != (tmp_path / "a" / "opttune.db").read_bytes()
 
-    copied: list[Path] = []
-    real = store_template.start_from_template
-
-    def watched(path: Path, *, library: str) -> bool:
-        made = real(path, library=library)
-        if made:
-            copied.append(path)
-        return made
-
-    monkeypatch.setattr(store_template, "start_from_template", watched)
+    copied = _watch_copies(monkeypatch)
     second = open_storage(f"sqlite:///{tmp_path / 'b' / 'opttune.db'}", create=True)
     assert copied == [tmp_path / "b" / "opttune.db"]
     assert second.get_all_studies() == []  # a working, separate, empty store
