@@ -1,13 +1,14 @@
 """Population training: K trials of one model trained at once, as one stacked model.
 
-One job: train K same-shaped trials (same task params, batch size, epochs, schedule and
-update rule; their own optimizer hyperparameters and seeds) as one model whose parameters
+One job: train K same-shaped trials (same task params, batch size, epochs and update rule;
+their own optimizer hyperparameters, schedules and seeds) as one model whose parameters
 carry a leading member dimension (HFTA, Wang et al. MLSys 2021), so that K small matmuls
 become one batched matmul and the per-step Python overhead is paid once, not K times. Each
 member computes what :func:`tuner.training.loop.fit` computes for the same trial alone, up
 to float re-association: it is built under its own seed exactly as ``fit`` builds it, draws
 its own data order from its own generator exactly as ``fit`` does, follows the same torch
-learning-rate schedule (a torch scheduler over one param group per member), and takes
+learning-rate schedule (a torch scheduler per schedule kind, over one param group per
+member of that kind), and takes
 torch's own update for its family.
 
 Design choices, measured on a 2-core AMD EPYC shared with other work (one torch thread;
@@ -37,8 +38,9 @@ count):
   their kernel count does not grow with K, which is what a GPU needs (not measured here).
   ``update="batched"`` forces them.
 * The per-step learning rate of each member is read from a torch scheduler built by
-  :func:`tuner.training.optimizers.build_scheduler` over one param group per member, so
-  schedules are torch's own, recursion and rounding included.
+  :func:`tuner.training.optimizers.build_scheduler` (one per schedule kind among the
+  members) over one param group per member, so schedules are torch's own, recursion and
+  rounding included, and members of one population may follow different schedules.
 * Overall, one thread: 1.3-1.55x fewer CPU seconds per trial-epoch than one trial at a time
   at K = 4-16, none at K=1 (the MLP at batch 128 is compute-bound: stacking saves the
   per-step overhead and small-matmul inefficiency, not FLOPs).

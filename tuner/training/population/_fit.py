@@ -119,14 +119,25 @@ class _Population:
         self.update = _make_update(rule, groups, self._trainable(), update=update,
                                    device_type=dev.type)
         # One param group per member, so that torch's scheduler gives each member the lr its
-        # own fit would see at every step (recursive schedules included).
-        self.lr_holder = torch.optim.SGD(
-            [{"params": [torch.zeros(0)], "lr": g["lr"]} for g in groups])
-        self.schedule = optimizers.build_scheduler(
-            first.scheduler, self.lr_holder, total_steps=self.steps_per_epoch * self.epochs)
-        # Marks the holder stepped (torch warns of a schedule stepped before its optimizer);
-        # its parameters have no gradients, so nothing changes.
-        self.lr_holder.step()
+        # own fit would see at every step (recursive schedules included); one holder and
+        # schedule per schedule kind among the members.
+        self.lr_groups: list[dict[str, Any]] = [{} for _ in configs]  # member → its group
+        self.schedules: list[torch.optim.lr_scheduler.LRScheduler] = []
+        self._holders: list[torch.optim.Optimizer] = []
+        for kind in dict.fromkeys(c.scheduler for c in configs):
+            members = [k for k, c in enumerate(configs) if c.scheduler == kind]
+            holder = torch.optim.SGD(
+                [{"params": [torch.zeros(0)], "lr": groups[k]["lr"]} for k in members])
+            schedule = optimizers.build_scheduler(
+                kind, holder, total_steps=self.steps_per_epoch * self.epochs)
+            # Marks the holder stepped (torch warns of a schedule stepped before its
+            # optimizer); its parameters have no gradients, so nothing changes.
+            holder.step()
+            self._holders.append(holder)
+            for k, group in zip(members, holder.param_groups, strict=True):
+                self.lr_groups[k] = group
+            if schedule is not None:
+                self.schedules.append(schedule)
         self.generators = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
         self.check_every = (_CPU_DIVERGENCE_CHECK if dev.type == "cpu"
                             else self.steps_per_epoch)
@@ -140,7 +151,7 @@ class _Population:
         return [p for p in self.stack.params if p.requires_grad]
 
     def _lrs(self) -> list[float]:
-        return [float(self.lr_holder.param_groups[k]["lr"]) for k in self.alive]
+        return [float(self.lr_groups[k]["lr"]) for k in self.alive]
 
     def _leave(self, leaving: dict[int, Exception]) -> None:
         """Members (by index) leave with what stopped them; the stacks shrink."""
@@ -184,8 +195,8 @@ class _Population:
                 losses = _member_losses(self.task.loss, self.stack.forward(x), y)
                 grads = torch.autograd.grad(losses.sum(), self._trainable(), allow_unused=True)
                 self.update.step(grads, self._lrs())
-                if self.schedule is not None:
-                    self.schedule.step()
+                for schedule in self.schedules:
+                    schedule.step()
                 recent.append(losses.detach())
                 if (step + 1) % self.check_every == 0 or step + 1 == spe:
                     self._check_finite(recent, checked, epoch)

@@ -72,18 +72,18 @@ def _step_key(config: TrialConfig) -> tuple[tuple[str, str], ...] | str:
     if problem is not None:
         return problem
     params = json.dumps(config.task_params, sort_keys=True, default=repr)
+    # The schedule kind may differ: each member follows its own (see _fit).
     return (("update rule", rule), ("batch size", str(config.batch_size)),
-            ("epochs", str(config.epochs)), ("schedule", config.scheduler),
-            ("task params", params))
+            ("epochs", str(config.epochs)), ("task params", params))
 
 
 def group_configs(configs: Sequence[TrialConfig], *,
                   max_members: int | None = None) -> Grouping:
     """Sort `configs` into groups that can each share one stacked training step.
 
-    Configs share a step when their task params (the architecture), batch size, epochs,
-    schedule kind and update rule are equal; the update rule joins sgd, momentum and
-    nesterov, and adam and adamw. Groups keep the configs' order; with `max_members`, a
+    Configs share a step when their task params (the architecture), batch size, epochs and
+    update rule are equal (each member follows its own schedule); the update rule joins sgd,
+    momentum and nesterov, and adam and adamw. Groups keep the configs' order; with `max_members`, a
     larger group is split into near-equal parts. A config alone in its group, or that no
     rule can stack, is in `alone` with the reason. The model itself is checked by
     :func:`stack_check` (it needs the task and data).
@@ -128,5 +128,5 @@ def _shared_step_reason(configs: Sequence[TrialConfig]) -> str | None:
             if value != other:
                 return (f"config {i} cannot share a step with config 0: its {name} is {other}, "
                         f"config 0's is {value} (a population shares task params, batch size, "
-                        f"epochs, schedule and update rule)")
+                        f"epochs and update rule)")
     return None
