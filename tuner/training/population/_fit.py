@@ -19,8 +19,8 @@ from tuner.space.families import FAMILIES
 from tuner.training import optimizers
 from tuner.training.loop import DeviceData, Diverged, EpochResult
 from tuner.training.population._errors import CannotStack
-from tuner.training.population._fused import _make_update
 from tuner.training.population._grouping import _RULES, _shared_step_reason, _torch_group
+from tuner.training.population._mixed import make_update
 from tuner.training.population._stack import _build, _check_models, _member_losses, _Stack
 
 _CPU_DIVERGENCE_CHECK = 50  # steps between finiteness checks on CPU, as in loop.fit
@@ -90,15 +90,19 @@ def fit_population(
     if reason is not None:
         raise CannotStack(reason)
     groups = [_torch_group(c) for c in configs]
-    rule = _RULES[FAMILIES[configs[0].optimizer].torch_class]
+    rules = [_RULES[FAMILIES[c.optimizer].torch_class] for c in configs]
+    # Stack rows keep each update rule's members adjacent (each rule updates its own rows),
+    # in the configs' order otherwise.
+    first = {rule: i for i, rule in reversed(list(enumerate(rules)))}
+    order = sorted(range(len(configs)), key=lambda k: first[rules[k]])
     dev = torch.device(device)
-    models = [_build(task, config, seed, dev) for seed, config in zip(seeds, configs, strict=True)]
+    models = [_build(task, configs[k], seeds[k], dev) for k in order]
     reason = _check_models(task.loss, models, data.train_x, data.train_y, forward=forward)
     if reason is not None:
         raise CannotStack(reason)
     stack = _Stack(models, forward=forward, flat_input=data.train_x.dim() == 2)
     del models
-    return _Population(task, data, configs, seeds, stack, groups, rule, dev,
+    return _Population(task, data, configs, seeds, stack, groups, rules, order, dev,
                        update=update).run(on_epoch)
 
 
@@ -106,18 +110,19 @@ class _Population:
     """The training loop of fit_population; `alive` maps stack rows to member indices."""
 
     def __init__(self, task: Task, data: DeviceData, configs: list[TrialConfig],
-                 seeds: list[int], stack: _Stack, groups: list[dict[str, Any]], rule: str,
-                 dev: torch.device, *, update: str) -> None:
+                 seeds: list[int], stack: _Stack, groups: list[dict[str, Any]],
+                 rules: list[str], order: list[int], dev: torch.device, *,
+                 update: str) -> None:
         self.task, self.data, self.stack, self.dev = task, data, stack, dev
         self.results = [MemberResult(k, c, s) for k, (c, s) in
                         enumerate(zip(configs, seeds, strict=True))]
-        self.alive = list(range(len(configs)))
+        self.alive = list(order)  # stack row r trains member order[r]
         first = configs[0]
         self.bs, self.epochs = first.batch_size, first.epochs
         self.n = len(data.train_x)
         self.steps_per_epoch = math.ceil(self.n / self.bs)
-        self.update = _make_update(rule, groups, self._trainable(), update=update,
-                                   device_type=dev.type)
+        self.update = make_update([rules[k] for k in order], [groups[k] for k in order],
+                                  self._trainable(), update=update, device_type=dev.type)
         # One param group per member, so that torch's scheduler gives each member the lr its
         # own fit would see at every step (recursive schedules included); one holder and
         # schedule per schedule kind among the members.
@@ -138,7 +143,7 @@ class _Population:
                 self.lr_groups[k] = group
             if schedule is not None:
                 self.schedules.append(schedule)
-        self.generators = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+        self.generators = [torch.Generator(device=dev).manual_seed(seeds[k]) for k in order]
         self.check_every = (_CPU_DIVERGENCE_CHECK if dev.type == "cpu"
                             else self.steps_per_epoch)
         sizes = torch.full((self.steps_per_epoch,), float(self.bs), device=dev)

@@ -18,8 +18,9 @@ from tuner.training import optimizers
 from tuner.training.population._errors import _first_line
 
 # torch optimizer class → the stacked update rule that implements it. Families that map to
-# the same rule share a step: sgd/momentum/nesterov (per-member momentum and Nesterov flag),
-# adam/adamw (per-member coupled or decoupled weight decay).
+# the same rule share one update: sgd/momentum/nesterov (per-member momentum and Nesterov
+# flag), adam/adamw (per-member coupled or decoupled weight decay). Rules may mix in one
+# population (see _mixed).
 _RULES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop",
           "Adagrad": "adagrad", "NAdam": "nadam", "RAdam": "radam"}
 
@@ -72,18 +73,18 @@ def _step_key(config: TrialConfig) -> tuple[tuple[str, str], ...] | str:
     if problem is not None:
         return problem
     params = json.dumps(config.task_params, sort_keys=True, default=repr)
-    # The schedule kind may differ: each member follows its own (see _fit).
-    return (("update rule", rule), ("batch size", str(config.batch_size)),
-            ("epochs", str(config.epochs)), ("task params", params))
+    # The schedule and the update rule may differ: each member follows its own (see _fit).
+    return (("batch size", str(config.batch_size)), ("epochs", str(config.epochs)),
+            ("task params", params))
 
 
 def group_configs(configs: Sequence[TrialConfig], *,
                   max_members: int | None = None) -> Grouping:
     """Sort `configs` into groups that can each share one stacked training step.
 
-    Configs share a step when their task params (the architecture), batch size, epochs and
-    update rule are equal (each member follows its own schedule); the update rule joins sgd,
-    momentum and nesterov, and adam and adamw. Groups keep the configs' order; with `max_members`, a
+    Configs share a step when their task params (the architecture), batch size and epochs
+    are equal and their family has a stacked update rule; each member follows its own
+    schedule and update rule. Groups keep the configs' order; with `max_members`, a
     larger group is split into near-equal parts. A config alone in its group, or that no
     rule can stack, is in `alone` with the reason. The model itself is checked by
     :func:`stack_check` (it needs the task and data).
@@ -127,6 +128,6 @@ def _shared_step_reason(configs: Sequence[TrialConfig]) -> str | None:
         for (name, value), (_, other) in zip(first, key, strict=True):
             if value != other:
                 return (f"config {i} cannot share a step with config 0: its {name} is {other}, "
-                        f"config 0's is {value} (a population shares task params, batch size, "
-                        f"epochs and update rule)")
+                        f"config 0's is {value} (a population shares task params, batch size "
+                        f"and epochs)")
     return None
