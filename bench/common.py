@@ -7,6 +7,7 @@ else is running, and interleaving gives both sides the same chances.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -152,3 +153,20 @@ def child_env(threads: int | None = None) -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
+
+
+def one_thread_child(command: list[str]) -> subprocess.Popen[str]:
+    """Start a measured child process limited to one thread (two of them fill two cores)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def child_result(label: str, proc: subprocess.Popen[str], prefix: str) -> dict[str, Any]:
+    """The JSON a child printed on its last line starting with `prefix`; its stderr's tail
+    when it failed."""
+    stdout, stderr = proc.communicate(timeout=3600)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(prefix)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{label} failed: {stderr.strip()[-800:]}")
+    return dict(json.loads(lines[-1][len(prefix):]))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import tasks
+from bench.common import child_result, one_thread_child
 
 ARMS = ("alone", "liar", "no-liar")
 RESULT = "LIAR-RESULT "
@@ -75,17 +76,7 @@ def _start(arm: str, seed: int, args: argparse.Namespace, root: Path) -> subproc
                "--home", str(home), "--trials", str(args.trials), "--epochs", str(args.epochs),
                "--population", str(args.population), "--optimizers", args.optimizers,
                "--train-limit", str(args.train_limit), "--task", args.task]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-
-
-def _result(arm: str, seed: int, proc: subprocess.Popen[str]) -> dict[str, Any]:
-    stdout, stderr = proc.communicate(timeout=3600)
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{arm} (seed {seed}) failed: {stderr.strip()[-800:]}")
-    return dict(json.loads(lines[-1][len(RESULT):]))
+    return one_thread_child(command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             batch = [(arm, seed, _start(arm, seed, args, root))
                      for arm, seed in todo[i:i + args.parallel]]
             for arm, seed, proc in batch:
-                runs[arm][seed] = _result(arm, seed, proc)
+                runs[arm][seed] = child_result(f"{arm} (seed {seed})", proc, RESULT)
                 print(f"seed {seed} {arm:>8}: best {runs[arm][seed]['best_value']:.4f}",
                       flush=True)
     finally:

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import child_result, one_thread_child
+
 TASK = "fashion-mnist-mlp"
 RESULT = "QUALITY-RESULT "
 LR = (1e-5, 1e-1)
@@ -159,23 +161,13 @@ def _child(args: argparse.Namespace) -> None:
 
 def _start(side: str, seed: int, args: argparse.Namespace,
            root: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     home = root / f"{side}-{seed}"
     home.mkdir()
     command = [sys.executable, "-m", "bench.quality", "--side", side, "--seed", str(seed),
                "--trials", str(args.trials), "--epochs", str(args.epochs), "--home", str(home)]
     if args.train_limit is not None:
         command += ["--train-limit", str(args.train_limit)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-
-
-def _result(side: str, seed: int, proc: subprocess.Popen[str]) -> dict[str, Any]:
-    stdout, stderr = proc.communicate(timeout=3600)
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{side} (seed {seed}) failed: {stderr.strip()[-800:]}")
-    return dict(json.loads(lines[-1][len(RESULT):]))
+    return one_thread_child(command)
 
 
 def _run_all(seeds: list[int], args: argparse.Namespace, root: Path,
@@ -190,7 +182,7 @@ def _run_all(seeds: list[int], args: argparse.Namespace, root: Path,
         batch = [(side, seed, _start(side, seed, args, root))
                  for side, seed in todo[i:i + args.parallel]]
         for side, seed, proc in batch:
-            runs[seed][side] = _result(side, seed, proc)
+            runs[seed][side] = child_result(f"{side} (seed {seed})", proc, RESULT)
     return runs
 
 
