@@ -128,7 +128,6 @@ class _Population:
         # schedule per schedule kind among the members.
         self.lr_groups: list[dict[str, Any]] = [{} for _ in configs]  # member → its group
         self.schedules: list[torch.optim.lr_scheduler.LRScheduler] = []
-        self._holders: list[torch.optim.Optimizer] = []
         for kind in dict.fromkeys(c.scheduler for c in configs):
             members = [k for k, c in enumerate(configs) if c.scheduler == kind]
             holder = torch.optim.SGD(
@@ -138,7 +137,6 @@ class _Population:
             # Marks the holder stepped (torch warns of a schedule stepped before its
             # optimizer); its parameters have no gradients, so nothing changes.
             holder.step()
-            self._holders.append(holder)
             for k, group in zip(members, holder.param_groups, strict=True):
                 self.lr_groups[k] = group
             if schedule is not None:
