@@ -381,13 +381,14 @@ class TrialRunner:
         except Exception as exc:  # out of memory, or an error: every member ends with it
             failed = _ending(exc)
             endings = [failed] * len(group)
+            out_of_memory = is_out_of_memory(exc)
         else:
             endings = [_Ending("COMPLETE") if r.stopped is None else _ending(r.stopped)
                        for r in results]
-        if len(group) > 1 and endings[0].reason and endings[0].reason.startswith(
-                "out of memory") and all(e is endings[0] for e in endings):
+            out_of_memory = False
+        if out_of_memory and len(group) > 1:
             # Handled here, after the except block: only then is the population's memory free.
-            return self._population_out_of_memory(group, settled, endings[0].reason)
+            return self._population_out_of_memory(group, settled, endings[0].reason or "")
         return [settled[k] if k in settled or m.settled else self._settle_or_lost(m, ending)
                 for k, (m, ending) in enumerate(zip(group, endings, strict=True))]
 
