@@ -142,8 +142,6 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
 
     path = sqlite_path(url)
     if path is not None:
-        if path.is_dir():
-            check_sqlite_file(path)
         if not path.exists() and not create:
             raise StoreError(f"there is no study store at {path}; run `opttune search` first, "
                              f"or give the right --home or --storage")
