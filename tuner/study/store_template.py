@@ -11,8 +11,10 @@ used. `library` is "mlflow" or "optuna".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,6 +35,19 @@ def template_path(library: str) -> Path:
 def is_new(path: Path) -> bool:
     """No store yet at `path` (absent, or an empty file that SQLite would initialise)."""
     return not path.exists() or path.stat().st_size == 0
+
+
+@contextlib.contextmanager
+def template_for(path: Path | None, *, library: str) -> Iterator[None]:
+    """Around the code that opens (so creates) the SQLite store at `path` (None: not an
+    SQLite store, nothing done): a new store starts as a copy of `library`'s template; one
+    that the library had to make from scratch becomes the template once that code succeeds
+    (the store is still empty then)."""
+    made_here = path is not None and is_new(path) and \
+        not start_from_template(path, library=library)
+    yield
+    if made_here and path is not None:
+        keep_as_template(path, library=library)
 
 
 def start_from_template(path: Path, *, library: str) -> bool:

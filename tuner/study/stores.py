@@ -165,19 +165,14 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 with warnings.catch_warnings(), _folder_lock(path):
-                    made_here = False  # a new store that Optuna creates here (no template)
                     if path is not None:  # checked under the lock: no half-made store is seen
                         check_sqlite_file(path)
                         check_optuna_schema(path)
-                        made_here = store_template.is_new(path) and \
-                            not store_template.start_from_template(path, library="optuna")
                     # heartbeats are "experimental" in Optuna since 2.9
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    storage = optuna.storages.RDBStorage(
-                        driver_url(url), engine_kwargs=engine_kwargs, **heartbeat_kwargs)
-                    if made_here and path is not None:  # still empty: the next new home copies it
-                        store_template.keep_as_template(path, library="optuna")
-                    return storage
+                    with store_template.template_for(path, library="optuna"):
+                        return optuna.storages.RDBStorage(
+                            driver_url(url), engine_kwargs=engine_kwargs, **heartbeat_kwargs)
             except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
                     sqlalchemy.exc.ProgrammingError) as exc:
                 # Processes opening a new store at once (--jobs, workers) race to create its

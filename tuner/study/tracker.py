@@ -54,14 +54,11 @@ class Tracker:
         from tuner.study import store_template
 
         path = sqlite_path(tracking_uri)
-        migrated_here = False  # a new store that MLflow creates here (no template yet)
         if path is not None:
             from tuner.study.stores import check_sqlite_file
 
             check_sqlite_file(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            migrated_here = store_template.is_new(path) and \
-                not store_template.start_from_template(path, library="mlflow")
         elif "://" in tracking_uri and not tracking_uri.startswith(
                 ("http:", "https:", "file:", "databricks")):
             from tuner.study.stores import probe_database
@@ -75,14 +72,12 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         try:
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-            self.client.search_experiments(max_results=1)  # fail here, not mid-study
+            with store_template.template_for(path, library="mlflow"):
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+                self.client.search_experiments(max_results=1)  # fail here, not mid-study
         except Exception as exc:
             raise StoreError(f"cannot open the MLflow store {redact(tracking_uri)}: "
                              f"{redact(str(exc)).splitlines()[0]}") from None
-        if migrated_here and path is not None:
-            # still empty: the next new home copies it
-            store_template.keep_as_template(path, library="mlflow")
 
     # -- study level -----------------------------------------------------------------------
     def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:
