@@ -499,7 +499,42 @@ def delete(name: str, yes: bool, **stores: Any) -> None:
 
 
 def main() -> None:
-    cli(prog_name="opttune")
+    """The console script (and `python -m tuner`)."""
+    try:
+        cli(prog_name="opttune")
+    except SystemExit as exc:
+        _leave(exc.code)
+        raise
+    _leave(0)
+
+
+def _leave(code: int | str | None) -> None:
+    """End a process that imported torch without tearing its interpreter down.
+
+    That teardown takes about 2 s after torch, Optuna and MLflow, and nothing of ours needs
+    it: every store write is committed when its call returns. The exit hooks still run and
+    the output is flushed. A process with a thread still working exits the usual way."""
+    import threading
+
+    if "torch" not in sys.modules or any(
+            t.is_alive() and not t.daemon and t is not threading.main_thread()
+            for t in threading.enumerate()):
+        return
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if code is None:
+        code = 0
+    elif isinstance(code, str):  # sys.exit("message") prints it and exits with 1
+        print(code, file=sys.stderr, flush=True)
+        code = 1
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,41 @@ def _quiet() -> Iterator[None]:
 
 
 # -- at the end of a search -------------------------------------------------------------------
+# What drawing them imports (about 1.5 s): the tracker's process does it while trials train.
+PLOT_MODULES = ("optuna.visualization", "plotly.io", "plotly.graph_objects")
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    """What the plots read of a study, as plain data for the tracker's process."""
+
+    name: str
+    direction: Any  # optuna's StudyDirection
+    user_attrs: dict[str, Any]
+    trials: list[Any]  # FrozenTrial: finished ones
+
+    @classmethod
+    def of(cls, study: Any) -> StudySnapshot:
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        return cls(study.study_name, study.direction, dict(study.user_attrs),
+                   finished)
+
+    def study(self) -> Any:
+        """An in-memory study holding the same trials."""
+        import optuna
+
+        study = optuna.create_study(study_name=self.name, direction=self.direction)
+        for key, value in self.user_attrs.items():
+            study.set_user_attr(key, value)
+        study.add_trials(self.trials)
+        return study
+
+
+def log_snapshot_plots(tracker: Any, snapshot: StudySnapshot, *, run_id: str) -> list[str]:
+    """:func:`log_study_plots` of a snapshot: what a search runs where its tracker lives."""
+    return log_study_plots(snapshot.study(), tracker=tracker, run_id=run_id)
+
+
 def log_study_plots(study: Any, *, tracker: Any, run_id: str) -> list[str]:
     """Put one self-contained HTML page of the quick plots on the study's parent run.
 

@@ -8,10 +8,11 @@ queued again before the process exits.
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError, StoreError
 from tuner.search.events import NullObserver, Observer
@@ -19,6 +20,9 @@ from tuner.search.session import SearchResult, Session
 from tuner.space.searchspace import Space
 from tuner.study import records as studies
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
+
+if TYPE_CHECKING:
+    from tuner.study.tracker import Tracker
 
 
 def search(
@@ -141,9 +145,10 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
                    jobs: int | None = None, devices: str | Sequence[str] | None = None,
                    trials_per_device: int = 1, population: int | None = None,
                    observer: Observer | None = None, storage_obj: Any = None,
-                   seed_salt: int = 0) -> SearchResult:
+                   seed_salt: int = 0, tracker: Tracker | None = None) -> SearchResult:
     """:func:`resume` on resolved stores; also how workers and `--jobs` processes join a
-    study (`seed_salt` gives each process its own sampler seed)."""
+    study (`seed_salt` gives each process its own sampler seed; `tracker`, one they opened
+    on the study's MLflow store)."""
     from tasks.registry import get_task
     from tuner.search.jobs import plan_slots
     from tuner.training.devices import check_device_spec
@@ -176,7 +181,8 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
     return _prepare_and_run(name=name, task_obj=task_obj, space=meta.space, settings=settings,
                             stores=stores, target=target, timeout=timeout,
                             allow_changed_space=False, observer=observer, must_exist=True,
-                            storage_obj=storage_obj, slots=slots, seed_salt=seed_salt)
+                            storage_obj=storage_obj, slots=slots, seed_salt=seed_salt,
+                            tracker=tracker)
 
 
 def studies_storage(stores: Stores, *, create: bool) -> Any:
@@ -191,7 +197,30 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
                      stores: Stores, target: int, timeout: float | None,
                      allow_changed_space: bool, observer: Observer, must_exist: bool,
                      storage_obj: Any = None, slots: list[str] | None = None,
-                     seed_salt: int = 0) -> SearchResult:
+                     seed_salt: int = 0, tracker: Tracker | None = None) -> SearchResult:
+    """Open both stores, create or load the study, and run its trials here or in jobs.
+
+    `tracker`: one opened by the caller (a worker's); else MLflow is tracked through a
+    process of its own started now, whose import overlaps torch's (or in this process when
+    MLflow is imported here already)."""
+    from tuner.study import tracker_process
+
+    run = functools.partial(
+        _prepare_and_run_with, name=name, task_obj=task_obj, space=space, settings=settings,
+        stores=stores, target=target, timeout=timeout, allow_changed_space=allow_changed_space,
+        observer=observer, must_exist=must_exist, storage_obj=storage_obj, slots=slots,
+        seed_salt=seed_salt)
+    if tracker is not None or not tracker_process.wanted():
+        return run(tracker=tracker)
+    with tracker_process.TrackerProcess() as process:
+        return run(tracker=process)
+
+
+def _prepare_and_run_with(*, name: str, task_obj: Any, space: Space, settings: dict[str, Any],
+                          stores: Stores, target: int, timeout: float | None,
+                          allow_changed_space: bool, observer: Observer, must_exist: bool,
+                          storage_obj: Any, slots: list[str] | None, seed_salt: int,
+                          tracker: Tracker | None) -> SearchResult:
     from tuner.search import pruning, sampling
     from tuner.training.devices import resolve_device
     from tuner.training.loop import DeviceData
@@ -208,18 +237,18 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
     _check_task(task_obj, task_data, space)
 
     from tuner.study.stores import sqlite_path
-    from tuner.study.tracker import Tracker
 
     # Refuse a bad store before the other one is created; a server store (which creates no
     # file when it fails) is opened before an SQLite one.
     check_store_files(stores)
-    tracker = None
-    if sqlite_path(stores.tracking_uri) is None:
-        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    server_first = sqlite_path(stores.tracking_uri) is None
+    if server_first:
+        tracker = _open_tracker(tracker, stores, wait=True)
     if storage_obj is None:
         storage_obj = studies_storage(stores, create=True)
-    if tracker is None:
-        tracker = Tracker(stores.tracking_uri, stores.artifact_root)
+    if not server_first:  # opens while the study is read; its errors come before any trial
+        tracker = _open_tracker(tracker, stores, wait=False)
+    assert tracker is not None
     seed = settings.get("seed")
     population = int(settings.get("population") or 1)  # a study made before it: 1
     families = list(space.families)
@@ -258,8 +287,13 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
                                         searched=space.searched(), population=population)
         study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
 
+    tracker.ready()
     if slots is not None and len(slots) != 1:
         from tuner.search.jobs import run_jobs
+        from tuner.study.tracker_process import TrackerProcess
+
+        if isinstance(tracker, TrackerProcess):
+            tracker.close()  # each job tracks its own trials
 
         return run_jobs(name=name, stores=stores, slots=slots, target=target, timeout=timeout,
                         study=study, meta=meta, observer=observer, population=population,
@@ -271,6 +305,18 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
 
     runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
     return runner.run(target=target, timeout=timeout)
+
+
+def _open_tracker(tracker: Tracker | None, stores: Stores, *, wait: bool) -> Tracker:
+    """The study's tracker: `tracker` opened on the study's MLflow store if it is an unopened
+    process, as it is if it is open, else one in this process."""
+    from tuner.study.tracker import Tracker
+    from tuner.study.tracker_process import TrackerProcess
+
+    if isinstance(tracker, TrackerProcess) and not tracker.opened:
+        tracker.open(stores.tracking_uri, stores.artifact_root, wait=wait)
+        return tracker
+    return tracker or Tracker(stores.tracking_uri, stores.artifact_root)
 
 
 def check_sampler_and_pruner(sampler: str, pruner: str) -> None:

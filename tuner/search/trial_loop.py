@@ -81,6 +81,9 @@ class TrialRunner:
                                    "pruner": self.s.settings.get("pruner"),
                                    "stores": self.s.stores})
         self._parent_status("RUNNING")
+        from tuner.results.plots import PLOT_MODULES
+
+        self._later(self.tracker.warm, PLOT_MODULES)  # for the plots at the end
         # A second Ctrl-C waits for the clean-up the first one started (see _interrupted).
         with sigterm_as_interrupt(hold_repeats=True) as received:
             try:
@@ -121,12 +124,14 @@ class TrialRunner:
                 self._parent_status("FAILED")
                 raise
         self._parent_status("FINISHED")
-        self._safe(lambda: None)  # every queued MLflow write is in before we return
+        self._safe(lambda: None)  # every queued MLflow write is in (and its trouble told)
         # The study's plots, on its parent run: drawn by the last of its processes to finish.
         if self.parent and result.trials and not self._running_elsewhere():
-            from tuner.results.plots import log_study_plots
+            from tuner.results.plots import StudySnapshot, log_snapshot_plots
 
-            self._safe(log_study_plots, self.study, tracker=self.tracker, run_id=self.parent)
+            self._safe(self.tracker.run, log_snapshot_plots, StudySnapshot.of(self.study),
+                       run_id=self.parent)
+        self._mlflow.shutdown(wait=True)  # its thread ends: nothing is left to log
         result.total_counted = self._counted()
         result.best = self.best()
         result.all_trials = [outcome_of(t) for t in self.study.get_trials(deepcopy=False)

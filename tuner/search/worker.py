@@ -8,6 +8,7 @@ otherwise), and trials run until the study's budget is met, counted over every p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,12 +17,15 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError, StoreError
 from tuner.search.events import Observer, TrialOutcome
 from tuner.signals import Interrupted
 from tuner.space.searchspace import Space
+
+if TYPE_CHECKING:
+    from tuner.study.tracker import Tracker
 
 
 def work(name: str, *, home: str | Path | None = None, storage: str | None = None,
@@ -35,26 +39,39 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
 
     from tuner.search import runner
     from tuner.study import records as studies
+    from tuner.study import tracker_process
     from tuner.study.stores import resolve_stores
+    from tuner.study.tracker import Tracker
 
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
-    storage_obj = runner.studies_storage(stores, create=False)
-    found = studies.load_study(storage_obj, name)
-    if found.user_attrs.get(studies.KIND_ATTR) == studies.BENCHMARK_KIND:
-        return _work_on_benchmark(found, home=home, storage=storage, tracking_uri=tracking_uri,
-                                  device=device, jobs=jobs, devices=devices,
-                                  trials_per_device=trials_per_device, timeout=timeout,
-                                  population=population, observer=observer)
-    meta = studies.StudyMeta.from_study(found)
-    stored = studies.study_tracking_uri(name, meta, tracking_uri, always=True)
-    if stored is not None:
-        stores = replace(stores, tracking_uri=stored)
-    _check_experiment(name, stores.tracking_uri, stores.artifact_root, meta.mlflow)
-    # Each worker its own sampler seed: processes started together must not sample alike.
-    return runner.continue_study(name, stores=stores, storage_obj=storage_obj, device=device,
-                                 jobs=jobs, devices=devices, trials_per_device=trials_per_device,
-                                 timeout=timeout, population=population, observer=observer,
-                                 seed_salt=os.getpid())
+    with contextlib.ExitStack() as stack:
+        # MLflow imports in a process of its own while the study is read (see runner)
+        process = stack.enter_context(tracker_process.TrackerProcess()) \
+            if tracker_process.wanted() else None
+        storage_obj = runner.studies_storage(stores, create=False)
+        found = studies.load_study(storage_obj, name)
+        if found.user_attrs.get(studies.KIND_ATTR) == studies.BENCHMARK_KIND:
+            stack.close()
+            return _work_on_benchmark(found, home=home, storage=storage,
+                                      tracking_uri=tracking_uri, device=device, jobs=jobs,
+                                      devices=devices, trials_per_device=trials_per_device,
+                                      timeout=timeout, population=population, observer=observer)
+        meta = studies.StudyMeta.from_study(found)
+        stored = studies.study_tracking_uri(name, meta, tracking_uri, always=True)
+        if stored is not None:
+            stores = replace(stores, tracking_uri=stored)
+        if meta.mlflow.get("experiment_id"):
+            _check_experiment_file(name, stores.tracking_uri)
+        if process is not None:
+            process.open(stores.tracking_uri, stores.artifact_root, wait=True)
+        tracker = process or Tracker(stores.tracking_uri, stores.artifact_root)
+        _check_experiment(name, tracker, meta.mlflow)
+        # Each worker its own sampler seed: processes started together must not sample alike.
+        return runner.continue_study(name, stores=stores, storage_obj=storage_obj,
+                                     device=device, jobs=jobs, devices=devices,
+                                     trials_per_device=trials_per_device, timeout=timeout,
+                                     population=population, observer=observer,
+                                     seed_salt=os.getpid(), tracker=tracker)
 
 
 def _work_on_benchmark(record: Any, **options: Any) -> Any:
@@ -76,22 +93,24 @@ def _work_on_benchmark(record: Any, **options: Any) -> Any:
     return result
 
 
-def _check_experiment(name: str, tracking_uri: str, artifact_root: Path,
-                      ids: dict[str, str]) -> None:
-    """Runs must hang under the study's parent run: refuse an MLflow store without it."""
-    from tuner.study.stores import redact, sqlite_path
-    from tuner.study.tracker import Tracker
+def _check_experiment_file(name: str, tracking_uri: str) -> None:
+    """A study's MLflow store that is a file must be here (MLflow would create an empty one)."""
+    from tuner.study.stores import sqlite_path
 
     path = sqlite_path(tracking_uri)
-    experiment = ids.get("experiment_id")
-    if not experiment:
-        return
     if path is not None and not path.exists():
         raise StoreError(f"the MLflow store of study {name!r} is not here: {path} does not "
                          f"exist; give the study's MLflow store with --tracking-uri (a file "
                          f"on a shared disk, or an MLflow or database server)")
-    if not Tracker(tracking_uri, artifact_root).experiment_exists(experiment):
-        raise StoreError(f"the MLflow store {redact(tracking_uri)} has no experiment "
+
+
+def _check_experiment(name: str, tracker: Tracker, ids: dict[str, str]) -> None:
+    """Runs must hang under the study's parent run: refuse an MLflow store without it."""
+    from tuner.study.stores import redact
+
+    experiment = ids.get("experiment_id")
+    if experiment and not tracker.experiment_exists(experiment):
+        raise StoreError(f"the MLflow store {redact(tracker.tracking_uri)} has no experiment "
                          f"{experiment} of study {name!r}; give the study's MLflow store with "
                          f"--tracking-uri")
 

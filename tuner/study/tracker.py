@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,16 @@ class RunRecord:
     tags: dict[str, str]
 
 
+def preload(tracking_uri: str | None = None) -> None:
+    """Import what opening a store of `tracking_uri` (None: an SQL one) will need: MLflow's
+    client and its SQL store, about 3 s of one core."""
+    import mlflow  # noqa: F401
+
+    if tracking_uri is None or sqlite_path(tracking_uri) is not None or (
+            "://" in tracking_uri and not is_tracking_server(tracking_uri)):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 class Tracker:
     """The MLflow side of one study."""
 
@@ -78,6 +88,19 @@ class Tracker:
         except Exception as exc:
             raise StoreError(f"cannot open the MLflow store {redact(tracking_uri)}: "
                              f"{redact(str(exc)).splitlines()[0]}") from None
+
+    def ready(self) -> None:
+        """Raise what opening the store raised: here, :meth:`__init__` already did."""
+
+    def warm(self, modules: Sequence[str]) -> None:
+        """Import `modules` ahead of a :meth:`run` that needs them, where that costs the
+        search nothing: not here (a process of its own does it while idle)."""
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(self, *args, **kwargs)`` where this tracker lives. `fn` is a module-level
+        function and its arguments plain data: a tracker in a process of its own gets them
+        pickled."""
+        return fn(self, *args, **kwargs)
 
     # -- study level -----------------------------------------------------------------------
     def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:

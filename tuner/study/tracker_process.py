@@ -1,0 +1,218 @@
+"""The MLflow tracker in a process of its own, for a search.
+
+Importing MLflow costs about 2 s of one core, opening its store another second, and every
+write a few ms of Python that contends with the training thread for the interpreter. In a
+process of its own all of it runs on another core: MLflow imports while the search imports
+torch and reads its data, and writes while it trains.
+
+Calls stay synchronous and in order: each waits for its answer, so what returned is written,
+and a search killed at any moment loses at most the call in flight, as in one process. The
+process ignores Ctrl-C and SIGTERM (the search still logs its clean-up through it) and ends
+when the search closes its pipe, or dies.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from tuner.errors import StoreError
+from tuner.study.tracker import Tracker
+
+
+def wanted() -> bool:
+    """Whether a search should track through a process of its own: not where this process
+    has imported MLflow already (a notebook, a test, the Python API after reading runs),
+    which would only pay that import a second time."""
+    return "mlflow" not in sys.modules
+
+
+class TrackerCallError(RuntimeError):
+    """An exception raised by the tracker process, known here by its type's name and text
+    (MLflow's exception classes are not imported here)."""
+
+
+class TrackerProcess(Tracker):
+    """A :class:`Tracker` whose every call runs in a child process.
+
+    Started at once, it imports MLflow there; :meth:`open` then opens the store, and
+    :meth:`ready` raises what opening it raised."""
+
+    def __init__(self) -> None:  # not Tracker's: nothing is opened here
+        self._lock = threading.Lock()
+        self._open_pending = False
+        self._open_error: Exception | None = None
+        self.opened = False
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner.study.tracker_process"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to: IO[bytes] = self._proc.stdin
+        self._from: IO[bytes] = self._proc.stdout
+
+    def __enter__(self) -> TrackerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self, tracking_uri: str, artifact_root: Path, *, wait: bool) -> None:
+        """Open the store in the child; with `wait` False, its errors are raised by the next
+        call (or :meth:`ready`)."""
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        with self._lock:
+            self._send(("open", (tracking_uri, artifact_root), {}))
+            self._open_pending = True
+            self.opened = True
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        with self._lock:
+            self._settle_open()
+
+    def warm(self, modules: Sequence[str]) -> None:
+        """The child imports `modules` on a thread of its own, between and during calls."""
+        self._call("warm", (tuple(modules),), {})
+
+    def close(self) -> None:
+        """End the process once it has answered every call (a no-op when it has ended)."""
+        try:
+            self._to.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a call stuck in MLflow's retries: not ours to wait
+            self._proc.kill()
+            self._proc.wait()
+        self._from.close()
+
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self._lock:
+            self._settle_open()
+            self._send((name, args, kwargs))
+            return self._answer()
+
+    def _settle_open(self) -> None:
+        if self._open_pending:
+            self._open_pending = False
+            try:
+                self._answer()
+            except Exception as exc:
+                self._open_error = exc
+        if self._open_error is not None:
+            raise self._open_error
+
+    def _send(self, message: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None:
+        try:
+            pickle.dump(message, self._to, protocol=pickle.HIGHEST_PROTOCOL)
+            self._to.flush()
+        except (OSError, ValueError):
+            raise self._ended() from None
+
+    def _answer(self) -> Any:
+        try:
+            ok, value = pickle.load(self._from)
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+            raise self._ended() from None
+        if ok:
+            return value
+        kind, text = value
+        if kind == "StoreError":
+            raise StoreError(text)
+        raise type(kind, (TrackerCallError,), {})(text)
+
+    def _ended(self) -> StoreError:
+        code = self._proc.poll()
+        return StoreError("the MLflow process ended" + (
+            f" (exit code {code})" if code is not None else ""))
+
+
+def _forwarded(name: str) -> Any:
+    def call(self: TrackerProcess, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = getattr(Tracker, name).__doc__
+    return call
+
+
+# Every public method of Tracker that TrackerProcess does not define itself runs in the child.
+FORWARDED = tuple(name for name, value in vars(Tracker).items()
+                  if callable(value) and not name.startswith("_")
+                  and name not in vars(TrackerProcess))
+for _name in FORWARDED:
+    setattr(TrackerProcess, _name, _forwarded(_name))
+
+
+def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+    """The child: import MLflow, then answer each call in order until the pipe closes."""
+    from tuner.study.tracker import preload
+
+    preload()  # what this process is for: MLflow's import, off the search's core
+    tracker: Tracker | None = None
+    while True:
+        try:
+            name, args, kwargs = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            value: Any = None
+            if name == "open":
+                tracker = Tracker(*args, **kwargs)
+            elif name == "warm":
+                threading.Thread(target=_import_all, args=args, name="warm", daemon=True).start()
+            elif tracker is None or name not in FORWARDED:
+                raise StoreError(f"the MLflow process cannot run {name!r} before the store "
+                                 f"is open")
+            else:
+                value = getattr(tracker, name)(*args, **kwargs)
+            answer: tuple[bool, Any] = (True, value)
+        except Exception as exc:
+            answer = (False, (type(exc).__name__, str(exc)))
+        try:
+            pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
+            answers.flush()
+        except (OSError, ValueError):
+            return  # the search is gone
+
+
+def _import_all(modules: Sequence[str]) -> None:
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # the call that needs it will say why
+            return
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the search logs its clean-up through us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    # What a library prints must not corrupt the answers: stdout goes nowhere.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for this process's life)
+    _serve(requests, answers)
+    # Every answer is written and flushed, every write committed: nothing is left to do, and
+    # an interpreter that imported MLflow takes about a second to tear itself down.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
