@@ -49,6 +49,8 @@ class TrackerProcess(Tracker):
         self._lock = threading.Lock()
         self._open_pending = False
         self._open_error: Exception | None = None
+        self._unanswered = 0  # calls sent whose answers are not read yet
+        self._torn = False  # a message was cut short: the pipe is out of step
         self.opened = False
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tuner.study.tracker_process"],
@@ -100,41 +102,60 @@ class TrackerProcess(Tracker):
         with self._lock:
             self._settle_open()
             self._send((name, args, kwargs))
-            return self._answer()
+            return _unpacked(self._receive())
 
     def _settle_open(self) -> None:
         if self._open_pending:
+            answer = self._receive()
             self._open_pending = False
             try:
-                self._answer()
+                _unpacked(answer)
             except Exception as exc:
                 self._open_error = exc
         if self._open_error is not None:
             raise self._open_error
 
     def _send(self, message: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None:
+        if self._torn:
+            raise StoreError("the MLflow process cannot take more calls: an interruption cut "
+                             "one short")
         try:
             pickle.dump(message, self._to, protocol=pickle.HIGHEST_PROTOCOL)
             self._to.flush()
         except (OSError, ValueError):
             raise self._ended() from None
+        except BaseException:  # Ctrl-C mid-write: the child may hold half a message
+            self._torn = True
+            raise
+        self._unanswered += 1
 
-    def _answer(self) -> Any:
-        try:
-            ok, value = pickle.load(self._from)
-        except (EOFError, OSError, ValueError, pickle.UnpicklingError):
-            raise self._ended() from None
-        if ok:
-            return value
-        kind, text = value
-        if kind == "StoreError":
-            raise StoreError(text)
-        raise type(kind, (TrackerCallError,), {})(text)
+    def _receive(self) -> tuple[bool, Any]:
+        """The answer to the last call sent. A Ctrl-C while waiting leaves an answer in the
+        pipe; it is skipped here, so that each call gets its own."""
+        while True:
+            try:
+                answer: tuple[bool, Any] = pickle.load(self._from)
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+                raise self._ended() from None
+            self._unanswered -= 1
+            if self._unanswered == 0:
+                return answer
 
     def _ended(self) -> StoreError:
         code = self._proc.poll()
         return StoreError("the MLflow process ended" + (
             f" (exit code {code})" if code is not None else ""))
+
+
+def _unpacked(answer: tuple[bool, Any]) -> Any:
+    """The value of an answer, or the exception it carries raised here."""
+    ok, value = answer
+    if ok:
+        return value
+    kind, text = value
+    if kind == "StoreError":
+        raise StoreError(text)
+    raise type(kind, (TrackerCallError,), {})(text)
 
 
 def _forwarded(name: str) -> Any:

@@ -130,3 +130,25 @@ def test_a_process_that_imported_mlflow_tracks_in_itself() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_a_call_cut_short_by_ctrl_c_leaves_every_later_call_its_own_answer(
+        home: Path, process: TrackerProcess) -> None:
+    process.open(_uri(home), home / "mlartifacts", wait=True)
+    pid = process._proc.pid
+
+    def ctrl_c(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    os.kill(pid, signal.SIGSTOP)  # the child cannot answer until it is continued
+    previous = signal.signal(signal.SIGALRM, ctrl_c)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            process.experiment_exists("0")  # its answer (True) is left in the pipe
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.kill(pid, signal.SIGCONT)
+    assert process.experiment_exists("12345") is False  # not the True left behind
+    assert process.experiment_exists("0") is True
