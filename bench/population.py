@@ -1,16 +1,23 @@
-"""Population training against one trial at a time and against two at once: trials per hour.
+"""Population training against one trial at a time and against several at once: trials per
+hour, on the CPU or on a GPU.
 
 `python -m bench.population` trains K Adam trials (batch 128, each its own lr and seed) as
 one stacked population (tuner.training.population) for each task, K = 1, 2, 4, 8, 16; the
 same kind of trial alone with tuner.training.loop.fit (one at a time, all torch threads);
-and two such trials at once in two processes of one thread each (what `--jobs 2` does on
-two cores). All in one run, interleaved. It prints seconds per trial-epoch, trial-epochs per
-hour, and the ratios against one at a time and against two at once.
+and N such trials at once in N processes started together: on the CPU one process of one
+thread per core (what `--jobs 2` does on two cores), on a GPU four processes on the one
+device (what `--trials-per-device 4` does). All in one run, interleaved. It prints seconds
+per trial-epoch, trial-epochs per hour, and the ratios against one at a time and against
+the processes at once.
+
+`--device cuda` is the GPU mode, one short script for any CUDA machine: K = 1, 8, 64, 256
+on mnist-mlp and fashion-mnist-mlp against one at a time and `--trials-per-device 4`, with
+the GPU targets checked (K=64 on mnist-mlp: >= 20x one at a time, >= 3x four per device).
 
 Validation runs on a small slice (--val-limit), so that the numbers are the training's.
 Each side keeps its best of --reps: only ratios measured side by side mean anything on a
 shared machine. `--clock cpu` times the process's CPU seconds instead of the wall clock
-(one-at-a-time and population sides only).
+(one-at-a-time and population sides only, on the CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 from bench.common import cores, interleaved, load
 
 TASKS = "mnist-mlp,fashion-mnist-mlp,fashion-mnist-cnn"
+GPU_TASKS = "mnist-mlp,fashion-mnist-mlp"
 
 
 def _configs(k: int, epochs: int) -> list[Any]:
@@ -34,41 +42,54 @@ def _configs(k: int, epochs: int) -> list[Any]:
             for i in range(k)]
 
 
-def _device_data(task_name: str, train_limit: int | None, val_limit: int) -> tuple[Any, Any]:
+def _device_data(task_name: str, train_limit: int | None, val_limit: int,
+                 device: str) -> tuple[Any, Any]:
     from bench.tasks import cut
     from tasks.registry import get_task
     from tuner.training.loop import DeviceData
 
     task = get_task(task_name)
     data = cut(task.read_data(), train_limit, val_limit)
-    return task, DeviceData.from_task_data(data, "cpu")
+    return task, DeviceData.from_task_data(data, device)
 
 
-def _one_of_two(task_name: str, train_limit: int | None, val_limit: int, epochs: int,
-                seed: int, ready: Any, results: Any) -> None:
-    """A `--jobs 2` process: one thread, its data read, then one trial when both are ready."""
+def _synced(device: str) -> None:
+    """Wait for the device's queued work, so that the clock reads what it did."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _one_of_many(task_name: str, train_limit: int | None, val_limit: int, epochs: int,
+                 device: str, seed: int, ready: Any, results: Any) -> None:
+    """One of the processes at once: its data read and a warm-up trial, then one timed
+    trial when all are ready (on the CPU with one thread, as `--jobs` gives each)."""
     import torch
 
     from tuner.training.loop import fit
 
-    torch.set_num_threads(1)
-    task, data = _device_data(task_name, train_limit, val_limit)
+    if device == "cpu":
+        torch.set_num_threads(1)
+    task, data = _device_data(task_name, train_limit, val_limit, device)
     config = _configs(1, epochs)[0]
-    fit(task, data, config, device="cpu", seed=seed)  # warm-up, untimed
+    fit(task, data, config, device=device, seed=seed)  # warm-up, untimed
+    _synced(device)
     ready.wait()
     start = time.perf_counter()
-    fit(task, data, config, device="cpu", seed=seed)
+    fit(task, data, config, device=device, seed=seed)
+    _synced(device)
     results.put(time.perf_counter() - start)
 
 
-def _two_at_once(task_name: str, train_limit: int | None, val_limit: int,
-                 epochs: int) -> float:
-    """Wall seconds for two one-thread processes to train one trial each, side by side."""
+def _at_once(task_name: str, train_limit: int | None, val_limit: int, epochs: int,
+             device: str, processes: int) -> float:
+    """Wall seconds for `processes` processes to train one trial each, side by side."""
     context = multiprocessing.get_context("spawn")
-    ready, results = context.Barrier(3), context.Queue()
-    procs = [context.Process(target=_one_of_two, args=(task_name, train_limit, val_limit,
-                                                       epochs, seed, ready, results))
-             for seed in (0, 1)]
+    ready, results = context.Barrier(processes + 1), context.Queue()
+    procs = [context.Process(target=_one_of_many, args=(task_name, train_limit, val_limit,
+                                                        epochs, device, seed, ready, results))
+             for seed in range(processes)]
     for proc in procs:
         proc.start()
     ready.wait()
@@ -83,58 +104,89 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     from tuner.training.loop import fit
     from tuner.training.population import fit_population
 
-    task, data = _device_data(task_name, limit, args.val_limit)
+    device = args.device
+    task, data = _device_data(task_name, limit, args.val_limit, device)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"\n{task_name}: {len(data.train_x)} training samples, batch 128, {args.epochs} "
-          f"epoch(s); load {load():.1f}", flush=True)
+          f"epoch(s) on {device}; load {load():.1f}", flush=True)
 
     def alone() -> float:
         start = clock()
-        fit(task, data, _configs(1, args.epochs)[0], device="cpu", seed=0)
+        fit(task, data, _configs(1, args.epochs)[0], device=device, seed=0)
+        _synced(device)
         return clock() - start
 
-    def two_at_once() -> float:
-        return _two_at_once(task_name, limit, args.val_limit, args.epochs)
+    def at_once() -> float:
+        return _at_once(task_name, limit, args.val_limit, args.epochs, device, args.processes)
 
     sides: dict[str, Any] = {"alone": alone}
-    if not args.no_jobs:
-        sides["jobs2"] = two_at_once
+    if args.processes > 1:
+        sides["at_once"] = at_once
     for k in ks:
         def population(k: int = k) -> float:
             start = clock()
-            members = fit_population(task, data, _configs(k, args.epochs), device="cpu",
+            members = fit_population(task, data, _configs(k, args.epochs), device=device,
                                      seeds=list(range(k)), update=args.update,
                                      forward=args.forward)
+            _synced(device)
             seconds = clock() - start
             assert all(m.stopped is None for m in members)
             return seconds
 
         sides[f"K={k}"] = population
     times = interleaved(sides, reps)
-    per_alone = min(times["alone"]) / args.epochs
-    per_jobs = min(times["jobs2"]) / (2 * args.epochs) if "jobs2" in times else None
+    n = args.processes
+    trials = {"alone": 1, "at_once": n} | {f"K={k}": k for k in ks}
+    per = {name: min(times[name]) / (args.epochs * trials[name]) for name in times}
+    per_at_once = per.get("at_once")
     print(f"{'side':>16} {'s/trial-epoch':>14} {'trial-epochs/h':>15} {'x alone':>8} "
-          f"{'x jobs 2':>9}   (best of {reps})")
+          f"{f'x {n} at once':>12}   (best of {reps})")
     rows = []
-    for name in times:
-        per = min(times[name]) / (args.epochs * (2 if name == "jobs2" else
-                                                 int(name[2:]) if name.startswith("K=") else 1))
-        label = {"alone": "one at a time", "jobs2": "two at once"}.get(name, f"population {name}")
-        versus_jobs = f"{per_jobs / per:>8.2f}x" if per_jobs else f"{'-':>9}"
-        print(f"{label:>16} {per:>14.3f} {3600 / per:>15.0f} {per_alone / per:>7.2f}x "
-              f"{versus_jobs}", flush=True)
-        rows.append({"task": task_name, "side": name, "seconds_per_trial_epoch": per,
-                     "versus_alone": per_alone / per,
-                     "versus_jobs2": per_jobs / per if per_jobs else None})
+    for name, seconds in per.items():
+        label = {"alone": "one at a time", "at_once": f"{n} at once"}.get(
+            name, f"population {name}")
+        versus = f"{per_at_once / seconds:>11.2f}x" if per_at_once else f"{'-':>12}"
+        print(f"{label:>16} {seconds:>14.4f} {3600 / seconds:>15.0f} "
+              f"{per['alone'] / seconds:>7.2f}x {versus}", flush=True)
+        rows.append({"task": task_name, "side": name, "device": device, "processes": n,
+                     "seconds_per_trial_epoch": seconds,
+                     "versus_alone": per["alone"] / seconds,
+                     "versus_at_once": per_at_once / seconds if per_at_once else None})
     return rows
+
+
+# The GPU targets (issue: populations): K=64 on mnist-mlp against one at a time and against
+# four trials per device.
+GPU_TARGETS = {"task": "mnist-mlp", "side": "K=64", "versus_alone": 20.0,
+               "versus_at_once": 3.0}
+
+
+def _gpu_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per GPU target: what was measured, and whether it holds."""
+    lines = []
+    for row in rows:
+        if row["task"] == GPU_TARGETS["task"] and row["side"] == GPU_TARGETS["side"]:
+            for key in ("versus_alone", "versus_at_once"):
+                target, got = GPU_TARGETS[key], row[key]
+                if got is not None:
+                    lines.append(f"target: {row['side']} on {row['task']} {key} >= {target}x: "
+                                 f"{got:.2f}x, {'holds' if got >= target else 'does NOT hold'}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.population", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default=TASKS, help="comma list [%(default)s]")
-    parser.add_argument("--ks", default="1,2,4,8,16", help="population sizes [%(default)s]")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda[:N] for the GPU mode [%(default)s]")
+    parser.add_argument("--tasks", default=None,
+                        help=f"comma list [{TASKS}; on a GPU: {GPU_TASKS}]")
+    parser.add_argument("--ks", default=None,
+                        help="population sizes [1,2,4,8,16; on a GPU: 1,8,64,256]")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="trials at once in as many processes [one per core; on a GPU: "
+                             "4, as --trials-per-device 4]; 1 leaves that side out")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions, best kept")
     parser.add_argument("--train-limit", type=int, default=12800,
@@ -146,24 +198,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forward", default="auto", help="auto, vmap or bmm")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall-clock or process CPU seconds [%(default)s]")
-    parser.add_argument("--no-jobs", action="store_true", help="leave out two at once")
     parser.add_argument("--out", default=None, help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true",
-                        help="2,048 samples, K 1,2, one repetition: checks the harness")
+                        help="2,048 samples, K 1,2 (GPU: 1,8), one repetition: checks the "
+                             "harness")
     args = parser.parse_args(argv)
     import torch
 
+    gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    ks = [1, 2] if args.quick else [int(k) for k in args.ks.split(",")]
+    args.tasks = args.tasks or (GPU_TASKS if gpu else TASKS)
+    ks_text = args.ks or ("1,8,64,256" if gpu else "1,2,4,8,16")
+    ks = ([1, 8] if gpu else [1, 2]) if args.quick else [int(k) for k in ks_text.split(",")]
     reps = 1 if args.quick else args.reps
     limit = 2048 if args.quick else (args.train_limit or None)
+    if args.processes is None:
+        args.processes = 4 if gpu else cores()
     if args.clock == "cpu":
-        args.no_jobs = True  # two processes' CPU seconds are not this process's
-    print(f"{torch.get_num_threads()} torch thread(s) on {cores()} core(s); "
-          f"update={args.update}, forward={args.forward}, {args.clock} clock")
+        if gpu:
+            parser.error("--clock cpu times the CPU; a GPU's work is timed by the wall clock")
+        args.processes = 1  # several processes' CPU seconds are not this process's
+    where = torch.cuda.get_device_name(args.device) if gpu else f"{cores()} core(s)"
+    print(f"{torch.get_num_threads()} torch thread(s), {where}; update={args.update}, "
+          f"forward={args.forward}, {args.clock} clock")
     rows = [row for name in args.tasks.split(",")
             for row in _task_rows(name.strip(), args, ks, reps, limit)]
+    if gpu:
+        for line in _gpu_targets(rows):
+            print(line)
     if args.out:
         import json
         from pathlib import Path

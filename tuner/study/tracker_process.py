@@ -86,7 +86,12 @@ class TrackerProcess(Tracker):
         self._call("warm", (tuple(modules),), {})
 
     def close(self) -> None:
-        """End the process once it has answered every call (a no-op when it has ended)."""
+        """End the process once it has answered every call (a no-op when it has ended).
+
+        One never asked to open a store has nothing to finish: it is stopped at once (a
+        search refused before its first call does not wait for MLflow's import)."""
+        if not self.opened and self._proc.poll() is None:
+            self._proc.kill()
         try:
             self._to.close()
         except OSError:
