@@ -8,7 +8,8 @@ torch and reads its data, and writes while it trains.
 Calls stay synchronous and in order: each waits for its answer, so what returned is written,
 and a search killed at any moment loses at most the call in flight, as in one process. The
 process ignores Ctrl-C and SIGTERM (the search still logs its clean-up through it) and ends
-when the search closes its pipe, or dies.
+when the search closes its pipe, or dies. If it dies first (killed, out of memory), the call
+in flight fails, as MLflow trouble does (one notice), and the next call starts it again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def wanted() -> bool:
     return "mlflow" not in sys.modules
 
 
+RESTARTS = 3  # how often a search starts its MLflow process again after it died
+
+
 class TrackerCallError(RuntimeError):
     """An exception raised by the tracker process, known here by its type's name and text
     (MLflow's exception classes are not imported here)."""
@@ -47,17 +51,36 @@ class TrackerProcess(Tracker):
 
     def __init__(self) -> None:  # not Tracker's: nothing is opened here
         self._lock = threading.Lock()
+        self.opened = False
+        self._closed = False
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
         self._open_pending = False
         self._open_error: Exception | None = None
         self._unanswered = 0  # calls sent whose answers are not read yet
         self._torn = False  # a message was cut short: the pipe is out of step
-        self.opened = False
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tuner.study.tracker_process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to: IO[bytes] = self._proc.stdin
         self._from: IO[bytes] = self._proc.stdout
+
+    def _revive(self) -> None:
+        """Start the process again, and reopen its store, if it died (killed, out of memory)
+        since the last call: up to RESTARTS times. What it was writing then is lost, as in
+        a crash; `opttune check --fix` logs it."""
+        if self._closed or not self.opened or self._proc.poll() is None or \
+                self.restarts >= RESTARTS:
+            return
+        self.restarts += 1
+        self._from.close()
+        self._to.close()
+        self._start()
+        self._send(("open", (self.tracking_uri, self.artifact_root), {}))
+        self._open_pending = True
 
     def __enter__(self) -> TrackerProcess:
         return self
@@ -79,6 +102,7 @@ class TrackerProcess(Tracker):
 
     def ready(self) -> None:
         with self._lock:
+            self._revive()
             self._settle_open()
 
     def warm(self, modules: Sequence[str]) -> None:
@@ -90,6 +114,7 @@ class TrackerProcess(Tracker):
 
         One never asked to open a store has nothing to finish: it is stopped at once (a
         search refused before its first call does not wait for MLflow's import)."""
+        self._closed = True
         if not self.opened and self._proc.poll() is None:
             self._proc.kill()
         try:
@@ -105,6 +130,7 @@ class TrackerProcess(Tracker):
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with self._lock:
+            self._revive()
             self._settle_open()
             self._send((name, args, kwargs))
             return _unpacked(self._receive())

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from tuner.errors import StoreError
 from tuner.study.tracker import Tracker
-from tuner.study.tracker_process import FORWARDED, TrackerCallError, TrackerProcess
+from tuner.study.tracker_process import (FORWARDED, RESTARTS, TrackerCallError,
+                                          TrackerProcess)
 
 
 @pytest.fixture
@@ -152,3 +153,20 @@ def test_a_call_cut_short_by_ctrl_c_leaves_every_later_call_its_own_answer(
         os.kill(pid, signal.SIGCONT)
     assert process.experiment_exists("12345") is False  # not the True left behind
     assert process.experiment_exists("0") is True
+
+
+def test_a_process_that_dies_is_started_again_and_reopens_its_store(
+        home: Path, process: TrackerProcess) -> None:
+    process.open(_uri(home), home / "mlartifacts", wait=True)
+    experiment = process.ensure_experiment("e", tags={})
+    pids = []
+    for _ in range(RESTARTS):
+        pids.append(process._proc.pid)
+        os.kill(process._proc.pid, signal.SIGKILL)  # as the kernel's out-of-memory killer
+        process._proc.wait(timeout=30)
+        assert process.experiment_exists(experiment)  # a new process, the same store
+    assert process.restarts == RESTARTS and len(set(pids + [process._proc.pid])) == RESTARTS + 1
+    os.kill(process._proc.pid, signal.SIGKILL)
+    process._proc.wait(timeout=30)
+    with pytest.raises(StoreError, match="the MLflow process ended"):  # no more restarts
+        process.experiment_exists(experiment)
