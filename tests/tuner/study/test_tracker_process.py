@@ -17,8 +17,7 @@ from mlflow import MlflowClient
 
 from tuner.errors import StoreError
 from tuner.study.tracker import Tracker
-from tuner.study.tracker_process import (FORWARDED, RESTARTS, TrackerCallError,
-                                          TrackerProcess)
+from tuner.study.tracker_process import FORWARDED, RESTARTS, TrackerCallError, TrackerProcess
 
 
 @pytest.fixture
