@@ -76,8 +76,11 @@ class TrackerProcess(Tracker):
                 self.restarts >= RESTARTS:
             return
         self.restarts += 1
-        self._from.close()
-        self._to.close()
+        for pipe in (self._from, self._to):
+            try:
+                pipe.close()
+            except OSError:  # a write cut short leaves bytes that no one will read
+                pass
         self._start()
         self._send(("open", (self.tracking_uri, self.artifact_root), {}))
         self._open_pending = True
