@@ -32,11 +32,6 @@ def template_path(library: str) -> Path:
     return default_cache_dir() / f"{library}-store-{version(library)}.db"
 
 
-def has_template(library: str) -> bool:
-    """Whether this machine has `library`'s template for the installed version."""
-    return _is_sqlite(template_path(library))
-
-
 def is_new(path: Path) -> bool:
     """No store yet at `path` (absent, or an empty file that SQLite would initialise)."""
     return not path.exists() or path.stat().st_size == 0

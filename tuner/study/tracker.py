@@ -57,25 +57,6 @@ def preload(tracking_uri: str | None = None) -> None:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
-def make_template() -> None:
-    """Make MLflow's store template if this machine has none (its first search, or a new
-    MLflow version): the schema migrations (2-3 s) then run as the tracker's process starts,
-    while the search imports torch, not when the search opens its store."""
-    import tempfile
-
-    from tuner.study import store_template
-
-    if store_template.has_template("mlflow"):
-        return
-    from mlflow import MlflowClient
-
-    quiet_library_logs()
-    with tempfile.TemporaryDirectory(prefix="opttune-mlflow-template-") as folder:
-        path = Path(folder) / "mlflow.db"
-        with store_template.template_for(path, library="mlflow"):
-            MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
-
-
 class Tracker:
     """The MLflow side of one study."""
 

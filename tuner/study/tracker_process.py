@@ -211,13 +211,9 @@ for _name in FORWARDED:
 
 def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     """The child: import MLflow, then answer each call in order until the pipe closes."""
-    from tuner.study.tracker import make_template, preload
+    from tuner.study.tracker import preload
 
     preload()  # what this process is for: MLflow's import, off the search's core
-    try:
-        make_template()  # on a machine's first search: the migrations, off its critical path
-    except Exception:  # the store's own opening will make it, or say why it cannot
-        pass
     tracker: Tracker | None = None
     while True:
         try:

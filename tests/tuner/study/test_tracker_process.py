@@ -169,20 +169,3 @@ def test_a_process_that_dies_is_started_again_and_reopens_its_store(
     process._proc.wait(timeout=30)
     with pytest.raises(StoreError, match="the MLflow process ended"):  # no more restarts
         process.experiment_exists(experiment)
-
-
-def test_on_a_machine_without_a_template_the_process_makes_one_before_any_store_is_opened(
-        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tuner.study.store_template import template_path
-
-    monkeypatch.setenv("OPTTUNE_CACHE", str(tmp_path / "cache"))  # a machine's first search
-    template = template_path("mlflow")
-    assert not template.exists()
-    with TrackerProcess() as started:
-        deadline = time.monotonic() + 120
-        while not template.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert template.read_bytes()[:16] == b"SQLite format 3\x00"  # asked to open nothing
-        new_home = tmp_path / "new-home"
-        started.open(f"sqlite:///{new_home / 'mlflow.db'}", new_home / "mlartifacts", wait=True)
-        assert started.ensure_experiment("e", tags={}) == "1"  # a copy of it, working
