@@ -243,11 +243,11 @@ def _prepare_and_run_with(*, name: str, task_obj: Any, space: Space, settings: d
     check_store_files(stores)
     server_first = sqlite_path(stores.tracking_uri) is None
     if server_first:
-        tracker = _open_tracker(tracker, stores, wait=True)
+        tracker = open_tracker(tracker, stores, wait=True)
     if storage_obj is None:
         storage_obj = studies_storage(stores, create=True)
     if not server_first:  # opens while the study is read; its errors come before any trial
-        tracker = _open_tracker(tracker, stores, wait=False)
+        tracker = open_tracker(tracker, stores, wait=False)
     assert tracker is not None
     seed = settings.get("seed")
     population = int(settings.get("population") or 1)  # a study made before it: 1
@@ -307,7 +307,7 @@ def _prepare_and_run_with(*, name: str, task_obj: Any, space: Space, settings: d
     return runner.run(target=target, timeout=timeout)
 
 
-def _open_tracker(tracker: Tracker | None, stores: Stores, *, wait: bool) -> Tracker:
+def open_tracker(tracker: Tracker | None, stores: Stores, *, wait: bool) -> Tracker:
     """The study's tracker: `tracker` opened on the study's MLflow store if it is an unopened
     process, as it is if it is open, else one in this process."""
     from tuner.study.tracker import Tracker

@@ -41,7 +41,6 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
     from tuner.study import records as studies
     from tuner.study import tracker_process
     from tuner.study.stores import resolve_stores
-    from tuner.study.tracker import Tracker
 
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     with contextlib.ExitStack() as stack:
@@ -62,9 +61,7 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
             stores = replace(stores, tracking_uri=stored)
         if meta.mlflow.get("experiment_id"):
             _check_experiment_file(name, stores.tracking_uri)
-        if process is not None:
-            process.open(stores.tracking_uri, stores.artifact_root, wait=True)
-        tracker = process or Tracker(stores.tracking_uri, stores.artifact_root)
+        tracker = runner.open_tracker(process, stores, wait=True)
         _check_experiment(name, tracker, meta.mlflow)
         # Each worker its own sampler seed: processes started together must not sample alike.
         return runner.continue_study(name, stores=stores, storage_obj=storage_obj,

@@ -47,14 +47,11 @@ class RunRecord:
     tags: dict[str, str]
 
 
-def preload(tracking_uri: str | None = None) -> None:
-    """Import what opening a store of `tracking_uri` (None: an SQL one) will need: MLflow's
-    client and its SQL store, about 3 s of one core."""
+def preload() -> None:
+    """Import what opening a store will need, before the store is known: MLflow's client and
+    its SQL store (the default; a server's store needs less), about 3 s of one core."""
     import mlflow  # noqa: F401
-
-    if tracking_uri is None or sqlite_path(tracking_uri) is not None or (
-            "://" in tracking_uri and not is_tracking_server(tracking_uri)):
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 class Tracker:

@@ -82,8 +82,7 @@ class TrackerProcess(Tracker):
             except OSError:  # a write cut short leaves bytes that no one will read
                 pass
         self._start()
-        self._send(("open", (self.tracking_uri, self.artifact_root), {}))
-        self._open_pending = True
+        self._send_open()
 
     def __enter__(self) -> TrackerProcess:
         return self
@@ -97,11 +96,15 @@ class TrackerProcess(Tracker):
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         with self._lock:
-            self._send(("open", (tracking_uri, artifact_root), {}))
-            self._open_pending = True
+            self._send_open()
             self.opened = True
         if wait:
             self.ready()
+
+    def _send_open(self) -> None:
+        """Ask the child to open the store; its answer is read before the next call's."""
+        self._send(("open", (self.tracking_uri, self.artifact_root), {}))
+        self._open_pending = True
 
     def ready(self) -> None:
         with self._lock:
