@@ -14,6 +14,12 @@ the processes at once.
 on mnist-mlp and fashion-mnist-mlp against one at a time and `--trials-per-device 4`, with
 the GPU targets checked (K=64 on mnist-mlp: >= 20x one at a time, >= 3x four per device).
 
+On the CPU it also prints the ceiling: the least time a trial-epoch could take here, its
+matrix products alone (counted by torch's FLOP counter on one real step) at the rate of a
+2048² matmul measured in the same run, with every other cost gone. One at a time over that
+floor is the most any population, of any size, can gain on this machine; a target above it
+cannot hold here, and the CPU target line says which.
+
 Validation runs on a small slice (--val-limit), so that the numbers are the training's.
 Each side keeps its best of --reps: only ratios measured side by side mean anything on a
 shared machine. `--clock cpu` times the process's CPU seconds instead of the wall clock
@@ -32,13 +38,16 @@ from bench.common import cores, interleaved, load
 
 TASKS = "mnist-mlp,fashion-mnist-mlp,fashion-mnist-cnn"
 GPU_TASKS = "mnist-mlp,fashion-mnist-mlp"
+BATCH_SIZE = 128
+MATMUL_N = 2048  # the floor's matmul: n×n by n×n, float32
 
 
 def _configs(k: int, epochs: int) -> list[Any]:
     from tuner.space.config import TrialConfig
 
     # lr spread over two decades, as a sampler would try them
-    return [TrialConfig("adam", {"lr": 1e-4 * 100 ** (i / max(1, k - 1))}, 128, epochs)
+    return [TrialConfig("adam", {"lr": 1e-4 * 100 ** (i / max(1, k - 1))}, BATCH_SIZE,
+                        epochs)
             for i in range(k)]
 
 
@@ -99,15 +108,38 @@ def _at_once(task_name: str, train_limit: int | None, val_limit: int, epochs: in
     return max(seconds)
 
 
+def _epoch_flops(task: Any, data: Any, batch_size: int) -> float:
+    """FLOPs of one trial-epoch: a real training step of the task's model on `batch_size`
+    samples (forward, backward), counted by torch, times the steps; plus validation's
+    forward. The data needs no gradient, as in training."""
+    import math
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tasks.losses import loss_function
+
+    model = task.build_model({}).to(data.train_x.device)
+    loss_fn = loss_function(task.loss)
+    x, y = data.train_x[:batch_size], data.train_y[:batch_size]
+    with FlopCounterMode(display=False) as step:
+        loss_fn(model(x), y).backward()  # type: ignore[no-untyped-call]
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        model(data.val_x[:1])
+    steps = math.ceil(len(data.train_x) / batch_size)
+    return float(step.get_total_flops() * steps + forward.get_total_flops() * len(data.val_x))
+
+
 def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: int,
                limit: int | None) -> list[dict[str, Any]]:
+    from bench.epoch import matmul_gflops
     from tuner.training.loop import fit
     from tuner.training.population import fit_population
 
     device = args.device
     task, data = _device_data(task_name, limit, args.val_limit, device)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    print(f"\n{task_name}: {len(data.train_x)} training samples, batch 128, {args.epochs} "
+    print(f"\n{task_name}: {len(data.train_x)} training samples, batch {BATCH_SIZE}, {args.epochs} "
           f"epoch(s) on {device}; load {load():.1f}", flush=True)
 
     def alone() -> float:
@@ -119,9 +151,18 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     def at_once() -> float:
         return _at_once(task_name, limit, args.val_limit, args.epochs, device, args.processes)
 
+    gflops: list[float] = []
+
+    def matmul() -> float:
+        gflops.append(matmul_gflops(MATMUL_N, 1))
+        return 0.0
+
     sides: dict[str, Any] = {"alone": alone}
     if args.processes > 1:
         sides["at_once"] = at_once
+    ceiling = not device.startswith("cuda")  # a GPU's small steps are bound by launches
+    if ceiling:
+        sides["matmul"] = matmul
     for k in ks:
         def population(k: int = k) -> float:
             start = clock()
@@ -135,16 +176,20 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
 
         sides[f"K={k}"] = population
     times = interleaved(sides, reps)
+    times.pop("matmul", None)
     n = args.processes
     trials = {"alone": 1, "at_once": n} | {f"K={k}": k for k in ks}
     per = {name: min(times[name]) / (args.epochs * trials[name]) for name in times}
+    if ceiling:
+        peak = max(gflops)
+        per["floor"] = _epoch_flops(task, data, BATCH_SIZE) / (peak * 1e9)
     per_at_once = per.get("at_once")
     print(f"{'side':>16} {'s/trial-epoch':>14} {'trial-epochs/h':>15} {'x alone':>8} "
           f"{f'x {n} at once':>12}   (best of {reps})")
     rows = []
     for name, seconds in per.items():
-        label = {"alone": "one at a time", "at_once": f"{n} at once"}.get(
-            name, f"population {name}")
+        label = {"alone": "one at a time", "at_once": f"{n} at once",
+                 "floor": "floor"}.get(name, f"population {name}")
         versus = f"{per_at_once / seconds:>11.2f}x" if per_at_once else f"{'-':>12}"
         print(f"{label:>16} {seconds:>14.4f} {3600 / seconds:>15.0f} "
               f"{per['alone'] / seconds:>7.2f}x {versus}", flush=True)
@@ -152,7 +197,31 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
                      "seconds_per_trial_epoch": seconds,
                      "versus_alone": per["alone"] / seconds,
                      "versus_at_once": per_at_once / seconds if per_at_once else None})
+    if ceiling:
+        print(f"floor: the trial-epoch's matrix products alone at the rate of a {MATMUL_N}² "
+              f"matmul ({peak:.0f} GFLOP/s, best of {len(gflops)}); no population gains more "
+              f"than {per['alone'] / per['floor']:.2f}x one at a time here", flush=True)
     return rows
+
+
+# The CPU target (issue: populations): K=8 on fashion-mnist-mlp, >= 2x one at a time.
+CPU_TARGET = {"task": "fashion-mnist-mlp", "side": "K=8", "versus_alone": 2.0}
+
+
+def _cpu_target(rows: list[dict[str, Any]]) -> list[str]:
+    """The CPU target's line: what was measured, whether it holds, and whether it could
+    (the floor row's ratio is the most any population gains here)."""
+    mine = {row["side"]: row for row in rows if row["task"] == CPU_TARGET["task"]}
+    if CPU_TARGET["side"] not in mine:
+        return []
+    target, got = CPU_TARGET["versus_alone"], mine[CPU_TARGET["side"]]["versus_alone"]
+    line = (f"target: {CPU_TARGET['side']} on {CPU_TARGET['task']} versus_alone >= "
+            f"{target}x: {got:.2f}x, {'holds' if got >= target else 'does NOT hold'}")
+    if "floor" in mine:
+        most = mine["floor"]["versus_alone"]
+        line += (f"; the floor allows at most {most:.2f}x here"
+                 + (", so it cannot hold on this machine" if most < target else ""))
+    return [line]
 
 
 # The GPU targets (issue: populations): K=64 on mnist-mlp against one at a time and against
@@ -226,9 +295,8 @@ def main(argv: list[str] | None = None) -> int:
           f"forward={args.forward}, {args.clock} clock")
     rows = [row for name in args.tasks.split(",")
             for row in _task_rows(name.strip(), args, ks, reps, limit)]
-    if gpu:
-        for line in _gpu_targets(rows):
-            print(line)
+    for line in (_gpu_targets(rows) if gpu else _cpu_target(rows)):
+        print(line)
     if args.out:
         import json
         from pathlib import Path

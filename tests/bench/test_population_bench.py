@@ -25,11 +25,16 @@ def test_population_bench_measures_each_side_of_each_task(tmp_path: Path) -> Non
     rows = json.loads(out.read_text())["rows"]
     sides = {(row["task"], row["side"]) for row in rows}
     assert sides == {(task, side) for task in ("digits-mlp", "mnist-mlp")
-                     for side in ("alone", "at_once", "K=1", "K=2")}
+                     for side in ("alone", "at_once", "K=1", "K=2", "floor")}
     for row in rows:
         assert row["seconds_per_trial_epoch"] > 0 and row["versus_at_once"] > 0, row
         assert row["device"] == "cpu" and row["processes"] == 2
+    # The floor (the matrix products alone at a large matmul's rate) is below any side.
+    for task in ("digits-mlp", "mnist-mlp"):
+        mine = {row["side"]: row["seconds_per_trial_epoch"] for row in rows if row["task"] == task}
+        assert mine["floor"] < min(v for side, v in mine.items() if side != "floor"), mine
     assert "2 at once" in proc.stdout and "population K=2" in proc.stdout
+    assert "no population gains more than" in proc.stdout
 
 
 def test_the_gpu_mode_says_plainly_where_there_is_no_gpu() -> None:
@@ -52,3 +57,37 @@ def test_the_gpu_targets_are_read_from_the_k64_row_of_mnist_mlp() -> None:
     assert _gpu_targets(rows) == [
         "target: K=64 on mnist-mlp versus_alone >= 20.0x: 25.00x, holds",
         "target: K=64 on mnist-mlp versus_at_once >= 3.0x: 2.50x, does NOT hold"]
+
+
+def test_the_floor_counts_a_trial_epochs_matrix_products() -> None:
+    """The floor's FLOPs are an MLP's Linear layers, forward and backward (no gradient for
+    the data), per training step times the steps, plus validation's forwards."""
+    from bench.data import linear_flops
+    from bench.population import _epoch_flops
+    from tasks.registry import get_task
+    from tuner.training.loop import DeviceData
+
+    task = get_task("digits-mlp")
+    full = task.read_data()
+    data = DeviceData(full.train_x[:300], full.train_y[:300], full.val_x[:50], full.val_y[:50])
+    per_sample = linear_flops(task.build_model({}), 1)
+    assert per_sample["train_step"] > 0
+    steps = 3  # 300 samples in batches of 128: 128, 128, 44
+    expected = per_sample["train_step"] * 128 * steps + per_sample["forward"] * 50
+    assert _epoch_flops(task, data, 128) == expected
+
+
+def test_the_cpu_target_says_when_the_floor_rules_it_out() -> None:
+    from bench.population import _cpu_target
+
+    def rows(k8: float, floor: float) -> list[dict[str, object]]:
+        return [{"task": "fashion-mnist-mlp", "side": side, "versus_alone": ratio}
+                for side, ratio in (("alone", 1.0), ("K=8", k8), ("floor", floor))]
+
+    assert _cpu_target(rows(2.1, 3.0)) == [
+        "target: K=8 on fashion-mnist-mlp versus_alone >= 2.0x: 2.10x, holds; the floor "
+        "allows at most 3.00x here"]
+    assert _cpu_target(rows(1.4, 1.8)) == [
+        "target: K=8 on fashion-mnist-mlp versus_alone >= 2.0x: 1.40x, does NOT hold; the "
+        "floor allows at most 1.80x here, so it cannot hold on this machine"]
+    assert _cpu_target([{"task": "mnist-mlp", "side": "K=8", "versus_alone": 3.0}]) == []
