@@ -206,6 +206,13 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     return rows
 
 
+def _target_line(row: dict[str, Any], key: str, target: float) -> str:
+    """What `row` measured against a target on `key`, and whether it holds."""
+    got = row[key]
+    return (f"target: {row['side']} on {row['task']} {key} >= {target}x: {got:.2f}x, "
+            f"{'holds' if got >= target else 'does NOT hold'}")
+
+
 # The CPU target (issue: populations): K=8 on fashion-mnist-mlp, >= 2x one at a time.
 CPU_TARGET = {"task": "fashion-mnist-mlp", "side": "K=8", "versus_alone": 2.0}
 
@@ -216,9 +223,8 @@ def _cpu_target(rows: list[dict[str, Any]]) -> list[str]:
     mine = {row["side"]: row for row in rows if row["task"] == CPU_TARGET["task"]}
     if CPU_TARGET["side"] not in mine:
         return []
-    target, got = CPU_TARGET["versus_alone"], mine[CPU_TARGET["side"]]["versus_alone"]
-    line = (f"target: {CPU_TARGET['side']} on {CPU_TARGET['task']} versus_alone >= "
-            f"{target}x: {got:.2f}x, {'holds' if got >= target else 'does NOT hold'}")
+    target = CPU_TARGET["versus_alone"]
+    line = _target_line(mine[CPU_TARGET["side"]], "versus_alone", target)
     if "floor" in mine:
         most = mine["floor"]["versus_alone"]
         line += (f"; the floor allows at most {most:.2f}x here"
@@ -238,10 +244,8 @@ def _gpu_targets(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         if row["task"] == GPU_TARGETS["task"] and row["side"] == GPU_TARGETS["side"]:
             for key in ("versus_alone", "versus_at_once"):
-                target, got = GPU_TARGETS[key], row[key]
-                if got is not None:
-                    lines.append(f"target: {row['side']} on {row['task']} {key} >= {target}x: "
-                                 f"{got:.2f}x, {'holds' if got >= target else 'does NOT hold'}")
+                if row[key] is not None:
+                    lines.append(_target_line(row, key, GPU_TARGETS[key]))
     return lines
 
 
