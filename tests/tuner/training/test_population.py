@@ -105,6 +105,28 @@ def test_each_member_trains_as_its_fit_would(digits: DeviceData, family: str,
     assert members[0].epochs[0].seconds > 0
 
 
+def test_rmsprop_runs_on_adams_kernel_on_a_cpu_unless_alpha_is_one(digits: DeviceData) -> None:
+    from tuner.training.population._fused import _Fused, _make_update
+
+    def update_for(alphas: list[float]) -> object:
+        groups = [{"alpha": a, "momentum": 0.0, "weight_decay": 0.0, "eps": 1e-8}
+                  for a in alphas]
+        return _make_update("rmsprop", groups, [torch.zeros(len(alphas), 3)], update="auto",
+                            device_type="cpu")
+
+    assert isinstance(update_for([0.99, 0.9]), _Fused)
+    assert not isinstance(update_for([0.99, 1.0]), _Fused)
+    # alpha 1 keeps the square average at zero (torch divides by eps alone): the batched
+    # rule takes that population, and still trains each member as fit does.
+    cfgs = [TrialConfig("rmsprop", {"lr": 1e-3, "alpha": 1.0, "eps": 1.0}, 32, 2),
+            TrialConfig("rmsprop", {"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-3}, 32, 2)]
+    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS[:2],
+                             update="fused")
+    for member, solo in zip(members, solo_runs(DIGITS_MLP, digits, cfgs, SEEDS[:2]),
+                            strict=True):
+        assert_same(member.unwrap(), solo, len(digits.val_x))
+
+
 def test_members_of_one_population_follow_their_own_schedules(digits: DeviceData) -> None:
     kinds = ["none", "cosine", "step", "onecycle", "warmup", "cosine"]
     cfgs = [TrialConfig("adam", {"lr": 1e-3 * (1 + i)}, 32, 2, kind)

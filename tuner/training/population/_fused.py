@@ -1,6 +1,16 @@
 """The fused updates: each member runs torch's fused kernel for its family on its own
 slices of the stacks; and :func:`_make_update`, which takes them where torch has a
-kernel and the batched rules elsewhere."""
+kernel and the batched rules elsewhere.
+
+RMSprop has no kernel of its own, but its square average is Adam's second moment with
+``beta2 = alpha``: Adam's kernel with ``beta1 = 0`` (the first moment is then the gradient)
+at a step count so large that ``1 - beta2 ** step`` is 1 (no bias correction; any alpha
+below 1) computes ``p -= lr * g / (sqrt(v) + eps)``, RMSprop's update, in one pass. With
+momentum, the same kernel adds ``g / (sqrt(v) + eps)`` to the momentum buffer, scaled by
+the momentum first, and the buffer then moves the parameters. On a 2-core CPU, for eight
+members of the Fashion-MNIST MLP, the update alone took 0.78 ms against the batched rule's
+3.1 ms without momentum (2.9 against 3.8 ms with); a whole epoch took 0.89-0.96x the
+time without momentum, 0.98-0.99x with."""
 
 from __future__ import annotations
 
@@ -13,8 +23,13 @@ from tuner.training.population._batched import _BATCHED
 from tuner.training.population._updates import _accumulator, _Update
 
 # Rules with a torch fused kernel, on these device types (as tuner.training.optimizers uses).
-_FUSED_RULES = frozenset({"sgd", "adam", "adagrad"})
-_FUSED_DEVICE_TYPES = frozenset({"cpu", "cuda"})
+# RMSprop through Adam's kernel is measured on the CPU only: on a GPU its K launches a step
+# against the batched rule's fixed number are unmeasured.
+_FUSED_DEVICE_TYPES = {"sgd": frozenset({"cpu", "cuda"}), "adam": frozenset({"cpu", "cuda"}),
+                       "adagrad": frozenset({"cpu", "cuda"}), "rmsprop": frozenset({"cpu"})}
+# A step count at which every beta2 below 1 has beta2 ** step == 0 in double: no bias
+# correction (a float32 tensor, as torch keeps step counts).
+_UNCORRECTED_STEP = 2.0**100
 
 
 class _Fused(_Update):
@@ -24,10 +39,14 @@ class _Fused(_Update):
     def __init__(self, rule: str, groups: list[dict[str, Any]],
                  params: Sequence[torch.Tensor]) -> None:
         self.rule = rule
+        # RMSprop's "last_grad" is the first moment of Adam's kernel (beta1 = 0).
         self.states = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
-                       "adagrad": ("sum",)}[rule]
+                       "adagrad": ("sum",),
+                       "rmsprop": ("square_avg", "momentum_buffer", "last_grad")}[rule]
         # One step count for every member and parameter: they all step together.
         self.step_t = torch.zeros((), dtype=torch.float32, device=params[0].device)
+        self.uncorrected = torch.full((), _UNCORRECTED_STEP, dtype=torch.float32,
+                                      device=params[0].device)
         super().__init__(groups, params)
 
     def _initial(self, name: str, p: torch.Tensor) -> torch.Tensor:
@@ -58,6 +77,8 @@ class _Fused(_Update):
                 kernel(ps, gs, st["exp_avg"], st["exp_avg_sq"], [], steps, lr=lr, beta1=beta1,
                        beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                        amsgrad=False, maximize=False)
+            elif self.rule == "rmsprop":
+                self._rmsprop(group, lr, ps, gs, st)
             elif self.rule == "sgd":
                 momentum = group["momentum"]
                 torch._fused_sgd_(ps, gs, st["momentum_buffer"] if momentum != 0 else [],
@@ -71,6 +92,28 @@ class _Fused(_Update):
                                       maximize=False)
 
 
+    def _rmsprop(self, group: dict[str, Any], lr: float, ps: list[torch.Tensor],
+                 gs: list[torch.Tensor], st: dict[str, list[torch.Tensor]]) -> None:
+        """torch.optim.RMSprop (not centered) for one member, through Adam's kernel."""
+        steps = [self.uncorrected] * len(ps)
+        momentum, wd = group["momentum"], group["weight_decay"]
+        if momentum == 0:
+            torch._fused_adam_(ps, gs, st["last_grad"], st["square_avg"], [], steps, lr=lr,
+                               beta1=0.0, beta2=group["alpha"], weight_decay=wd,
+                               eps=group["eps"], amsgrad=False, maximize=False)
+            return
+        # buf = momentum * buf + g / (sqrt(v) + eps), then p -= lr * buf: the kernel's
+        # "parameter" is the buffer, so the decay (of the real parameter) comes first.
+        buffers = st["momentum_buffer"]
+        if wd != 0:
+            torch._foreach_add_(gs, ps, alpha=wd)
+        torch._foreach_mul_(buffers, momentum)
+        torch._fused_adam_(buffers, gs, st["last_grad"], st["square_avg"], [], steps, lr=-1.0,
+                           beta1=0.0, beta2=group["alpha"], weight_decay=0.0, eps=group["eps"],
+                           amsgrad=False, maximize=False)
+        torch._foreach_add_(ps, buffers, alpha=-lr)
+
+
 def _contiguous(t: torch.Tensor | None) -> torch.Tensor:
     assert t is not None
     return t if t.is_contiguous() else t.contiguous()
@@ -80,6 +123,9 @@ def _make_update(rule: str, groups: list[dict[str, Any]], params: Sequence[torch
                  *, update: str, device_type: str) -> _Update:
     # A forced "fused" falls back to the batched rule where torch has no kernel, as
     # optimizers.build falls back to foreach.
-    if update != "batched" and rule in _FUSED_RULES and device_type in _FUSED_DEVICE_TYPES:
+    fusable = device_type in _FUSED_DEVICE_TYPES.get(rule, ())
+    if rule == "rmsprop":  # alpha 1 (a square average that never moves) needs the correction
+        fusable = fusable and all(g["alpha"] < 1 for g in groups)
+    if update != "batched" and fusable:
         return _Fused(rule, groups, params)
     return _BATCHED[rule](groups, params)
