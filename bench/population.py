@@ -13,6 +13,9 @@ the processes at once.
 `--device cuda` is the GPU mode, one short script for any CUDA machine: K = 1, 8, 64, 256
 on mnist-mlp and fashion-mnist-mlp against one at a time and `--trials-per-device 4`, with
 the GPU targets checked (K=64 on mnist-mlp: >= 20x one at a time, >= 3x four per device).
+There each K is timed twice, with the update `auto` takes (torch's fused kernel, launched
+once per member) and with the batched rules (a fixed number of launches for any K), so
+that one run shows which the auto choice should take on a GPU.
 
 On the CPU (wall clock) it also prints the floor: the least time a trial-epoch could take
 here, its matrix products alone (counted by torch's FLOP counter on one real step) at the
@@ -165,35 +168,37 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     floor = not device.startswith("cuda") and args.clock == "wall"
     if floor:
         sides["matmul"] = matmul
+    trials = {"alone": 1, "at_once": args.processes}
     for k in ks:
-        def population(k: int = k) -> float:
-            start = clock()
-            members = fit_population(task, data, _configs(k, args.epochs), device=device,
-                                     seeds=list(range(k)), update=args.update,
-                                     forward=args.forward)
-            _synced(device)
-            seconds = clock() - start
-            assert all(m.stopped is None for m in members)
-            return seconds
+        for update in args.updates:
+            def population(k: int = k, update: str = update) -> float:
+                start = clock()
+                members = fit_population(task, data, _configs(k, args.epochs), device=device,
+                                         seeds=list(range(k)), update=update,
+                                         forward=args.forward)
+                _synced(device)
+                seconds = clock() - start
+                assert all(m.stopped is None for m in members)
+                return seconds
 
-        sides[f"K={k}"] = population
+            name = _side(k, update, args.updates)
+            sides[name], trials[name] = population, k
     times = interleaved(sides, reps)
     times.pop("matmul", None)
     n = args.processes
-    trials = {"alone": 1, "at_once": n} | {f"K={k}": k for k in ks}
     per = {name: min(times[name]) / (args.epochs * trials[name]) for name in times}
     if floor:
         peak = max(gflops)
         per["floor"] = _epoch_flops(task, data, BATCH_SIZE) / (peak * 1e9)
     per_at_once = per.get("at_once")
-    print(f"{'side':>16} {'s/trial-epoch':>14} {'trial-epochs/h':>15} {'x alone':>8} "
+    print(f"{'side':>24} {'s/trial-epoch':>14} {'trial-epochs/h':>15} {'x alone':>8} "
           f"{f'x {n} at once':>12}   (best of {reps})")
     rows = []
     for name, seconds in per.items():
         label = {"alone": "one at a time", "at_once": f"{n} at once",
                  "floor": "floor"}.get(name, f"population {name}")
         versus = f"{per_at_once / seconds:>11.2f}x" if per_at_once else f"{'-':>12}"
-        print(f"{label:>16} {seconds:>14.4f} {3600 / seconds:>15.0f} "
+        print(f"{label:>24} {seconds:>14.4f} {3600 / seconds:>15.0f} "
               f"{per['alone'] / seconds:>7.2f}x {versus}", flush=True)
         rows.append({"task": task_name, "side": name, "device": device, "processes": n,
                      "seconds_per_trial_epoch": seconds,
@@ -204,6 +209,11 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
               f"matmul ({peak:.0f} GFLOP/s, best of {len(gflops)}); no population gains more "
               f"than {per['alone'] / per['floor']:.2f}x one at a time here", flush=True)
     return rows
+
+
+def _side(k: int, update: str, updates: list[str]) -> str:
+    """A population side's name: "K=8" for the first update kind, "K=8 batched" for others."""
+    return f"K={k}" if update == updates[0] else f"K={k} {update}"
 
 
 def _target_line(row: dict[str, Any], key: str, target: float) -> str:
@@ -242,7 +252,9 @@ def _gpu_targets(rows: list[dict[str, Any]]) -> list[str]:
     """One line per GPU target: what was measured, and whether it holds."""
     lines = []
     for row in rows:
-        if row["task"] == GPU_TARGETS["task"] and row["side"] == GPU_TARGETS["side"]:
+        # "K=64" and, where other update kinds were timed, "K=64 batched" …
+        if row["task"] == GPU_TARGETS["task"] and \
+                row["side"].split()[0] == GPU_TARGETS["side"]:
             for key in ("versus_alone", "versus_at_once"):
                 if row[key] is not None:
                     lines.append(_target_line(row, key, GPU_TARGETS[key]))
@@ -269,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-limit", type=int, default=512,
                         help="validation samples (small: the bench measures training)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--update", default="auto", help="auto, fused or batched")
+    parser.add_argument("--update", default=None,
+                        help="auto, fused or batched, or a comma list: each K is timed with "
+                             "each [auto; on a GPU: auto,batched, to see which update the "
+                             "auto choice should take there]")
     parser.add_argument("--forward", default="auto", help="auto, vmap or bmm")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall-clock or process CPU seconds [%(default)s]")
@@ -279,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                              "harness")
     args = parser.parse_args(argv)
     import torch
+
+    from tuner.training.population import UPDATES
 
     gpu = args.device.startswith("cuda")
     if gpu and not torch.cuda.is_available():
@@ -292,13 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     limit = 2048 if args.quick else (args.train_limit or None)
     if args.processes is None:
         args.processes = 4 if gpu else cores()
+    args.updates = (args.update or ("auto,batched" if gpu else "auto")).split(",")
+    for update in args.updates:
+        if update not in UPDATES:
+            parser.error(f"--update takes {', '.join(UPDATES)} or a comma list of them, but "
+                         f"got {update!r}")
     if args.clock == "cpu":
         if gpu:
             parser.error("--clock cpu times the CPU; a GPU's work is timed by the wall clock")
         args.processes = 1  # several processes' CPU seconds are not this process's
     where = torch.cuda.get_device_name(args.device) if gpu else f"{cores()} core(s)"
-    print(f"{torch.get_num_threads()} torch thread(s), {where}; update={args.update}, "
-          f"forward={args.forward}, {args.clock} clock")
+    print(f"{torch.get_num_threads()} torch thread(s), {where}; "
+          f"update={','.join(args.updates)}, forward={args.forward}, {args.clock} clock")
     rows = [row for name in args.tasks.split(",")
             for row in _task_rows(name.strip(), args, ks, reps, limit)]
     for line in (_gpu_targets(rows) if gpu else _cpu_target(rows)):

@@ -19,13 +19,15 @@ def test_population_bench_measures_each_side_of_each_task(tmp_path: Path) -> Non
     out = tmp_path / "population.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.population", "--quick", "--tasks",
-         "digits-mlp,mnist-mlp", "--processes", "2", "--out", str(out)],
+         "digits-mlp,mnist-mlp", "--processes", "2", "--update", "auto,batched", "--out",
+         str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     sides = {(row["task"], row["side"]) for row in rows}
     assert sides == {(task, side) for task in ("digits-mlp", "mnist-mlp")
-                     for side in ("alone", "at_once", "K=1", "K=2", "floor")}
+                     for side in ("alone", "at_once", "K=1", "K=2", "K=1 batched",
+                                  "K=2 batched", "floor")}
     for row in rows:
         assert row["seconds_per_trial_epoch"] > 0 and row["versus_at_once"] > 0, row
         assert row["device"] == "cpu" and row["processes"] == 2
@@ -33,7 +35,7 @@ def test_population_bench_measures_each_side_of_each_task(tmp_path: Path) -> Non
     for task in ("digits-mlp", "mnist-mlp"):
         mine = {row["side"]: row["seconds_per_trial_epoch"] for row in rows if row["task"] == task}
         assert mine["floor"] < min(v for side, v in mine.items() if side != "floor"), mine
-    assert "2 at once" in proc.stdout and "population K=2" in proc.stdout
+    assert "2 at once" in proc.stdout and "population K=2 batched" in proc.stdout
     assert "no population gains more than" in proc.stdout
 
 
@@ -48,15 +50,29 @@ def test_the_gpu_mode_says_plainly_where_there_is_no_gpu() -> None:
     assert "--device cuda: torch sees no CUDA device here" in proc.stderr
 
 
-def test_the_gpu_targets_are_read_from_the_k64_row_of_mnist_mlp() -> None:
+def test_the_gpu_targets_are_read_from_the_k64_rows_of_mnist_mlp() -> None:
     from bench.population import _gpu_targets
 
     rows = [{"task": "mnist-mlp", "side": "K=64", "versus_alone": 25.0, "versus_at_once": 2.5},
+            {"task": "mnist-mlp", "side": "K=64 batched", "versus_alone": 30.0,
+             "versus_at_once": 3.5},
+            {"task": "mnist-mlp", "side": "K=8", "versus_alone": 5.0, "versus_at_once": 1.0},
             {"task": "fashion-mnist-mlp", "side": "K=64", "versus_alone": 1.0,
              "versus_at_once": 1.0}]
     assert _gpu_targets(rows) == [
         "target: K=64 on mnist-mlp versus_alone >= 20.0x: 25.00x, holds",
-        "target: K=64 on mnist-mlp versus_at_once >= 3.0x: 2.50x, does NOT hold"]
+        "target: K=64 on mnist-mlp versus_at_once >= 3.0x: 2.50x, does NOT hold",
+        "target: K=64 batched on mnist-mlp versus_alone >= 20.0x: 30.00x, holds",
+        "target: K=64 batched on mnist-mlp versus_at_once >= 3.0x: 3.50x, holds"]
+
+
+def test_an_unknown_update_kind_is_refused_before_anything_runs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.population", "--update", "auto,fast"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "--update takes auto, fused, batched or a comma list of them, but got 'fast'" \
+        in proc.stderr
+    assert "s/trial-epoch" not in proc.stdout
 
 
 def test_the_floor_counts_a_trial_epochs_matrix_products() -> None:
