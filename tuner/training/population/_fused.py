@@ -91,7 +91,6 @@ class _Fused(_Update):
                                       weight_decay=group["weight_decay"], eps=group["eps"],
                                       maximize=False)
 
-
     def _rmsprop(self, group: dict[str, Any], lr: float, ps: list[torch.Tensor],
                  gs: list[torch.Tensor], st: dict[str, list[torch.Tensor]]) -> None:
         """torch.optim.RMSprop (not centered) for one member, through Adam's kernel."""
