@@ -55,21 +55,33 @@ class _Fused(_Update):
         return super()._initial(name, p)
 
     def _refresh(self) -> None:
-        self.members = [list(p.unbind(0)) for p in self.data]
-        self.member_state = {name: [list(t.unbind(0)) for t in tensors]
-                             for name, tensors in self.state.items()}
+        # Member k's parameters and state as lists, made here once rather than at every
+        # step (host work once per member per step: what a GPU's step mostly waits for).
+        members = range(len(self.groups))
+        params = [p.unbind(0) for p in self.data]
+        states = {name: [t.unbind(0) for t in tensors] for name, tensors in self.state.items()}
+        self.member_params = [[p[k] for p in params] for k in members]
+        self.member_state = [{name: [t[k] for t in ts] for name, ts in states.items()}
+                             for k in members]
 
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
         self.t += 1
         self.step_t += 1
         used = [i for i, g in enumerate(grads) if g is not None]
+        if not used:
+            return
         # The kernels walk parameter, gradient and state as flat memory of one layout.
-        slices = {i: _contiguous(grads[i]).unbind(0) for i in used}
+        member_grads = list(zip(*(_contiguous(grads[i]).unbind(0) for i in used),
+                                strict=True))
         steps = [self.step_t] * len(used)
+        every = len(used) == len(grads)
         for k, (group, lr) in enumerate(zip(self.groups, lrs, strict=True)):
-            ps = [self.members[i][k] for i in used]
-            gs = [slices[i][k] for i in used]
-            st = {name: [self.member_state[name][i][k] for i in used] for name in self.states}
+            gs = list(member_grads[k])
+            if every:
+                ps, st = self.member_params[k], self.member_state[k]
+            else:  # a parameter without a gradient is skipped, as torch's optimizers skip it
+                ps = [self.member_params[k][i] for i in used]
+                st = {name: [t[i] for i in used] for name, t in self.member_state[k].items()}
             if self.rule == "adam":
                 kernel = (torch._fused_adamw_ if group["decoupled_weight_decay"]
                           else torch._fused_adam_)
