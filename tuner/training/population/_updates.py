@@ -26,7 +26,13 @@ class _Table:
         if views is None:
             # float32 arithmetic, as torch applies a Python-float scalar to float32 tensors.
             dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-            table = self._host.to(device=p.device, dtype=dtype)
+            if p.device.type == "cuda":
+                # A plain copy to a GPU waits for every kernel queued before it, once a step;
+                # from pinned memory it does not (torch keeps the pinned block until it is
+                # copied).
+                table = self._host.to(dtype=dtype).pin_memory().to(p.device, non_blocking=True)
+            else:
+                table = self._host.to(device=p.device, dtype=dtype)
             views = list(table.view(*table.shape, *([1] * (p.dim() - 1))).unbind(0))
             self._views[key] = views
         return views
