@@ -43,10 +43,11 @@ class _Fused(_Update):
         self.states = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
                        "adagrad": ("sum",),
                        "rmsprop": ("square_avg", "momentum_buffer", "last_grad")}[rule]
-        # One step count for every member and parameter: they all step together.
+        # One step count for every member and parameter: they all step together. RMSprop's
+        # kernel sees a fixed one instead, at which Adam's bias corrections are 1.
         self.step_t = torch.zeros((), dtype=torch.float32, device=params[0].device)
-        self.uncorrected = torch.full((), _UNCORRECTED_STEP, dtype=torch.float32,
-                                      device=params[0].device)
+        self.kernel_step = self.step_t if rule != "rmsprop" else torch.full(
+            (), _UNCORRECTED_STEP, dtype=torch.float32, device=params[0].device)
         super().__init__(groups, params)
 
     def _initial(self, name: str, p: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,7 @@ class _Fused(_Update):
         # The kernels walk parameter, gradient and state as flat memory of one layout.
         member_grads = list(zip(*(_contiguous(grads[i]).unbind(0) for i in used),
                                 strict=True))
-        steps = [self.step_t] * len(used)
+        steps = [self.kernel_step] * len(used)
         every = len(used) == len(grads)
         for k, (group, lr) in enumerate(zip(self.groups, lrs, strict=True)):
             gs = list(member_grads[k])
@@ -90,7 +91,7 @@ class _Fused(_Update):
                        beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                        amsgrad=False, maximize=False)
             elif self.rule == "rmsprop":
-                self._rmsprop(group, lr, ps, gs, st)
+                self._rmsprop(group, lr, ps, gs, st, steps)
             elif self.rule == "sgd":
                 momentum = group["momentum"]
                 torch._fused_sgd_(ps, gs, st["momentum_buffer"] if momentum != 0 else [],
@@ -104,9 +105,9 @@ class _Fused(_Update):
                                       maximize=False)
 
     def _rmsprop(self, group: dict[str, Any], lr: float, ps: list[torch.Tensor],
-                 gs: list[torch.Tensor], st: dict[str, list[torch.Tensor]]) -> None:
+                 gs: list[torch.Tensor], st: dict[str, list[torch.Tensor]],
+                 steps: list[torch.Tensor]) -> None:
         """torch.optim.RMSprop (not centered) for one member, through Adam's kernel."""
-        steps = [self.uncorrected] * len(ps)
         momentum, wd = group["momentum"], group["weight_decay"]
         if momentum == 0:
             torch._fused_adam_(ps, gs, st["last_grad"], st["square_avg"], [], steps, lr=lr,
