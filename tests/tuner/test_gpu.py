@@ -299,7 +299,7 @@ def test_a_population_on_the_gpu_gives_the_values_of_one_trial_at_a_time(home: P
 
 @pytest.mark.parametrize("update", ["fused", "batched"])
 def test_each_member_on_the_gpu_trains_as_its_fit_would(update: str) -> None:
-    """50 steps (2 epochs of 25) of three members per rule on the GPU against fit on the GPU:
+    """50 steps (2 epochs of 25) of two members per family on the GPU against fit there:
     losses within 1e-3 relative (the stacked and the single products may sum in other
     orders on a GPU, so this is looser than the CPU's 1e-4)."""
     from tasks.digits import DIGITS_MLP
