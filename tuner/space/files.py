@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,9 +70,9 @@ def _parse(path: Path, text: str) -> Any:
         import yaml
 
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
         except yaml.YAMLError as exc:
-            raise SpaceError(f"{path} is not valid YAML: {exc}") from None
+            raise SpaceError(f"{path} is not valid YAML: {_one_line(exc)}") from None
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -79,6 +81,29 @@ def _parse(path: Path, text: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"{path} is not valid TOML: {exc}") from None
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader, but reading ``1e-5`` as a number (YAML 1.2), not as a string
+    (PyYAML's YAML 1.1 wants ``1.0e-5``): else ``{low: 1e-5, high: 1e-2}`` is refused."""
+    import yaml
+
+    loader: Any = type("Loader", (yaml.SafeLoader,), {})
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return loader
+
+
+def _one_line(exc: Exception) -> str:
+    """PyYAML's message without its multi-line snippet of the file."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        context = getattr(exc, "context", None)
+        return (f"{context}: " if context else "") + \
+            f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def _word_list(where: str, value: Any) -> list[str]:

@@ -8,6 +8,7 @@ Adam trial); :mod:`tuner.sampling` makes the sampler model each family on its ow
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,30 +233,30 @@ def _applies(families: dict[str, dict[str, ParamSpace]], pname: str, text: str) 
 
 def _apply(families: dict[str, dict[str, ParamSpace]], pname: str, text: str) -> None:
     scope, spec = dsl.split_scope(text)
-    flag = "--" + pname.replace("_", "-")
+    where = f"--{pname.replace('_', '-')} {' '.join(text.split())}"  # on one line
     users = families_with(pname)
     if not users:
         raise SpaceError(f"unknown hyperparameter {pname!r}")
     if scope is not None:
         if scope not in FAMILIES:
-            raise SpaceError(f"{flag} {text}: " + unknown_family_message(scope))
+            raise SpaceError(f"{where}: " + unknown_family_message(scope))
         if pname not in FAMILIES[scope].param_names:
-            raise SpaceError(f"{flag} {text}: {scope} has no {pname}; {pname} applies to "
+            raise SpaceError(f"{where}: {scope} has no {pname}; {pname} applies to "
                              f"{', '.join(users)}")
         if scope not in families:
-            raise SpaceError(f"{flag} {text}: {scope} is not among the optimizers of this "
+            raise SpaceError(f"{where}: {scope} is not among the optimizers of this "
                              f"study ({', '.join(families)}); add it to --optimizers")
         targets = [scope]
     else:
         targets = [f for f in families if pname in families[f]]
         if not targets:
-            raise SpaceError(f"{flag} {text}: none of the optimizers of this study "
+            raise SpaceError(f"{where}: none of the optimizers of this study "
                              f"({', '.join(families)}) has {pname}; it applies to "
                              f"{', '.join(users)}")
     dist = dsl.parse_float_dist(pname, spec)
     if pname == "momentum" and "nesterov" in targets and _allows_zero(dist):
         # torch refuses Nesterov without momentum; say so now, not in every trial.
-        raise SpaceError(f"{flag} {text}: nesterov needs momentum > 0, but {dist.show()} "
+        raise SpaceError(f"{where}: nesterov needs momentum > 0, but {dist.show()} "
                          f"allows 0; give a range above 0 (e.g. --momentum nesterov=0.5:0.99)")
     for fname in targets:
         builtin = FAMILIES[fname].param(pname)
@@ -314,6 +315,9 @@ def parse_task_params(specs: Mapping[str, str]) -> dict[str, ParamSpace]:
             if not values:
                 raise SpaceError(f"task hyperparameter {name} needs a value, a LOW:HIGH range "
                                  f"or a comma list, but got {spec!r}")
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                # as for the optimizer's own: nan would never equal itself in the stored space
+                raise SpaceError(f"{name} must be finite, but got {spec!r}")
             unique = tuple(dict.fromkeys(values))
             dist = Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
         default = dist.value if isinstance(dist, Fixed) else \
@@ -334,8 +338,6 @@ def _task_value(token: str) -> Any:
 def task_param_values(task_params: Mapping[str, ParamSpace]) -> dict[str, Any]:
     """One value per task hyperparameter (its default, else the middle of its range), for
     checking and sizing the model before any trial."""
-    import math
-
     out: dict[str, Any] = {}
     for name, ps in task_params.items():
         dist = ps.dist
