@@ -52,7 +52,7 @@ start)
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200 -c fsync=off" \
         start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     as_owner "$bin/psql" -h "$dir" -p "$port" -U postgres -q -v ON_ERROR_STOP=1 \
-        -c "CREATE ROLE opttune LOGIN CREATEDB PASSWORD 'opttune'" \
+        -c "CREATE ROLE opttune LOGIN CREATEDB CREATEROLE PASSWORD 'opttune'" \
         -c "CREATE DATABASE opttune_test OWNER opttune" >/dev/null
     url="postgresql://opttune:opttune@127.0.0.1:$port/opttune_test"
     echo "$url" >"$dir/url"

@@ -21,11 +21,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 def user_errors() -> Iterator[None]:
     """Library errors become one `Error: …` line and exit code 1, with no traceback."""
     from tuner.errors import OpttuneError
+    from tuner.study.stores import redact
 
     try:
         yield
-    except OpttuneError as exc:
-        raise click.ClickException(str(exc)) from None
+    except OpttuneError as exc:  # may wrap a library's text that names a store URL
+        raise click.ClickException(redact(str(exc))) from None
 
 
 def store_options(func: F) -> F:

@@ -90,7 +90,7 @@ def _print_csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def print_notice(text: str) -> None:
-    err_console.print(Text(f"Note: {text}", style="bold yellow"))
+    err_console.print(Text(f"Note: {redact(text)}", style="bold yellow"))
 
 
 def print_space(space: Space) -> None:
@@ -264,7 +264,7 @@ def print_study_ready(result: SearchResult) -> None:
 
 
 def print_error(message: str) -> None:
-    err_console.print(f"Error: {message}", style="red", markup=False)
+    err_console.print(f"Error: {redact(message)}", style="red", markup=False)
 
 
 def print_check(result: CheckReport) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuner.study.stores import redact
+
 
 def preview(name: str, *, home: str | Path | None = None, storage: str | None = None,
             tracking_uri: str | None = None) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def _delete_runs(stores: Any, experiment_id: str | None, name: str) -> str:
             tracker.delete_run(run.run_id)
         return "deleted" if runs else "not found"
     except Exception as exc:
-        return f"not reachable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        return f"not reachable ({type(exc).__name__}: {redact(str(exc)).splitlines()[0]})"
 
 
 def _delete_experiment(stores: Any, experiment_id: str | None) -> str:
@@ -89,4 +91,4 @@ def _delete_experiment(stores: Any, experiment_id: str | None) -> str:
         tracker = Tracker(stores.tracking_uri, stores.artifact_root)
         return "deleted" if tracker.delete_experiment(experiment_id) else "not found"
     except Exception as exc:
-        return f"not reachable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        return f"not reachable ({type(exc).__name__}: {redact(str(exc)).splitlines()[0]})"

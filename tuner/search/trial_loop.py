@@ -28,6 +28,7 @@ from tuner.study import claims as budget
 from tuner.study import optuna_adapter
 from tuner.study import records as studies
 from tuner.study.recovery import OWNER_TAG, Problem
+from tuner.study.stores import redact
 from tuner.training.devices import is_out_of_memory, out_of_memory_reason
 from tuner.training.seeds import trial_seed
 
@@ -164,7 +165,8 @@ class TrialRunner:
         try:
             found = inspect_study(self.study, self.tracker, self.s.meta, parent=False).problems
         except Exception as exc:  # MLflow trouble: still repair the Optuna side
-            self.observer.notice(f"MLflow: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            self.observer.notice(f"MLflow: {type(exc).__name__}: "
+                                 f"{redact(str(exc)).splitlines()[0]}")
             found = [Problem("stale-trial", f"trial {t.number} is RUNNING but its process is "
                              f"gone", "mark it FAIL (killed)", t.number)
                      for t in studies.stale_trials(self.study)]
@@ -173,7 +175,7 @@ class TrialRunner:
                 repair(self.study, self.tracker, problem)
             except Exception as exc:
                 self.observer.notice(f"could not repair: {problem.found} ({type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else ''})")
+                                     f"{redact(str(exc)).splitlines()[0] if str(exc) else ''})")
                 continue
             if problem.kind == "stale-trial":
                 self.observer.notice(f"trial {problem.trial} was left running by a process "
@@ -483,7 +485,7 @@ class TrialRunner:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else ""
+                first = redact(str(exc)).splitlines()[0] if str(exc) else ""
                 self._mlflow_errors.append(f"MLflow: {type(exc).__name__}: {first}")
                 waited = time.monotonic() - began
                 if waited >= _MLFLOW_SLOW_FAILURE_S:
@@ -539,5 +541,5 @@ def _ending(exc: Exception) -> _Ending:
                                               "diverged_loss": str(exc.loss)})
     if is_out_of_memory(exc):
         return _Ending("FAIL", out_of_memory_reason(exc))
-    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+    first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
     return _Ending("FAIL", f"{type(exc).__name__}: {first_line}")

@@ -29,13 +29,42 @@ from tuner.study import store_template
 HOME_ENV = "OPTTUNE_HOME"
 HEARTBEAT_ENV = "OPTTUNE_HEARTBEAT_INTERVAL"
 GRACE_ENV = "OPTTUNE_HEARTBEAT_GRACE"
-# The password runs to the "@" (SQLAlchemy accepts "/" and ":" in it unencoded).
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)")
+# Passwords are masked wherever a URL can carry one, as the libraries that read it would:
+# - userinfo, read as SQLAlchemy's make_url reads it: the user runs to the first ":" (it may
+#   hold "@"), the password from there to the FIRST "@" ("/", ":", "?" and "#" included).
+#   A raw "@" in a password (SQLAlchemy cuts it there, HTTP clients split at the last "@")
+#   is masked too: the password runs on to the last "@" before a "?", "#" or whitespace.
+#   Masking more than one reader sees is harmless. Whitespace ends a URL: redact runs on
+#   whole messages.
+# - query parameters password=, passwd= (MySQL drivers) and pwd= (ODBC), in any letter case,
+#   also "%3D"-encoded (an odbc_connect string), up to the next "&" or whitespace.
+# Kept to two plain regexes for speed (redact runs on every message and log line): a scheme
+# or key must start a word, so a long run of letters is not retried from each letter.
+_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/\s]*:"
+                       r"(?P<pw>[^@\s]*(?:@[^@\s?#]*)*)(?=@)")
+_PARAM = re.compile(r"(?:(?<![\w.+%\-])|(?<=%3b)|(?<=%26))(?:password|passwd|pwd)(?:=|%3d)"
+                    r"(?P<pw>[^&\s]*)", re.IGNORECASE)
+_MASK = "***"
 
 
 def redact(text: str) -> str:
-    """Mask the password of every URL in `text` (``user:***@host``)."""
-    return _PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    """Mask every password in `text` (``user:***@host``, ``?password=***``).
+
+    Both patterns are matched on the original text and their spans joined, so a password
+    that looks like the other form (``u:a&password=b@host``, ``?password=p@ss``) is masked
+    whole whichever reading applies.
+    """
+    spans = sorted(m.span("pw") for pattern in (_USERINFO, _PARAM)
+                   for m in pattern.finditer(text))
+    pieces: list[str] = []
+    done = -1  # where the last masked span ends
+    for start, end in spans:
+        if start <= done:  # overlaps the span just masked: extend it
+            done = max(done, end)
+            continue
+        pieces += [text[max(done, 0):start], _MASK]
+        done = end
+    return "".join(pieces) + text[max(done, 0):]
 
 
 @dataclass(frozen=True)
@@ -151,6 +180,8 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
             raise StoreError(f"cannot create the store folder {path.parent}: "
                              f"{exc.strerror or exc}; give a writable --home or --storage"
                              ) from None
+    else:
+        check_password_encoded(url)
     engine_kwargs: dict[str, Any] = {}
     if path is not None:
         # Wait for the lock rather than fail at once when another process is writing.
@@ -339,11 +370,33 @@ def _driver_message(url: str, exc: ImportError) -> str:
     return (f"the database driver {name!r} for {redact(url)} is not installed; {fix}")
 
 
+def check_password_encoded(url: str) -> None:
+    """Refuse a database URL whose password holds a raw "@": SQLAlchemy ends the password at
+    the first "@" and takes the rest for the host or database, which the driver's errors
+    then name unmasked (``failed to resolve host 'rest@db.example'``). So too a raw "@" in
+    a ``?password=`` after a port: SQLAlchemy reads ``u@h:5432/db?password=p@ss`` as user
+    ``u@h``, password ``5432/db?password=p``, host ``ss``."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return  # opening it says what is wrong
+    if parsed.password is None:
+        return
+    if "@" in f"{parsed.host or ''}{parsed.database or ''}" or _PARAM.search(parsed.password):
+        raise StoreError(f"the password in {redact(url)} holds a raw \"@\", where a URL ends "
+                         f"it; write each \"@\" in it as %40")
+
+
 def probe_database(url: str, *, what: str) -> None:
     """One quick connection to a database server, so that a wrong URL fails in seconds with
     one clear line (MLflow alone retries for nearly two minutes)."""
     import sqlalchemy
     import sqlalchemy.exc
+
+    check_password_encoded(url)
 
     connect_args = {"connect_timeout": 10} if url.startswith(("postgres", "mysql")) else {}
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tuner.errors import StoreError
+from tuner.study.stores import redact
 from tuner.study.tracker import Tracker
 
 
@@ -236,7 +237,7 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
                 value = getattr(tracker, name)(*args, **kwargs)
             answer: tuple[bool, Any] = (True, value)
         except Exception as exc:
-            answer = (False, (type(exc).__name__, str(exc)))
+            answer = (False, (type(exc).__name__, redact(str(exc))))  # may name the URL
         try:
             pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
             answers.flush()
