@@ -23,6 +23,9 @@ and why no public API does it:
 - ``_get_stale_trial_ids`` of a heartbeat store: the public ``fail_stale_trials`` fails the
   stale trials itself (without opttune's fail reason and single re-queue), and
   ``opttune check`` must find them without changing anything.
+- ``optuna.storages._rdb.models``: the tables where RDBStorage keeps heartbeats, read to give
+  each running trial's last heartbeat (nothing public returns it), so that staleness can be
+  judged at a moment the caller names (tests judge it without waiting out a grace period).
 - ``Study._pop_waiting_trial_id``: ``Study.ask`` pops queued trials lowest number first and
   has no parameter to pick another; replaced per study object to set that order.
 - ``Study._get_trials``: Optuna's samplers read a study's trials through it, so a view that
@@ -37,6 +40,7 @@ and why no public API does it:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
 import threading
 from collections.abc import Callable, Iterator
@@ -165,13 +169,54 @@ def heartbeat(study: optuna.Study, trial: AnyTrial) -> Iterator[None]:
         thread.join()
 
 
-def stale_trial_ids(study: optuna.Study) -> list[int]:
+def grace_period(study: optuna.Study) -> int | None:
+    """Seconds of silence after which a RUNNING trial counts as stale (None without heartbeats);
+    Optuna's rule: the store's grace period, or twice the interval where none is set."""
+    interval = heartbeat_interval(study)
+    if interval is None:
+        return None
+    grace = getattr(backend_of(study), "grace_period", None)
+    return int(grace) if grace is not None else 2 * interval
+
+
+def last_heartbeats(study: optuna.Study) -> dict[int, datetime.datetime]:
+    """The last stored heartbeat of each RUNNING trial of `study` that has beaten, by trial id
+    ({} where the store keeps no heartbeats).
+
+    The times are on the store's clock and naive, as RDBStorage stores them (its SQL ``now()``:
+    UTC on SQLite, whole seconds there; the session's time zone on a server).
+    """
+    backend = backend_of(study)
+    engine = getattr(backend, "engine", None)
+    if heartbeat_interval(study) is None or engine is None:
+        return {}
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    beats, trials = models.TrialHeartbeatModel, models.TrialModel
+    query = (sqlalchemy.select(beats.trial_id, beats.heartbeat)
+             .join(trials, trials.trial_id == beats.trial_id)
+             .where(trials.study_id == study_id(study), trials.state == TrialState.RUNNING))
+    with engine.connect() as conn:
+        return {int(tid): beat for tid, beat in conn.execute(query)}
+
+
+def stale_trial_ids(study: optuna.Study, *,
+                    now: datetime.datetime | None = None) -> list[int]:
     """Ids of the RUNNING trials whose heartbeat is older than the store's grace period,
-    without changing them ([] where the store keeps no heartbeats)."""
+    without changing them ([] where the store keeps no heartbeats).
+
+    `now` None (what opttune itself does): Optuna judges against the database's clock now.
+    `now` given, a naive time on the store's clock like those of :func:`last_heartbeats`: the
+    same judgement at that moment (stale when ``now - last beat > grace``), smallest id first.
+    """
     storage = storage_of(study)
     if not isinstance(storage, _Heartbeats) or storage.get_heartbeat_interval() is None:
         return []
-    return [int(i) for i in storage._get_stale_trial_ids(study_id(study))]
+    if now is None:
+        return [int(i) for i in storage._get_stale_trial_ids(study_id(study))]
+    grace = datetime.timedelta(seconds=cast(int, grace_period(study)))
+    return sorted(tid for tid, beat in last_heartbeats(study).items() if now - beat > grace)
 
 
 # -- the queue of waiting trials --------------------------------------------------------------

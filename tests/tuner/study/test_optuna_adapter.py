@@ -6,10 +6,12 @@ of the private names it relies on fails here.
 
 from __future__ import annotations
 
+import datetime
 import re
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -128,13 +130,35 @@ def test_a_store_without_heartbeats_reports_none_and_beats_no_thread(
     with adapter.heartbeat(study, trial):
         assert "opttune-heartbeat" not in {t.name for t in threading.enumerate()}
     assert adapter.stale_trial_ids(study) == []
+    assert adapter.grace_period(study) is None and adapter.last_heartbeats(study) == {}
+    assert adapter.stale_trial_ids(study, now=datetime.datetime.max) == []
+
+
+TICK = datetime.timedelta(microseconds=1)  # the smallest step past a moment
+DEADLINE_S = 60.0  # how long a wait for an event may take before the test fails
+
+
+def wait_for(what: str, done: Callable[[], bool]) -> None:
+    """Poll `done` until it holds; fail after DEADLINE_S (a generous bound, not a margin: a
+    loaded machine only makes this slower, and the test passes as soon as the event happens)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {DEADLINE_S:.0f} s: {what}")
+        time.sleep(0.02)
 
 
 def test_stale_ids_are_the_running_trials_whose_heartbeat_stopped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staleness is "RUNNING, and the last beat older than the grace period": judged at moments
+    the test picks from the stored beats (never a guess at how long a sleep takes), and then by
+    Optuna's own query against the database clock, which opttune uses, waited for as an event."""
     study = heartbeat_study(tmp_path, monkeypatch, interval=1, grace=1)
-    assert adapter.heartbeat_interval(study) == 1
+    assert adapter.heartbeat_interval(study) == 1 and adapter.grace_period(study) == 1
+    grace = datetime.timedelta(seconds=1)
     silent, alive = ask(study), ask(study)
+    sid, aid = adapter.trial_id(silent), adapter.trial_id(alive)
+    assert adapter.last_heartbeats(study) == {}  # none has beaten yet: none can be stale
     for trial in (silent, alive):  # another machine's trials: no pid here can tell
         adapter.set_trial_system_attr(study, trial, OWNER_ATTR,
                                       {"host": "elsewhere", "pid": 1, "start": None})
@@ -142,25 +166,69 @@ def test_stale_ids_are_the_running_trials_whose_heartbeat_stopped(
     finished = ask(study)
     adapter.record_heartbeat(study, finished)
     study.tell(finished, 1.0)
-    assert adapter.stale_trial_ids(study) == []  # all beat just now
-    time.sleep(2.5)
-    adapter.record_heartbeat(study, alive)
-    assert adapter.stale_trial_ids(study) == [adapter.trial_id(silent)]
+    beats = adapter.last_heartbeats(study)
+    assert set(beats) == {sid, aid}  # a finished trial is never stale, whatever its beat
+
+    # `alive` beats again until the store's clock (whole seconds on SQLite) shows it later.
+    def alive_beat_later() -> bool:
+        adapter.record_heartbeat(study, alive)
+        return adapter.last_heartbeats(study)[aid] > beats[sid]
+
+    wait_for("the store's clock to move past the first beats", alive_beat_later)
+    beats = adapter.last_heartbeats(study)
+
+    assert adapter.stale_trial_ids(study, now=beats[sid]) == []
+    assert adapter.stale_trial_ids(study, now=beats[sid] + grace) == []  # older than, not equal
+    assert adapter.stale_trial_ids(study, now=beats[sid] + grace + TICK) == [sid]
+    assert adapter.stale_trial_ids(study, now=beats[aid] + grace + TICK) == sorted([sid, aid])
+
+    # What opttune calls: Optuna's query, "now" being the database's clock. It must name
+    # `silent` (a query that finds nothing never gets there) and only it, while `alive` beats.
+    # So does opttune's stale_trials, which goes by it for trials of other machines.
+    found: list[tuple[list[int], list[int]]] = []
+
+    def optuna_finds_only_silent() -> bool:
+        adapter.record_heartbeat(study, alive)
+        found.append((adapter.stale_trial_ids(study), [t.number for t in stale_trials(study)]))
+        return found[-1] == ([sid], [silent.number])
+
+    wait_for(f"Optuna to find only trial {sid} stale", optuna_finds_only_silent)
     assert study.trials[silent.number].state == TrialState.RUNNING  # found, not changed
-    assert [t.number for t in stale_trials(study)] == [silent.number]
 
 
 def test_the_heartbeat_context_beats_while_the_block_runs_and_stops_after(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The context's thread beats again and again while the block runs (the stored beat moves
+    on after the thread's own first one), and is gone when the block ends, leaving the last
+    beat to go stale; waited for as events, judged at moments taken from the stored beats."""
     study = heartbeat_study(tmp_path, monkeypatch, interval=1, grace=2)
+    grace = datetime.timedelta(seconds=2)
     trial = ask(study)
+    tid = adapter.trial_id(trial)
+    before = set(threading.enumerate())
+    first: list[datetime.datetime] = []
+
+    def beat_of_the_thread() -> bool:
+        first.extend(adapter.last_heartbeats(study).values())
+        return bool(first)
+
     with adapter.heartbeat(study, trial):
-        assert "opttune-heartbeat" in {t.name for t in threading.enumerate()}
-        time.sleep(3.5)  # longer than the grace period: only the thread keeps it fresh
-        assert adapter.stale_trial_ids(study) == []
+        started = [t for t in threading.enumerate() if t not in before]
+        assert [t.name for t in started] == ["opttune-heartbeat"]
+        wait_for("the thread's first beat", beat_of_the_thread)  # nobody else beats `trial`
+        wait_for("a later beat of the thread",
+                 lambda: adapter.last_heartbeats(study)[tid] > first[0])
+        # Without a later beat, `trial` would be stale at this moment; with it, it is not
+        # (stored beats only move on, so more beats meanwhile change nothing).
+        assert adapter.stale_trial_ids(study, now=first[0] + grace + TICK) == []
+    # The thread has ended, so nothing beats any more: the last beat is what goes stale.
+    assert not any(t.is_alive() for t in started)
     assert "opttune-heartbeat" not in {t.name for t in threading.enumerate()}
-    time.sleep(3.0)
-    assert adapter.stale_trial_ids(study) == [adapter.trial_id(trial)]
+    last = adapter.last_heartbeats(study)[tid]
+    assert last > first[0]
+    assert adapter.stale_trial_ids(study, now=last + grace) == []
+    assert adapter.stale_trial_ids(study, now=last + grace + TICK) == [tid]
+    assert study.trials[trial.number].state == TrialState.RUNNING
 
 
 def test_waiting_trials_are_popped_in_the_order_given(study: optuna.Study) -> None:
