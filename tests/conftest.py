@@ -11,6 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import services
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{services.MARK}(available, reason): a service the "
+                            "test needs (skips without it; fails in CI)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    services.check_marks(item)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""A real `opttune search` in a process of its own, watched through its SQLite study store.
+"""A real `opttune search` in a process of its own, watched through its SQLite study store
+and held mid-trial by the gate task.
 
 The store is read straight from the file (read-only, no Optuna in between), so a test sees
 each commit of the search as it lands: which trial is training, and how far it got.
@@ -13,17 +14,21 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from helpers.gate_task import TASK_REF, gate_env, release, wait_reached
 
-def start_search(home: Path, study: str, *, trials: int, epochs: int,
+
+def start_search(home: Path, study: str, *, trials: int, gate: Path, epochs: int = 2,
                  extra: Sequence[str] = (),
                  env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-    """`opttune search` on mnist-mlp (SGD's defaults trial first, then Adam's) on the CPU."""
+    """`opttune search` of the gate task (SGD's defaults trial first, then Adam's) on the CPU,
+    whose trials each stop after their first epoch until the test releases them (see
+    helpers.gate_task); `env` adds to the environment."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tuner", "search", "--task", "mnist-mlp", "--study", study,
+        [sys.executable, "-m", "tuner", "search", "--task", TASK_REF, "--study", study,
          "--n-trials", str(trials), "--epochs", str(epochs), "--optimizers", "sgd,adam",
          "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=None if env is None else dict(env))
+        env=gate_env(gate, **(env or {})))
 
 
 def trial_rows(db: Path) -> list[tuple[int, str, int]]:
@@ -52,20 +57,20 @@ def retries_queued(db: Path, number: int) -> int:
     return int(row[0])
 
 
-def wait_mid_trial(proc: subprocess.Popen[str], db: Path, *, epochs: int, after: int = 0,
-                   timeout: float = 180) -> int:
-    """Wait until a trial has reported an epoch (but not its last) while at least `after`
-    trials are complete; return its number."""
+def wait_mid_trial(proc: subprocess.Popen[str], db: Path, gate: Path, *, after: int = 0,
+                   timeout: float = 120) -> int:
+    """Let the first `after` gated trials finish, wait until the next one is held at its gate
+    (one epoch reported, more to come), and return its number."""
+    for done in range(after):
+        release(gate, wait_reached(gate, done + 1, proc=proc, timeout=timeout)[done])
+    wait_reached(gate, after + 1, proc=proc, timeout=timeout)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"search ended early ({proc.returncode}):\n"
-                                 f"{proc.stdout.read() if proc.stdout else ''}")
+    while True:  # the store may be locked by a write for a moment: read it again
         rows = trial_rows(db)
-        done = [n for n, state, _ in rows if state == "COMPLETE"]
-        training = [n for n, state, seen in rows if state == "RUNNING" and 0 < seen < epochs]
-        if training and len(done) >= after:
-            return training[0]
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("no trial was mid-flight in time")
+        held = [n for n, state, seen in rows if state == "RUNNING" and seen >= 1]
+        if held:
+            assert len(held) == 1, rows
+            assert len([n for n, state, _ in rows if state == "COMPLETE"]) >= after, rows
+            return held[0]
+        assert time.monotonic() < deadline, f"no held trial in the store: {rows}"
+        time.sleep(0.01)

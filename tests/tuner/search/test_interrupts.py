@@ -28,7 +28,6 @@ from tuner.cli.commands import cli
 from tuner.study.recovery import check
 
 STUDY = "twice"
-EPOCHS = 4  # a trial is still training well after its first epoch
 
 
 def _load(home: Path) -> optuna.Study:
@@ -58,6 +57,22 @@ def _assert_settled(home: Path) -> None:
     assert check(STUDY, home=home).problems == []
 
 
+def _pending(pid: int, signum: int) -> bool:
+    """Whether `signum` waits, undelivered, for process `pid` (its /proc status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    masks = [int(line.split()[1], 16) for line in status.splitlines()
+             if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler of its own for `signum` (its /proc status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [caught] = [int(line.split()[1], 16) for line in status.splitlines()
+                if line.startswith("SigCgt:")]
+    return bool(caught & (1 << (signum - 1)))
+
+
 def _wait_for(what: str, condition: Any, proc: subprocess.Popen[str],
               timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
@@ -68,22 +83,29 @@ def _wait_for(what: str, condition: Any, proc: subprocess.Popen[str],
 
 
 @pytest.mark.slow
-def test_a_second_sigint_during_the_clean_up_waits_for_it(home: Path) -> None:
+def test_a_second_sigint_during_the_clean_up_waits_for_it(home: Path, tmp_path: Path) -> None:
     db = home / "opttune.db"
-    proc = start_search(home, STUDY, trials=2, epochs=EPOCHS)
+    # MLflow's store waits up to a minute for a lock (SQLite's busy timeout, in the URL): the
+    # steps below take well under a second, and a loaded machine must not make it give up.
+    tracking = f"sqlite:///{home / 'mlflow.db'}?timeout=60"
+    proc = start_search(home, STUDY, trials=2, gate=tmp_path / "gate",
+                        extra=["--tracking-uri", tracking])
     lock: sqlite3.Connection | None = None
     try:
-        number = wait_mid_trial(proc, db, epochs=EPOCHS)
-        # Another process takes MLflow's write lock; SQLite makes MLflow wait up to 5 s.
-        lock = sqlite3.connect(home / "mlflow.db", timeout=10, isolation_level=None)
+        number = wait_mid_trial(proc, db, tmp_path / "gate")
+        # Another process takes MLflow's write lock: MLflow's writes wait for it.
+        lock = sqlite3.connect(home / "mlflow.db", timeout=60, isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
         proc.send_signal(signal.SIGINT)
         _wait_for("interrupted trial queued again", lambda: retries_queued(db, number) == 1,
                   proc)
         # The Optuna side is done, the MLflow side waits: the search is still stopping.
         assert dict((n, s) for n, s, _ in trial_rows(db))[number] == "FAIL"
+        assert _catches(proc.pid, signal.SIGINT)  # opttune's handler, not the default
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        # The kernel has handed the second SIGINT to the search while the lock is held.
+        _wait_for("second SIGINT delivered", lambda: not _pending(proc.pid, signal.SIGINT),
+                  proc)
         assert proc.poll() is None, "the second SIGINT cut the clean-up short"
         lock.rollback()
         lock.close()
@@ -109,7 +131,8 @@ def test_a_second_sigint_during_the_clean_up_waits_for_it(home: Path) -> None:
     assert len(parent) == 1 and parent[0].info.status == "KILLED"
     _assert_settled(home)
 
-    resumed = CliRunner().invoke(cli, ["resume", STUDY, "--device", "cpu", "--home", str(home)])
+    resumed = CliRunner().invoke(cli, ["resume", STUDY, "--device", "cpu", "--home", str(home),
+                                       "--tracking-uri", tracking])
     assert resumed.exit_code == 0, resumed.output
     study = _load(home)
     again = [t for t in study.trials if t.user_attrs.get("retry_of") == number]
@@ -131,12 +154,15 @@ def test_held_signals_wait_for_the_block_and_only_the_first_raises() -> None:
     with sigterm_as_interrupt(hold_repeats=True) as received:
         try:
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the handler runs before this returns
+            time.sleep(60)  # the handler interrupts the sleep: no test waits this long
             pytest.fail("the first SIGINT did not raise")
         except KeyboardInterrupt:
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # both handlers have run: nothing was raised
+            deadline = time.monotonic() + 60
+            while len(received) < 3:  # both handlers run, and raise nothing
+                assert time.monotonic() < deadline, received
+                time.sleep(0.001)
             cleaned = True
     assert cleaned and received == [signal.SIGINT, signal.SIGTERM, signal.SIGINT]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -1,9 +1,10 @@
 """Kill a real search mid-trial (SIGKILL, SIGINT, SIGTERM) and check both stores afterwards.
 
 Modelled on Optuna's own storage tests: a real process, a real SQLite study store and a real
-MLflow store; the signal lands while a trial is training (we wait until the trial has
-reported an epoch). Afterwards every trial that had finished is intact, nothing is left
-RUNNING in either store, and the interrupted trial's parameters run again exactly once.
+MLflow store; the signal lands while a trial is training (the gate task holds the trial
+after its first reported epoch until the signal has landed). Afterwards every trial that had
+finished is intact, nothing is left RUNNING in either store, and the interrupted trial's
+parameters run again exactly once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.gate_task import TASK_REF, gate_env
 from helpers.search_process import start_search, wait_mid_trial
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -25,7 +27,6 @@ from tuner.cli.commands import cli
 from tuner.study.recovery import check
 
 STUDY = "k"
-EPOCHS = 4  # long enough that a trial is still training well after its first epoch
 
 
 def load(home: Path) -> optuna.Study:
@@ -66,9 +67,9 @@ def assert_consistent(home: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
-    proc = start_search(home, STUDY, trials=3, epochs=EPOCHS)
-    killed = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS, after=1)
+def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path, tmp_path: Path) -> None:
+    proc = start_search(home, STUDY, trials=3, gate=tmp_path / "gate")
+    killed = wait_mid_trial(proc, home / "opttune.db", tmp_path / "gate", after=1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -103,10 +104,10 @@ def test_sigkill_mid_trial_then_resume_repairs_both_stores(home: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, signum: int,
-                                                            code: int) -> None:
-    proc = start_search(home, STUDY, trials=3, epochs=EPOCHS)
-    interrupted = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS)
+def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, tmp_path: Path,
+                                                            signum: int, code: int) -> None:
+    proc = start_search(home, STUDY, trials=3, gate=tmp_path / "gate")
+    interrupted = wait_mid_trial(proc, home / "opttune.db", tmp_path / "gate")
     finished_before = snapshot(load(home))
     proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
@@ -131,20 +132,21 @@ def test_sigint_and_sigterm_mark_the_trial_and_exit_nonzero(home: Path, signum: 
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_worker_marks_its_trial_and_resume_runs_it_again(home: Path) -> None:
+def test_sigterm_to_a_worker_marks_its_trial_and_resume_runs_it_again(home: Path,
+                                                                      tmp_path: Path) -> None:
     """Guards `opttune worker` under SIGTERM: exit 143 with one error line, its trial FAIL
     (interrupted) and queued once with the same parameters, both stores consistent; `resume`
     then runs the queued trial and leaves nothing RUNNING."""
     created = CliRunner().invoke(cli, [
-        "search", "--task", "digits-mlp", "--study", STUDY, "--n-trials", "1", "--epochs",
-        str(EPOCHS), "--optimizers", "adam", "--pruner", "none", "--device", "cpu",
+        "search", "--task", TASK_REF, "--study", STUDY, "--n-trials", "1", "--epochs", "2",
+        "--optimizers", "adam", "--pruner", "none", "--device", "cpu",
         "--home", str(home), "--jobs", "0"])
     assert created.exit_code == 0, created.output
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "worker", STUDY, "--home",
                              str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, env=gate_env(tmp_path / "gate"))
     try:
-        interrupted = wait_mid_trial(proc, home / "opttune.db", epochs=EPOCHS)
+        interrupted = wait_mid_trial(proc, home / "opttune.db", tmp_path / "gate")
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:

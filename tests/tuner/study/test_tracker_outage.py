@@ -2,15 +2,15 @@
 --fix` brings MLflow in line once the server is back.
 
 Real processes throughout: an `mlflow server` over its own SQLite store, killed (SIGKILL)
-while a trial trains, and restarted on the same store and port; an `opttune search` in a
-process of its own, logging to it. Optuna's record is primary: every trial finishes in the
-study store while MLflow is away; the trials MLflow missed (a run left RUNNING, a trial with
-no run at all, the study's parent run) are repaired from the study store afterwards.
+while a trial trains (held after its first epoch by the gate task), and restarted on the same
+store and port; an `opttune search` in a process of its own, logging to it. Optuna's record
+is primary: every trial finishes in the study store while MLflow is away; the trials MLflow
+missed (a run left RUNNING, a trial with no run at all, the study's parent run) are repaired
+from the study store afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.gate_task import open_gate
 from helpers.search_process import start_search, trial_rows, wait_mid_trial
 from helpers.servers import mlflow_server, stop_group
 from helpers.sockets import answers, free_port
@@ -28,7 +29,6 @@ from tuner.cli.commands import cli
 from tuner.study.recovery import check
 
 STUDY = "outage"
-EPOCHS = 4  # a trial is still training well after its first epoch
 TRIALS = 3
 
 # MLflow's HTTP client retries a refused connection for about four minutes by default. The
@@ -70,15 +70,17 @@ def test_a_server_outage_mid_study_is_repaired_by_check_fix(
     db = home / "opttune.db"
 
     with mlflow_server(folder / "server.db", folder / "artifacts", port, log) as server:
-        proc = start_search(home, STUDY, trials=TRIALS, epochs=EPOCHS,
-                            extra=["--tracking-uri", url], env={**os.environ, **retries})
+        gate = tmp_path / "gate"
+        proc = start_search(home, STUDY, trials=TRIALS, gate=gate, extra=["--tracking-uri", url],
+                            env=retries)
         try:
-            caught = wait_mid_trial(proc, db, epochs=EPOCHS, after=1)
+            caught = wait_mid_trial(proc, db, gate, after=1)
             stop_group(server, kill=True)  # the server dies mid-trial, without a word
             gone = time.monotonic() + 15  # its killed workers let go of the port in a moment
             while answers(port) and time.monotonic() < gone:
                 time.sleep(0.1)
             assert not answers(port)
+            open_gate(gate)  # the trial goes on, with MLflow gone
             output, _ = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
