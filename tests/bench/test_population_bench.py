@@ -5,6 +5,7 @@ A check of the harness on a tiny configuration (--quick), not of speed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+FLOOR_LINE = re.compile(r"^floor: .* \(([0-9]+) GFLOP/s, best of [0-9]+\); no population "
+                        r"gains more than ([0-9.]+)x one at a time here$", re.MULTILINE)
+
+
+def _quick_epoch_flops(task_name: str) -> float:
+    """The FLOPs of one trial-epoch on the data `--quick` trains on (2,048 training samples at
+    most, the default 512 validation samples), counted as the bench counts them."""
+    from bench.population import BATCH_SIZE, _device_data, _epoch_flops
+
+    task, data = _device_data(task_name, 2048, 512, "cpu")
+    return _epoch_flops(task, data, BATCH_SIZE)
+
+
 @pytest.mark.slow
 def test_population_bench_measures_each_side_of_each_task(tmp_path: Path) -> None:
+    """Guards the harness: every side of every task measured and written as a row, and the
+    floor row computed as documented (FLOPs over the measured matmul rate) and printed."""
     out = tmp_path / "population.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.population", "--quick", "--tasks",
@@ -31,12 +47,23 @@ def test_population_bench_measures_each_side_of_each_task(tmp_path: Path) -> Non
     for row in rows:
         assert row["seconds_per_trial_epoch"] > 0 and row["versus_at_once"] > 0, row
         assert row["device"] == "cpu" and row["processes"] == 2
-    # The floor (the matrix products alone at a large matmul's rate) is below any side.
-    for task in ("digits-mlp", "mnist-mlp"):
-        mine = {row["side"]: row["seconds_per_trial_epoch"] for row in rows if row["task"] == task}
-        assert mine["floor"] < min(v for side, v in mine.items() if side != "floor"), mine
+    # The floor is what the bench says it is: the trial-epoch's FLOPs (of the same data) at the
+    # matmul rate it printed, and the gain it prints is one at a time over that floor. (Not
+    # compared with the measured sides: two timings on a loaded machine prove no order.)
+    floors = FLOOR_LINE.findall(proc.stdout)
+    assert len(floors) == 2, proc.stdout
+    for task, (gflops, gain) in zip(("digits-mlp", "mnist-mlp"), floors, strict=True):
+        mine = {row["side"]: row for row in rows if row["task"] == task}
+        rate = float(gflops) * 1e9  # printed to the GFLOP/s: within half of one
+        assert rate > 0, proc.stdout
+        flops = _quick_epoch_flops(task)
+        assert mine["floor"]["seconds_per_trial_epoch"] == pytest.approx(
+            flops / rate, rel=0.5e9 / rate + 1e-9), (task, flops, gflops)
+        alone = mine["alone"]["seconds_per_trial_epoch"]
+        assert mine["floor"]["versus_alone"] == pytest.approx(
+            alone / mine["floor"]["seconds_per_trial_epoch"])
+        assert gain == f"{mine['floor']['versus_alone']:.2f}"
     assert "2 at once" in proc.stdout and "population K=2 batched" in proc.stdout
-    assert "no population gains more than" in proc.stdout
 
 
 def test_the_gpu_mode_says_plainly_where_there_is_no_gpu() -> None:

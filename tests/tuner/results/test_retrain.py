@@ -6,6 +6,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -38,7 +39,19 @@ def _score_saved_model(folder: Path) -> float:
     return evaluate(task, model, data.test_x, data.test_y)[1]
 
 
+def _study_data(study: optuna.Study) -> Any:
+    """The data of the study's task, read as the study read it (its data folder, if any)."""
+    from tasks.registry import get_task
+    from tuner.study.records import StudyMeta
+
+    meta = StudyMeta.from_study(study)
+    data_dir = meta.settings.get("data_dir")
+    return get_task(meta.task).read_data(data_dir=Path(data_dir) if data_dir else None)
+
+
 def test_retrain_best_saves_a_model_that_scores_as_printed(study_home: Path) -> None:
+    """Guards `opttune retrain`: the best trial's exact config trained on train+validation of
+    the study's data, a saved model that scores as printed, and its MLflow run."""
     study = optuna.load_study(study_name="s1", storage=f"sqlite:///{study_home / 'opttune.db'}")
     best = study.best_trial
     result = CliRunner().invoke(cli, ["retrain", "s1", "--home", str(study_home)])
@@ -48,7 +61,13 @@ def test_retrain_best_saves_a_model_that_scores_as_printed(study_home: Path) -> 
     record = json.loads((folder / "config.json").read_text())
     assert record["config"] == best.user_attrs["config"]  # exactly the trial's config
     assert record["trained_on"] == "train+validation"
-    assert record["train_samples"] == 4000 and record["test_samples"] == 1000
+    # Trained on the study's training and validation splits, scored on its test split: the
+    # sample counts of the task's data, read as the study read it.
+    data = _study_data(study)
+    assert record["data_source"] == data.source
+    assert record["train_samples"] == len(data.train_x) + len(data.val_x)
+    assert record["test_samples"] == len(data.test_x)
+    assert min(len(data.train_x), len(data.val_x), len(data.test_x)) > 0
     assert _score_saved_model(folder) == pytest.approx(printed, abs=5e-5)
     assert record["test"]["test_acc"] == pytest.approx(printed, abs=5e-5)
 

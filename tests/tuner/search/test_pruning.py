@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +21,7 @@ from tuner.errors import OpttuneError
 from tuner.search.pruning import FamilyHyperbandPruner, FamilyMedianPruner, make_pruner
 from tuner.space.searchspace import DEFAULTS_ATTR
 
+ROOT = Path(__file__).resolve().parents[3]
 FAMILIES = ["sgd", "adam"]
 Direction = Literal["maximize", "minimize"]
 
@@ -133,9 +139,51 @@ def test_hyperband_schedule_over_epochs_done() -> None:
     assert (ten.reduction_factor, ten.n_brackets) == (3, 3)
     assert [ten.rungs(b) for b in range(3)] == [(1, 3, 9), (3, 9), (9,)]
     assert FamilyHyperbandPruner(epochs=1).n_brackets == 0
-    # A fixed hash of the trial number, never Python's per-process salted hash(): every
-    # process of a study puts a trial in the same bracket.
-    assert [three.bracket_of(n) for n in range(8)] == [1, 0, 0, 1, 0, 0, 0, 0]
+
+
+def _blake2b_bracket(number: int, n_brackets: int) -> int:
+    """The documented rule, written out independently: an 8-byte BLAKE2b digest of the trial
+    number's decimal text, read big-endian, modulo the number of brackets."""
+    digest = hashlib.blake2b(str(number).encode("ascii"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n_brackets
+
+
+BRACKETS_SCRIPT = """
+import json, sys
+from tuner.search.pruning import FamilyHyperbandPruner
+print(json.dumps({e: [FamilyHyperbandPruner(epochs=e).bracket_of(n) for n in range(200)]
+                  for e in (3, 10)}))
+"""
+
+
+def test_hyperband_brackets_are_a_fixed_hash_of_the_trial_number() -> None:
+    """Guards the bracket rule pruning.py documents: a fixed hash of the trial number (never
+    Python's per-process salted hash()), so every process of a study puts a trial in the same
+    bracket; each bracket gets its share of trials, also among the trials of a family the
+    sampler picks every other (or every third) trial."""
+    numbers = range(3000)
+    for epochs in (3, 10):
+        pruner = FamilyHyperbandPruner(epochs=epochs)
+        n = pruner.n_brackets
+        brackets = [pruner.bracket_of(k) for k in numbers]
+        assert brackets == [_blake2b_bracket(k, n) for k in numbers]
+        # Spread evenly: each bracket near 1/n of the trials, not in step with k % n.
+        for b in range(n):
+            assert abs(brackets.count(b) / len(numbers) - 1 / n) < 0.05, (epochs, b)
+        for period in (2, 3):
+            for phase in range(period):
+                every = brackets[phase::period]
+                assert set(every[:30]) == set(range(n)), (epochs, period, phase)
+                assert min(every.count(b) for b in range(n)) > len(every) / n / 2
+    # The same in other processes, whatever their hash seed.
+    here = {str(e): [FamilyHyperbandPruner(epochs=e).bracket_of(k) for k in range(200)]
+            for e in (3, 10)}
+    for hash_seed in ("0", "1", "4242"):
+        proc = subprocess.run([sys.executable, "-c", BRACKETS_SCRIPT], cwd=ROOT, text=True,
+                              capture_output=True, timeout=120,
+                              env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout) == here, hash_seed
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

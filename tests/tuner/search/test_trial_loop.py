@@ -65,21 +65,35 @@ def _runs(home: Path, name: str) -> dict[str, Any]:
                                                         max_results=1000)}
 
 
+# The batch size of each trial, queued before the study runs: two failures, a success that
+# resets the count, two failures again (four in all, never three in a row), then a success.
+BATCH_SIZES = [32, 32, 16, 32, 32, 16]
+
+
 @pytest.mark.slow
 def test_a_trial_that_raises_fails_in_both_stores_and_the_study_goes_on(
         home: Path, tmp_path: Path) -> None:
     """Guards the FAIL path of an ordinary error: Optuna state FAIL with fail_reason, its
     MLflow run FAILED with the reason, later trials still run, and failures that are not three
-    in a row never stop the study (random sampler, seed 2: fail, fail, ok, ok, fail)."""
-    result = search(task=_task_ref(tmp_path), study="p", batch_size="16,32", scheduler="none",
-                    optimizers=["adam"], n_trials=5, epochs=1, sampler="random", seed=2,
-                    defaults_first=False, device="cpu", home=home)
-    study = optuna.load_study(study_name="p", storage=f"sqlite:///{home / 'opttune.db'}")
+    in a row never stop the study (batch sizes queued: fail, fail, ok, fail, fail, ok; a count
+    of failures that the ok trial did not reset would stop the study at trial 3)."""
+    args: dict[str, Any] = dict(
+        task=_task_ref(tmp_path), study="p", batch_size="16,32", scheduler="none",
+        optimizers=["adam"], n_trials=len(BATCH_SIZES), epochs=1, sampler="random", seed=2,
+        defaults_first=False, device="cpu", home=home)
+    search(**args, jobs=0)  # creates the study and runs nothing
+    storage = f"sqlite:///{home / 'opttune.db'}"
+    queued = optuna.load_study(study_name="p", storage=storage)
+    assert queued.trials == []
+    for size in BATCH_SIZES:
+        queued.enqueue_trial({"batch_size": size})
+    result = search(**args)  # the same study: runs the queued trials, in order
+    study = optuna.load_study(study_name="p", storage=storage)
     states = [(t.state, t.user_attrs["config"]["batch_size"]) for t in study.trials]
     fail, done = TrialState.FAIL, TrialState.COMPLETE
-    assert states == [(fail, 32), (fail, 32), (done, 16), (done, 16), (fail, 32)]
-    assert result.total_counted == 5  # a failed trial counts towards the budget
-    assert result.best is not None and result.best.number in (2, 3)
+    assert states == [(fail if size == 32 else done, size) for size in BATCH_SIZES]
+    assert result.total_counted == len(BATCH_SIZES)  # a failed trial counts towards the budget
+    assert result.best is not None and result.best.number in (2, 5)
 
     runs = _runs(home, "p")
     for trial in study.trials:

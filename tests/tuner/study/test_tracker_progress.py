@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from helpers.chromium import CHROMIUM, Chromium
 from helpers.servers import opttune_ui
+from helpers.services import needs
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -27,22 +28,34 @@ from tuner.cli.commands import cli
 pytestmark = pytest.mark.slow
 
 
+# The learning rate of each trial, queued before the study runs: lr 1e9 diverges (a pruned
+# trial before any value, and one after some), the others complete with different values.
+LRS = [1e9, 0.01, 0.5, 1e9, 0.01, 0.1]
+DIVERGES = 1e9
+
+
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Path:
-    """Study p: SGD at four learning rates, 6 one-epoch trials; lr 1e9 diverges (seed 7 draws
-    1e9, 0.01, 0.01, 0.5, 0.01, 0.1: a pruned trial before any value, then a mix)."""
+    """Study p: SGD at four learning rates, 6 one-epoch trials with the learning rates of
+    LRS, queued in the study before it runs (the sampler draws only what is not queued)."""
     home = tmp_path_factory.mktemp("progress") / "home"
     home.mkdir()
     shutil.copy(_mlflow_template, home / "mlflow.db")
+    args = ["search", "--task", "digits-mlp", "--study", "p", "--optimizers", "sgd",
+            "--lr", "0.01,0.1,0.5,1e9", "--weight-decay", "0", "--n-trials", str(len(LRS)),
+            "--epochs", "1", "--sampler", "random", "--seed", "7", "--pruner", "none",
+            "--no-defaults", "--scheduler", "none", "--device", "cpu", "--home", str(home)]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPTTUNE_NO_DOWNLOAD", "1")
         env.setenv("OPTTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        result = CliRunner().invoke(cli, [
-            "search", "--task", "digits-mlp", "--study", "p", "--optimizers", "sgd",
-            "--lr", "0.01,0.1,0.5,1e9", "--weight-decay", "0", "--n-trials", "6",
-            "--epochs", "1", "--sampler", "random", "--seed", "7", "--pruner", "none",
-            "--no-defaults", "--scheduler", "none", "--device", "cpu", "--home", str(home)],
-            catch_exceptions=False)
+        # --jobs 0 creates the study and runs nothing; the same search then runs the queue.
+        created = CliRunner().invoke(cli, [*args, "--jobs", "0"], catch_exceptions=False)
+        assert created.exit_code == 0, created.output
+        study = _study(home)
+        assert study.trials == []
+        for lr in LRS:
+            study.enqueue_trial({"lr": lr})
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return home
 
@@ -64,16 +77,20 @@ def _expected(study: optuna.Study) -> tuple[list[tuple[int, float]], list[tuple[
 
 
 def test_the_parent_run_charts_each_trial_and_the_running_best(study_home: Path) -> None:
+    """Guards the parent run's `trial_value` (complete trials) and `best_value` (every trial
+    from the first value on, pruned ones too) series, and its latest values."""
     study = _study(study_home)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # val_acc
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    # The subject exists: trials of different values, and trials without one.
-    assert len(trials) == 6 and len(complete) + len(pruned) == 6
+    # The subject exists: trials of different values, and trials without one (the diverging
+    # lr's), among them the first (no best at its step yet) and one after values.
+    assert [t.params["lr"] for t in trials] == LRS  # the queued trials ran, in order
+    assert [t.state for t in trials] == [TrialState.PRUNED if lr == DIVERGES
+                                         else TrialState.COMPLETE for lr in LRS]
     assert len({t.value for t in complete}) >= 2, [t.value for t in complete]
-    assert pruned and all(t.user_attrs["prune_reason"] == "diverged" for t in pruned)
-    assert trials[0].state == TrialState.PRUNED  # no best at its step yet
+    assert all(t.user_attrs["prune_reason"] == "diverged" for t in pruned)
 
     client = MlflowClient(tracking_uri=f"sqlite:///{study_home / 'mlflow.db'}")
     parent = study.user_attrs["mlflow"]["parent_run_id"]
@@ -120,7 +137,7 @@ CHARTS = """Array.from(document.querySelectorAll(
   }).filter(c => c.traces.length)"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
+@needs(CHROMIUM is not None, "needs Chromium (Debian: apt-get install chromium)")
 def test_the_experiments_chart_view_draws_the_study_history(ui: str, study_home: Path,
                                                             tmp_path: Path) -> None:
     study = _study(study_home)

@@ -25,7 +25,14 @@ from tuner.training.population import (
     stacked_forward,
 )
 
-RTOL = 1e-4
+# What README.md promises ("Populations"): over 50 steps a member's losses (and a regression's
+# metric) match the same trial trained alone within four float32 epsilons (4.8e-7) relative.
+# The stacked products add up in another order (at most 1.8e-7 measured on validation loss),
+# and the epoch's training loss is a float32 mean of its 25 steps' losses, which fit adds up
+# as one vector and a population as a column of its steps x members matrix: that order alone
+# moves the mean by up to about 2 eps (2.4e-7 measured) even where every step's loss is equal.
+RTOL = 4 * torch.finfo(torch.float32).eps
+TRAIN_RTOL = RTOL
 SEEDS = [3, 4, 5]
 # Three members per family: different lr, momentum or betas, eps, weight decay.
 HYPER: dict[str, list[dict[str, float]]] = {
@@ -67,7 +74,7 @@ def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int) 
     assert len(member) == len(solo)
     for ours, theirs in zip(member, solo, strict=True):
         assert ours.epoch == theirs.epoch and ours.lr == theirs.lr
-        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=RTOL)
+        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=TRAIN_RTOL)
         assert ours.val_loss == pytest.approx(theirs.val_loss, rel=RTOL)
         # accuracy: a float tie could move one sample at most
         assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
@@ -275,7 +282,7 @@ def test_a_regression_population_matches_fit(digits: DeviceData) -> None:
     members = fit_population(task, data, cfgs, device="cpu", seeds=SEEDS)
     for member, solo in zip(members, solo_runs(task, data, cfgs, SEEDS), strict=True):
         for ours, theirs in zip(member.unwrap(), solo, strict=True):
-            assert ours.train_loss == pytest.approx(theirs.train_loss, rel=RTOL)
+            assert ours.train_loss == pytest.approx(theirs.train_loss, rel=TRAIN_RTOL)
             assert ours.value == pytest.approx(theirs.value, rel=RTOL)
 
 
