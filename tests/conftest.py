@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import services
+from helpers.search_process import kill_started
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,6 +22,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     services.check_marks(item)
+
+
+@pytest.fixture(autouse=True)
+def _no_search_left_behind() -> Iterator[None]:
+    """A test that fails while a search it started is held at the gate leaves no process."""
+    yield
+    kill_started()
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ from tasks.images import mlp
 GATE_ENV = "OPTTUNE_TEST_GATE"
 TASK_REF = f"{Path(__file__).resolve()}:GATE"
 _POLL = 0.005  # seconds between looks at the gate folder: a wait on a file, not a margin
+_ABANDONED = 900  # seconds: longer than any test may run (pytest-timeout), so never a margin
 _tickets = 0  # how many times this process has blocked
 
 
@@ -64,7 +65,10 @@ def _wait_at_gate(folder: Path) -> None:
     writing = folder / f"writing-{ticket}"
     writing.write_text(str(time.monotonic_ns()))
     writing.rename(folder / f"reached-{ticket}")  # whole, or not there at all
+    given_up = time.monotonic() + _ABANDONED
     while not ((folder / "open").exists() or (folder / f"release-{ticket}").exists()):
+        if time.monotonic() > given_up:  # its test died without a word: end, not hang on
+            raise RuntimeError(f"gate {ticket} was never opened")
         time.sleep(_POLL)  # a signal lands here, as it would in a training step
 
 

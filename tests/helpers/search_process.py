@@ -16,6 +16,8 @@ from pathlib import Path
 
 from helpers.gate_task import TASK_REF, gate_env, release, wait_reached
 
+STARTED: list[subprocess.Popen[str]] = []  # killed after each test (see conftest) if running
+
 
 def start_search(home: Path, study: str, *, trials: int, gate: Path, epochs: int = 2,
                  extra: Sequence[str] = (),
@@ -23,12 +25,23 @@ def start_search(home: Path, study: str, *, trials: int, gate: Path, epochs: int
     """`opttune search` of the gate task (SGD's defaults trial first, then Adam's) on the CPU,
     whose trials each stop after their first epoch until the test releases them (see
     helpers.gate_task); `env` adds to the environment."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "search", "--task", TASK_REF, "--study", study,
          "--n-trials", str(trials), "--epochs", str(epochs), "--optimizers", "sgd,adam",
          "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=gate_env(gate, **(env or {})))
+    STARTED.append(proc)
+    return proc
+
+
+def kill_started() -> None:
+    """Kill what start_search started and a failed test left running (held at its gate)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def trial_rows(db: Path) -> list[tuple[int, str, int]]:

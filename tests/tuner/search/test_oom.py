@@ -1,7 +1,7 @@
 """Out of device memory: the trial fails with the reason recorded and the study goes on.
 
 There is no GPU here, so a user task (a file written by the test, loaded like any user's
-task) wraps the MNIST MLP in a model that raises PyTorch's own CUDA out-of-memory error when
+task) wraps the digits MLP in a model that raises PyTorch's own CUDA out-of-memory error when
 a training batch is larger than it "fits" — exactly what a too-large batch size does on a
 real card.
 """
@@ -13,6 +13,7 @@ import sys
 import textwrap
 import types
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -32,7 +33,7 @@ import torch
 from tasks.base import Task
 from tasks.registry import get_task
 
-MNIST = get_task("mnist-mlp")
+DIGITS = get_task("digits-mlp")
 FITS = 256  # the largest training batch this pretend card holds
 
 
@@ -50,12 +51,13 @@ class Greedy(torch.nn.Module):
 
 
 def build(params):
-    model = Greedy(MNIST.build_model(params))
+    model = Greedy(DIGITS.build_model(params))
     sys.modules["oom_probe"].models.append(weakref.ref(model))
     return model
 
 
-greedy = Task(name="greedy", load_data=MNIST.load_data, build_model=build, batch_size=64)
+greedy = Task(name="greedy", load_data=DIGITS.load_data, build_model=build, batch_size=64,
+              hyperparams=DIGITS.hyperparams)
 '''
 
 
@@ -69,16 +71,27 @@ def task_ref(tmp_path: Path) -> str:
     return f"{path}:greedy"
 
 
+# Queued before the study runs: out of memory, fits, out of memory twice more in a row.
+OOM_BATCH_SIZES = [1024, 128, 1024, 1024, 1024, 128]
+
+
 def test_an_out_of_memory_trial_fails_and_the_study_goes_on(home: Path, task_ref: str) -> None:
-    result = search(task=task_ref, study="oom", batch_size="128,1024", optimizers=["adam"],
-                    n_trials=6, epochs=1, sampler="random", seed=2, defaults_first=False,
-                    device="cpu", home=home)
+    args: dict[str, Any] = dict(task=task_ref, study="oom", batch_size="128,1024",
+                                optimizers=["adam"], n_trials=len(OOM_BATCH_SIZES), epochs=1,
+                                defaults_first=False, device="cpu", home=home)
+    search(**args, jobs=0)  # creates the study and runs nothing
+    queued = optuna.load_study(study_name="oom", storage=f"sqlite:///{home / 'opttune.db'}")
+    assert queued.trials == []
+    for size in OOM_BATCH_SIZES:
+        queued.enqueue_trial({"batch_size": size})
+    result = search(**args)
     by_state: dict[str, list[int]] = {}
     for t in result.all_trials:
         by_state.setdefault(t.state, []).append(t.config["batch_size"])
-    assert set(by_state) == {"COMPLETE", "FAIL"}, by_state
-    assert set(by_state["FAIL"]) == {1024} and set(by_state["COMPLETE"]) == {128}
-    assert result.total_counted == 6  # an out-of-memory trial counts: it will not fit later
+    assert [t.config["batch_size"] for t in result.all_trials] == OOM_BATCH_SIZES
+    assert by_state == {"FAIL": [1024] * 4, "COMPLETE": [128] * 2}, by_state
+    # an out-of-memory trial counts (it will not fit later), and three in a row stop nothing
+    assert result.total_counted == len(OOM_BATCH_SIZES)
     for t in result.all_trials:
         if t.state == "FAIL":
             assert t.reason is not None and t.reason.startswith("out of memory: CUDA out of "
