@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     split once; save and log the model. `epochs` overrides the trial's epochs."""
     from tasks.registry import get_task
     from tuner.results.queries import open_study
+    from tuner.study.names import model_folder
     from tuner.study.records import StudyMeta, study_tracking_uri
     from tuner.training.devices import check_device_spec, resolve_device
     from tuner.training.seeds import trial_seed
@@ -91,7 +91,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     model, epochs_log = train_full(task, data, flat, device=dev, seed=seed)
     test = score_test(task, model, data, dev, meta.metric)
     seconds = time.perf_counter() - started
-    folder = stores.home / "models" / f"{_safe_name(name)}-trial-{chosen.number}"
+    folder = stores.home / "models" / f"{model_folder(name)}-trial-{chosen.number}"
     record: dict[str, Any] = {
         "study": name, "trial": chosen.number, "task": meta.task, "config": flat,
         "trained_on": "train+validation", "seed": seed, "data_source": meta.data_source,
@@ -172,10 +172,6 @@ def score_test(task: Any, model: Any, data: Any, device: str, metric: str) -> di
 
 def metric_on_test(metric: str) -> str:
     return "test_" + metric.removeprefix("val_")
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
 def _save_and_log(stores: Any, meta: Any, name: str, trial: Any, record: dict[str, Any],

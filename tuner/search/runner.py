@@ -77,6 +77,10 @@ def search(
     check_sampler_and_pruner(sampler, pruner)
     check_population(population)
     check_device_spec(device)
+    if study is not None:
+        from tuner.study.names import check_study_name
+
+        check_study_name(study)
     from tuner.search.jobs import plan_slots
 
     slots = plan_slots(jobs=jobs, device=device, devices=devices,

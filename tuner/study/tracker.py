@@ -71,6 +71,8 @@ class Tracker:
             from tuner.study.stores import probe_database
 
             probe_database(tracking_uri, what="MLflow store")  # MLflow retries for minutes
+        elif is_tracking_server(tracking_uri):
+            _probe_server(tracking_uri)  # MLflow retries a refused connection for minutes
         import mlflow  # noqa: F401  (slow import, kept out of the CLI's start-up)
         from mlflow import MlflowClient
 
@@ -117,7 +119,9 @@ class Tracker:
                 # worker's artifacts on its own disk, out of the server's and the UI's reach.
                 experiment_id = self.client.create_experiment(name)
             else:
-                location = (self.artifact_root / name).resolve().as_uri()
+                from tuner.study.names import artifact_folder
+
+                location = (self.artifact_root / artifact_folder(name)).resolve().as_uri()
                 experiment_id = self.client.create_experiment(name, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
@@ -287,6 +291,28 @@ class Tracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i:i + 100])
+
+
+def _probe_server(tracking_uri: str) -> None:
+    """One request to a tracking server, without MLflow's retries: a server that is down or
+    a wrong host or port fails in seconds with one clear line, where MLflow's client would
+    retry a refused connection for about four minutes. Any answer (even an HTTP error) means
+    the server is there; what it answers is for MLflow to judge, and so are TLS troubles
+    (MLflow may be told to trust a certificate this request does not)."""
+    import requests
+
+    try:
+        requests.head(tracking_uri, timeout=(10, 10), allow_redirects=False).close()
+    except requests.exceptions.SSLError:
+        return
+    except requests.exceptions.ConnectionError as exc:  # refused, unknown host, connect timeout
+        reason = exc.args[0] if exc.args else exc
+        detail = str(getattr(reason, "reason", reason)) or type(exc).__name__
+        detail = detail.split("): ", 1)[-1]  # urllib3 prefixes the connection's repr
+        raise StoreError(f"cannot reach the MLflow tracking server {redact(tracking_uri)}: "
+                         f"{redact(detail).splitlines()[0]}") from None
+    except requests.exceptions.RequestException:  # it answered slowly, or oddly: it is there
+        return
 
 
 def _quoted(value: str) -> str:
