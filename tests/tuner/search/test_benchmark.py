@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.gate_task import GATE_ENV, TASK_REF, gate_env, release, wait_reached
 from mlflow import MlflowClient
 
 from tuner.cli.commands import cli
@@ -224,18 +224,31 @@ def test_running_it_again_does_nothing_twice(finished: tuple[Path, dict[str, Any
     assert len(_runs(home, "b")) == before
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--budgets", "oneshot,huge"], "--budgets takes oneshot, small (25), medium (50) or a "
-                                    "number of trials >= 1, comma-separated, but got 'huge'"),
-    (["--budgets", "small,25"], "--budgets names one budget twice"),
-    (["--seeds", "0"], "--seeds must be >= 1, but got seeds=0"),
-    (["--optimizers", "sgd,lion"], "lion"),
+@pytest.mark.parametrize(("args", "line"), [
+    (["--budgets", "oneshot,huge"], "Error: --budgets takes oneshot, small (25), medium (50) or "
+                                    "a number of trials >= 1, comma-separated, but got 'huge'"),
+    (["--budgets", "small,25"], "Error: --budgets names one budget twice (small is 25 trials, "
+                                "medium 50), but got 'small,25'"),
+    (["--seeds", "0"], "Error: --seeds must be >= 1, but got seeds=0"),
+    (["--optimizers", "sgd,lion"], "Error: unknown optimizer 'lion'; known: sgd, momentum, "
+                                   "nesterov, adam, adamw, rmsprop, nadam, radam, adagrad"),
 ])
-def test_bad_input_fails_before_any_work(home: Path, args: list[str], message: str) -> None:
+def test_bad_input_fails_before_any_work(home: Path, args: list[str], line: str) -> None:
+    """Guards the contract of a refused benchmark: exit code 1, the one `Error: …` line (on
+    stderr, nothing on stdout, no traceback), and nothing made: no study store, so no study,
+    and the MLflow store byte for byte as it was (no experiment, no run), nothing else in
+    the home folder."""
+    before = {p.name: p.read_bytes() for p in home.iterdir()}
+    assert set(before) == {"mlflow.db"}  # the home fixture's ready, empty MLflow store
     result = CliRunner().invoke(cli, ["benchmark", "--task", "digits-mlp", "--device", "cpu",
                                       "--home", str(home), *args])
-    assert result.exit_code != 0 and message in result.output
-    assert not (home / "opttune.db").exists()
+    # A crash is exit code 1 too under CliRunner: only click's own exit is the error path.
+    assert isinstance(result.exception, SystemExit), result.exc_info
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [line], result.output
+    assert result.stderr == line + "\n" and result.stdout == ""
+    assert "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in home.iterdir()} == before
 
 
 def test_a_changed_benchmark_or_a_study_name_is_refused(
@@ -256,44 +269,89 @@ def test_parse_budgets() -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_benchmark_continues_without_redoing_or_duplicating(home: Path) -> None:
-    """SIGKILL once some re-runs are recorded, then the same command: it finishes, the
-    searches keep their trials, and MLflow holds each trial and re-run once."""
-    command = [sys.executable, "-m", "tuner", "benchmark", *BENCH, "--name", "k",
-               "--home", str(home)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def test_a_killed_benchmark_continues_without_redoing_or_duplicating(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL while a re-run is mid-training, after the searches ended and two re-runs were
+    recorded; then the same command: it finishes, the searches keep their trials, what
+    finished is not redone, the cut-short re-run is trained again exactly once, and MLflow
+    holds each trial and re-run once.
+
+    The kill lands mid-training by construction: the benchmark trains the gate task
+    (helpers.gate_task), so every training stops after its first epoch until the test
+    releases it, one ticket per training, in order. Trials train one by one (`--population
+    1`: a stacked population would train its members without calling each gated model), and
+    re-runs always do, in the benchmark's process, with loop.fit, which validates every
+    epoch, so they stop at the gate too. Tickets 0-5 are the two searches' 3 trials each,
+    then the re-runs: the test lets the first two re-runs finish and kills the benchmark
+    while the third one is held with one epoch done."""
+    import tuner.search.benchmark as benchmark_module
+    import tuner.search.reruns as reruns_module
+
+    gate, log = tmp_path / "gate", tmp_path / "killed.log"
+    command = ["benchmark", "--task", TASK_REF, "--optimizers", "sgd,adam", "--budgets",
+               "oneshot,2,3", "--seeds", "2", "--epochs", "2", "--population", "1",
+               "--device", "cpu", "--name", "k", "--home", str(home)]
+    trials = 2 * 3  # the searches' trainings: two families, the largest budget each
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tuner", *command], stdout=out,
+                                stderr=subprocess.STDOUT, env=gate_env(gate))
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (home / "opttune.db").exists():
-                try:
-                    if len(_reruns(home, "k")) >= 2:
-                        break
-                except KeyError:
-                    pass
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()[0].decode()
-        proc.send_signal(signal.SIGKILL)
+        for ticket in range(trials + 3):
+            try:
+                held = wait_reached(gate, ticket + 1, proc=proc)[ticket]
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()}") from None
+            if ticket >= trials:  # a re-run is held: the searches ended, every trial done
+                for family in ("sgd", "adam"):
+                    states = [t.state for t in _study(home, f"k.{family}").trials]
+                    assert states == [optuna.trial.TrialState.COMPLETE] * 3, (family, states)
+                assert len(_reruns(home, "k")) == ticket - trials  # those released before
+            if ticket < trials + 2:
+                release(gate, held)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGKILL)  # the third re-run: one epoch trained, one to go
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     kept = _reruns(home, "k")
-    assert 2 <= len(kept) < 12
+    assert len(kept) == 2  # recorded before the kill: the re-run cut short is not
     searched = {f: [(t.number, t.datetime_start) for t in _study(home, f"k.{f}").trials]
                 for f in ("sgd", "adam")}
     assert all(len(v) == 3 for v in searched.values())  # the searches ended before the kill
 
-    result = CliRunner().invoke(cli, ["benchmark", *BENCH, "--name", "k", "--home", str(home),
-                                      "--format", "json"])
+    # The same command, without the gate (this process has no GATE_ENV): what it re-runs.
+    monkeypatch.delenv(GATE_ENV, raising=False)
+    todo: list[str] = []
+    trained: list[tuple[str, int]] = []
+    real_run_reruns, real_train = benchmark_module.run_reruns, reruns_module.train_and_score
+
+    def watched_run_reruns(pending: Any, **kwargs: Any) -> Any:
+        todo.extend(r.key for r in pending)
+        return real_run_reruns(pending, **kwargs)
+
+    def counted_train(task_obj: Any, data: Any, config: dict[str, Any], **kwargs: Any) -> Any:
+        trained.append((json.dumps(config, sort_keys=True), kwargs["seed"]))
+        return real_train(task_obj, data, config, **kwargs)
+
+    monkeypatch.setattr(benchmark_module, "run_reruns", watched_run_reruns)
+    monkeypatch.setattr(reruns_module, "train_and_score", counted_train)
+    result = CliRunner().invoke(cli, [*command, "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert all(c["missing"] is None and len(c["scores"]) == 2 for c in report["cells"])
     done = _reruns(home, "k")
     assert {k: done[k] for k in kept} == kept  # what finished was not redone
-    for family, trials in searched.items():
-        assert [(t.number, t.datetime_start) for t in _study(home, f"k.{family}").trials] == trials
+    # The rest, the cut-short re-run first (re-runs go in the same order every time), each
+    # trained exactly once, and nothing else trained.
+    assert sorted(todo) == sorted(set(done) - set(kept)) and len(set(todo)) == len(todo)
+    assert len(trained) == len(todo) == len(set(trained))
+    for family, trials_before in searched.items():
+        assert [(t.number, t.datetime_start)
+                for t in _study(home, f"k.{family}").trials] == trials_before
     runs = _runs(home, "k")
     reruns = [r for r in runs if r.data.tags.get("opttune.role") == "rerun"]
     assert sorted(r.info.run_id for r in reruns) == sorted(v["run_id"] for v in done.values())
+    assert len({r.data.tags["rerun_key"] for r in reruns}) == len(reruns) == len(done)
     assert len([r for r in runs if r.data.tags.get("opttune.role") == "trial"]) == 6

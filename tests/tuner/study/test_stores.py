@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -135,27 +138,103 @@ def test_open_storage_creates_a_real_store(tmp_path: Path) -> None:
     assert again.get_all_studies() == []
 
 
-def _open_at_once(tmp_path: Path, *, openers: int = 6, stores_made: int = 4) -> list[str]:
-    """Open `stores_made` new SQLite stores, each by `openers` threads released together
-    (as --jobs children and workers start); the errors they met."""
-    errors: list[str] = []
-    for number in range(stores_made):
-        url = f"sqlite:///{tmp_path / str(number) / 'opttune.db'}"
-        barrier = threading.Barrier(openers)
+_HOLD_S = 60  # the longest a held opener waits for the others: reached only by a failing test
 
-        def open_one(url: str = url, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
+
+class _Race:
+    """`openers` threads open one new SQLite store at once, and are held, with a condition
+    variable, at the moment the race to create it is won or lost: when SQLAlchemy has checked
+    which of Optuna's tables exist and is about to create the missing ones (the metadata's
+    `before_create` event; `after_create` ends the creation).
+
+    At its first check, each opener waits until every opener has either come to the folder
+    lock (called flock) or reached its own check. The first to go on creates the store; an
+    opener that checked while another had not yet made the store (found no tables, so it will
+    create them all) waits until that one has opened it, then creates what it found missing:
+    it loses, for certain, unless something (a retry) saves it. A working folder lock lets
+    no opener check while another is between its check and the end of its creation."""
+
+    def __init__(self, openers: int) -> None:
+        self.openers = openers
+        self.cond = threading.Condition()
+        self.arrived: set[int] = set()  # at the folder lock, or at a check
+        self.creating: set[int] = set()  # between a check and the end of that creation
+        self.overlaps = 0  # first checks made while another opener was creating
+        self.winner: int | None = None
+        self.winner_opened = False
+        self.checked = threading.local()
+
+    def _arrive(self) -> None:  # under self.cond
+        self.arrived.add(threading.get_ident())
+        self.cond.notify_all()
+
+    def flock(self, real: Any) -> Any:
+        def watched(fd: int, operation: int) -> None:
+            with self.cond:
+                self._arrive()
+            real(fd, operation)  # blocks while another opener holds the lock
+        return watched
+
+    def before_create(self, *_args: Any, **_kwargs: Any) -> None:
+        me = threading.get_ident()
+        with self.cond:
+            if getattr(self.checked, "done", False):
+                self.creating.add(me)
+                return  # a retry: it goes on at once
+            self.checked.done = True
+            self.overlaps += bool(self.creating)
+            self.creating.add(me)
+            self._arrive()
+            assert self.cond.wait_for(lambda: len(self.arrived) == self.openers, _HOLD_S), \
+                f"{len(self.arrived)} of {self.openers} openers came to the store"
+            if self.winner is None:
+                self.winner = me
+                return
+            assert self.cond.wait_for(lambda: self.winner_opened, _HOLD_S), "no store made"
+
+    def after_create(self, *_args: Any, **_kwargs: Any) -> None:
+        with self.cond:
+            self.creating.discard(threading.get_ident())
+
+    def opened(self) -> None:
+        with self.cond:
+            if self.winner == threading.get_ident():
+                self.winner_opened = True
+                self.cond.notify_all()
+
+    def run(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """Open folder/opttune.db from every opener at once; the errors they met."""
+        import fcntl
+
+        from optuna.storages._rdb import models
+        from sqlalchemy import event
+
+        url = f"sqlite:///{folder / 'opttune.db'}"
+        monkeypatch.setattr(stores, "fcntl", SimpleNamespace(
+            LOCK_EX=fcntl.LOCK_EX, LOCK_SH=fcntl.LOCK_SH, flock=self.flock(fcntl.flock)))
+        errors: list[str] = []
+
+        def open_one() -> None:
             try:
                 open_storage(url, create=True).get_all_studies()
             except Exception as exc:
                 errors.append(str(exc))
+            finally:
+                self.opened()
 
-        threads = [threading.Thread(target=open_one) for _ in range(openers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    return errors
+        metadata = models.BaseModel.metadata
+        event.listen(metadata, "before_create", self.before_create)
+        event.listen(metadata, "after_create", self.after_create)
+        try:
+            threads = [threading.Thread(target=open_one) for _ in range(self.openers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            event.remove(metadata, "before_create", self.before_create)
+            event.remove(metadata, "after_create", self.after_create)
+        return errors
 
 
 def _no_folder_lock(path: Path | None) -> contextlib.AbstractContextManager[None]:
@@ -164,50 +243,165 @@ def _no_folder_lock(path: Path | None) -> contextlib.AbstractContextManager[None
 
 def test_openers_racing_to_create_a_store_all_succeed(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards open_storage against openers of one new store at once (--jobs children,
+    workers): the folder lock alone, and the retry alone, each let every opener through the
+    interleaving that, without either, loses for certain (see _Race)."""
     # Each store is made by Optuna itself (a copied template would leave no race to lose).
     monkeypatch.setattr(stores.store_template, "start_from_template",
                         lambda path, *, library: False)
     monkeypatch.setattr(stores.store_template, "keep_as_template", lambda path, *, library: None)
-    # The race is real: with neither the folder lock nor the retry, openers lose it.
+    openers = 4
+    # The race is real: with neither the folder lock nor the retry, all but one opener lose.
     with monkeypatch.context() as patch:
         patch.setattr(stores, "_folder_lock", _no_folder_lock)
         patch.setattr(stores, "_CREATE_ATTEMPTS", 1)
-        lost = _open_at_once(tmp_path / "bare")
-    assert lost and all("opttune.db" in e for e in lost), lost
-    # The folder lock alone serialises them on one machine ...
+        race = _Race(openers)
+        lost = race.run(tmp_path / "bare", patch)
+    assert race.overlaps == openers - 1
+    assert len(lost) == openers - 1 and all("opttune.db" in e and "already exists" in e
+                                            for e in lost), lost
+    # The folder lock alone serialises them on one machine: every opener waits at the lock
+    # while the first one creates, and none checks before the store is made ...
     with monkeypatch.context() as patch:
         patch.setattr(stores, "_CREATE_ATTEMPTS", 1)
-        assert _open_at_once(tmp_path / "locked") == []
+        race = _Race(openers)
+        assert race.run(tmp_path / "locked", patch) == []
+    assert race.overlaps == 0
     # ... and the retry alone (what a server store has) lets the losers through.
     with monkeypatch.context() as patch:
         patch.setattr(stores, "_folder_lock", _no_folder_lock)
-        assert _open_at_once(tmp_path / "retried") == []
+        race = _Race(openers)
+        assert race.run(tmp_path / "retried", patch) == []
+    assert race.overlaps == openers - 1  # they lost the first attempt, as above
+
+
+@contextlib.contextmanager
+def _sqlite_writes(callback: Callable[[str, str, int, int], None]) -> Iterator[str]:
+    """Register an SQLite VFS that is the default one, except that it calls
+    `callback(stage, file, offset, size)` just before and just after each write to any file
+    ("before"/"after"), in the writing thread; yields the VFS's name (open the database with
+    ``file:PATH?vfs=NAME``). The writer waits there while the callback runs, so the callback
+    sees the files exactly as each of SQLite's writes leaves them, every one of them.
+
+    ctypes over the SQLite library that Python's sqlite3 uses: the VFS is a copy of the
+    default one whose xOpen gives each file a copy of its write methods with xWrite wrapped.
+    Close every connection that uses it before leaving the block."""
+    import _sqlite3
+    import ctypes as c
+
+    lib = c.CDLL(_sqlite3.__file__)  # its symbols, and those of the libsqlite3 it links to
+    if not all(hasattr(lib, f) for f in ("sqlite3_vfs_find", "sqlite3_vfs_register",
+                                         "sqlite3_vfs_unregister")):
+        pytest.skip("this Python's sqlite3 does not export SQLite's VFS functions")
+
+    class IoMethods(c.Structure):
+        pass
+
+    class File(c.Structure):
+        _fields_ = [("pMethods", c.POINTER(IoMethods))]
+
+    x_write = c.CFUNCTYPE(c.c_int, c.POINTER(File), c.c_void_p, c.c_int, c.c_int64)
+    IoMethods._fields_ = [("iVersion", c.c_int), ("xClose", c.c_void_p), ("xRead", c.c_void_p),
+                          ("xWrite", x_write)] + [(n, c.c_void_p) for n in (
+        "xTruncate", "xSync", "xFileSize", "xLock", "xUnlock", "xCheckReservedLock",
+        "xFileControl", "xSectorSize", "xDeviceCharacteristics", "xShmMap", "xShmLock",
+        "xShmBarrier", "xShmUnmap", "xFetch", "xUnfetch")]
+
+    class Vfs(c.Structure):
+        pass
+
+    # The file name is passed on as the pointer SQLite gave (SQLite keeps it, and reads the
+    # URI parameters stored after it), never as a copy.
+    x_open = c.CFUNCTYPE(c.c_int, c.POINTER(Vfs), c.c_void_p, c.POINTER(File), c.c_int,
+                         c.POINTER(c.c_int))
+    Vfs._fields_ = [("iVersion", c.c_int), ("szOsFile", c.c_int), ("mxPathname", c.c_int),
+                    ("pNext", c.c_void_p), ("zName", c.c_char_p), ("pAppData", c.c_void_p),
+                    ("xOpen", x_open)] + [(n, c.c_void_p) for n in (
+        "xDelete", "xAccess", "xFullPathname", "xDlOpen", "xDlError", "xDlSym", "xDlClose",
+        "xRandomness", "xSleep", "xCurrentTime", "xGetLastError", "xCurrentTimeInt64",
+        "xSetSystemCall", "xGetSystemCall", "xNextSystemCall")]
+    lib.sqlite3_vfs_find.restype = c.POINTER(Vfs)
+    lib.sqlite3_vfs_find.argtypes = [c.c_char_p]
+    lib.sqlite3_vfs_register.argtypes = [c.POINTER(Vfs), c.c_int]
+    lib.sqlite3_vfs_unregister.argtypes = [c.POINTER(Vfs)]
+    default = lib.sqlite3_vfs_find(None)
+    names: dict[int, str] = {}  # the address of an open file → its name
+    methods: dict[int, tuple[Any, Any]] = {}  # the real methods' address → (ours, theirs)
+
+    def write(file: Any, data: Any, amount: int, offset: int) -> int:
+        real = methods[c.addressof(file.contents.pMethods.contents)][1]
+        name = names.get(c.addressof(file.contents), "?")
+        callback("before", name, offset, amount)
+        result: int = real.xWrite(file, data, amount, offset)
+        callback("after", name, offset, amount)
+        return result
+
+    def open_file(vfs: Any, name: int | None, file: Any, flags: int, out_flags: Any) -> int:
+        result: int = default.contents.xOpen(default, name, file, flags, out_flags)
+        if result == 0 and file.contents.pMethods:
+            names[c.addressof(file.contents)] = c.string_at(name).decode() if name else "?"
+            theirs = file.contents.pMethods.contents
+            if c.addressof(theirs) not in methods:
+                ours = IoMethods.from_buffer_copy(theirs)
+                ours.xWrite = wrapped_write
+                methods[c.addressof(ours)] = methods[c.addressof(theirs)] = (ours, theirs)
+            file.contents.pMethods = c.pointer(methods[c.addressof(theirs)][0])
+        return result
+
+    wrapped_write = x_write(write)
+    wrapped_open = x_open(open_file)
+    vfs = Vfs.from_buffer_copy(default.contents)
+    vfs.zName, vfs.xOpen, vfs.pNext = b"opttune-test-writes", wrapped_open, None
+    assert lib.sqlite3_vfs_register(c.byref(vfs), 0) == 0
+    try:
+        yield "opttune-test-writes"
+    finally:
+        lib.sqlite3_vfs_unregister(c.byref(vfs))
 
 
 def test_a_store_being_written_is_never_called_damaged(tmp_path: Path) -> None:
-    # A writer rewrites the header before it grows the file, and its first page lands in a
-    # file that was empty: a check reading meanwhile must not call the store damaged.
-    path = tmp_path / "opttune.db"
-    done = threading.Event()
+    """Guards check_sqlite_file against a store that SQLite is writing right now: a writer
+    rewrites the header (with the new size) before it grows the file, and a new store's first
+    page lands in a file that was empty; a check made at any moment must not call the store
+    damaged.
 
-    def write() -> None:
-        with sqlite3.connect(path) as con:
+    Not a checker thread that may or may not catch those moments: SQLite writes through a VFS
+    that stops it before and after each of its writes (_sqlite_writes), and a check runs there
+    every time, so at every state the files pass through. The test also asserts that the
+    dangerous states were among them. (A check opens and closes the file, which drops this
+    process's POSIX locks on it; that matters only to another connection, and there is none.)
+    """
+    path = tmp_path / "opttune.db"
+    journal = Path(f"{path}-journal")
+    seen: list[tuple[int, int, bool]] = []  # size, the size the header records, a journal?
+    called_damaged: list[str] = []
+
+    def check(stage: str, name: str, offset: int, amount: int) -> None:
+        header = path.read_bytes()[:100]
+        recorded = int.from_bytes(header[28:32], "big") * int.from_bytes(header[16:18], "big") \
+            if len(header) == 100 else 0
+        seen.append((path.stat().st_size, recorded, journal.exists()))
+        try:
+            check_sqlite_file(path)
+        except StoreError as exc:
+            called_damaged.append(f"{stage} writing {amount} bytes at {offset} of {name}: {exc}")
+
+    with _sqlite_writes(check) as vfs:
+        con = sqlite3.connect(f"file:{path}?vfs={vfs}", uri=True)
+        try:
             con.execute("CREATE TABLE t (x BLOB)")
-            for _ in range(400):
+            for _ in range(20):
                 con.execute("INSERT INTO t VALUES (zeroblob(20000))")
                 con.commit()
-        done.set()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    checks = 0
-    try:
-        while not done.is_set():
-            check_sqlite_file(path)
-            checks += 1
-    finally:
-        writer.join()
-    assert checks > 100 and path.stat().st_size > 400 * 20000
+        finally:
+            con.close()
+    assert called_damaged == []
+    page = int.from_bytes(path.read_bytes()[16:18], "big")
+    assert path.stat().st_size > 20 * 20000 and len(seen) > 20
+    assert (0, 0, True) in seen  # an empty file, its first page about to land
+    short = {size for size, recorded, _ in seen if 0 < size < recorded}  # header ahead of size
+    assert page in short  # the first page in a file that was empty: the header says more
+    assert any(size > page for size in short)  # a store with pages: rewritten, not grown yet
 
 
 def test_a_short_store_with_a_journal_is_left_to_sqlite(tmp_path: Path) -> None:
