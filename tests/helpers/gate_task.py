@@ -8,7 +8,8 @@ file into the gate folder and waits for the test. So a test knows, from a file a
 clock, that a trial is mid-flight: one epoch reported, more to come.
 
 The gate is closed only in a process whose environment names a folder in
-``OPTTUNE_TEST_GATE`` (:func:`gate_env`); elsewhere (a ``resume`` run in the test's own
+``OPTTUNE_TEST_GATE`` (:func:`gate_env`), and with ``OPTTUNE_TEST_GATE_HOLD_NS`` it opens by
+itself that long after the trial got there; elsewhere (a ``resume`` run in the test's own
 process, say) the task is a plain digits MLP. The test lets trials go on with :func:`release`
 (one blocked trial) or :func:`open_gate` (every trial from then on).
 
@@ -31,6 +32,9 @@ from tasks.digits import load_digits_data
 from tasks.images import mlp
 
 GATE_ENV = "OPTTUNE_TEST_GATE"
+# Nanoseconds after which a held trial lets itself go on (the machine's monotonic clock, as
+# --timeout reads it), for a test that needs the time to be up while a trial trains.
+HOLD_ENV = "OPTTUNE_TEST_GATE_HOLD_NS"
 TASK_REF = f"{Path(__file__).resolve()}:GATE"
 _POLL = 0.005  # seconds between looks at the gate folder: a wait on a file, not a margin
 _ABANDONED = 900  # seconds: longer than any test may run (pytest-timeout), so never a margin
@@ -63,10 +67,15 @@ def _wait_at_gate(folder: Path) -> None:
     ticket = f"{os.getpid()}-{_tickets}"
     _tickets += 1
     writing = folder / f"writing-{ticket}"
-    writing.write_text(str(time.monotonic_ns()))
+    arrived = time.monotonic_ns()
+    writing.write_text(str(arrived))
     writing.rename(folder / f"reached-{ticket}")  # whole, or not there at all
+    hold = os.environ.get(HOLD_ENV)
+    until = arrived + int(hold) if hold else None
     given_up = time.monotonic() + _ABANDONED
     while not ((folder / "open").exists() or (folder / f"release-{ticket}").exists()):
+        if until is not None and time.monotonic_ns() > until:
+            return
         if time.monotonic() > given_up:  # its test died without a word: end, not hang on
             raise RuntimeError(f"gate {ticket} was never opened")
         time.sleep(_POLL)  # a signal lands here, as it would in a training step

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from click.testing import CliRunner, Result
-from helpers.gate_task import TASK_REF, gate_env, open_gate, reached, wait_reached
+from helpers.gate_task import GATE_ENV, HOLD_ENV, TASK_REF, reached
 
 from tuner.cli.commands import cli
 from tuner.space.searchspace import Space
@@ -212,49 +211,34 @@ def test_tasks_lists_the_three_builtins() -> None:
 
 
 @pytest.mark.slow
-def test_timeout_stops_starting_trials_in_search_resume_and_worker(home: Path,
-                                                                   tmp_path: Path) -> None:
+def test_timeout_stops_starting_trials_in_search_resume_and_worker(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards --timeout: `search`, `resume` and `worker` each stop claiming trials once S
     seconds have passed, far short of the budget, and every trial they started finishes.
 
-    No margin: each command (a process of its own, one trial at a time) trains the gate task,
-    whose trials stop after their first epoch until the test lets them go on. The command's
-    timeout clock started before it claimed its first trial, so before that trial reached
-    the gate; the test opens the gate only once the machine's monotonic clock (the one
-    --timeout reads, shared by every process) is past the moment it reached the gate plus S.
-    So the time is up while that trial still trains: it must finish (both epochs), and no
-    other trial may start."""
+    No margin: each command (one trial at a time) trains the gate task, whose trials stop
+    after their first epoch; here each goes on by itself once the machine's monotonic clock
+    (the one --timeout reads) is past the moment it reached the gate plus S. The command's
+    timeout clock started before it claimed that trial, so the time is up while the trial
+    still trains: it must finish (both epochs), and no other trial may start."""
     budget, timeout = 40, 1
     commands = [("search", "--task", TASK_REF, "--study", "t", "--n-trials", str(budget),
                  "--epochs", "2", "--optimizers", "adam", "--pruner", "none", "--device",
                  "cpu"),
                 ("resume", "t", "--n-trials", str(budget)),  # 40 more than it has
                 ("worker", "t")]  # until the budget after resume (41) is met
+    monkeypatch.setenv(HOLD_ENV, str(timeout * 1_000_000_000))
     seen: set[int] = set()
     for command in commands:
-        gate, log = tmp_path / f"gate-{command[0]}", tmp_path / f"{command[0]}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "tuner", *command, "--timeout",
-                                     str(timeout), "--home", str(home)], stdout=out,
-                                    stderr=subprocess.STDOUT, env=gate_env(gate))
-        try:
-            try:
-                (ticket,) = wait_reached(gate, 1, proc=proc)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{log.read_text()}") from None
-            up = int((gate / f"reached-{ticket}").read_text()) + timeout * 1_000_000_000
-            while (left := up - time.monotonic_ns()) >= 0:  # a wait on the clock, not a margin
-                time.sleep(left / 1e9 + 0.001)
-            open_gate(gate)
-            assert proc.wait(timeout=120) == 0, log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        gate = tmp_path / f"gate-{command[0]}"
+        gate.mkdir()
+        monkeypatch.setenv(GATE_ENV, str(gate))
+        result = invoke(*command, "--timeout", str(timeout), "--home", str(home))
+        assert result.exit_code == 0, result.output
         ran = [t for t in load(home, "t").trials if t.number not in seen]
         assert [(t.state, len(t.intermediate_values)) for t in ran] == [
-            (optuna.trial.TrialState.COMPLETE, 2)], (command[0], ran, log.read_text())
-        assert reached(gate) == [ticket]  # and no other trial trained here
+            (optuna.trial.TrialState.COMPLETE, 2)], (command[0], ran, result.output)
+        assert len(reached(gate)) == 1  # it was held past the timeout, and no other trained
         seen |= {t.number for t in ran}
     assert sorted(seen) == [0, 1, 2]
 
