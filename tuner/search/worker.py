@@ -180,7 +180,10 @@ def child_main() -> None:
         observer.send("error", message=f"job {int(spec['index']) + 1} ({spec['device']}): "
                                        f"{exc}")
         code = 1
-    events.close()
+    try:
+        events.close()  # flushes what the parent has not been sent yet
+    except OSError:  # the parent is gone (killed): nobody reads it, and we stop all the same
+        pass
     sys.exit(code)
 
 

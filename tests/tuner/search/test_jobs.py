@@ -1,4 +1,9 @@
-"""`--jobs N` on the SQLite default: N real processes share one study and its budget."""
+"""`--jobs N` on the SQLite default: N real processes share one study and its budget.
+
+Where a test needs jobs training at the same time, or mid-trial when a signal lands, they
+train the gate task (helpers.gate_task): each trial stops after its first reported epoch until
+the test opens the gate, so the test knows it from files, not from a clock.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from click.testing import CliRunner
+from helpers.gate_task import GATE_ENV, TASK_REF, gate_env, open_gate, wait_reached
 from helpers.processes import alive, children
+from helpers.search_process import trial_rows
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
@@ -21,6 +30,59 @@ from tuner.study.records import OWNER_ATTR, counted
 from tuner.study.stores import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# How long killed or signalled jobs may take to stop: a bound for a failure, never waited out
+# when they stop (the clean-up takes about a CPU second; a loaded 2-core machine stretches it).
+STOP_BOUND_S = 120
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Trials trained in this process (workers, resumes) use one thread, as each job does:
+    two threads on a 2-core machine that other processes share mostly wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _pid(ticket: str) -> int:
+    """The process that holds a gate ticket (helpers.gate_task names them PID-N)."""
+    return int(ticket.split("-")[0])
+
+
+def _open_when_held(gate: Path, count: int) -> tuple[threading.Thread, list[str]]:
+    """A thread that opens `gate` once `count` trials are held at it at the same time, for a
+    search that runs in this process; the tickets it saw come back in the list. It opens the
+    gate also when it gives up waiting, so that the search ends and the test fails on them."""
+    held: list[str] = []
+
+    def run() -> None:
+        try:
+            held.extend(wait_reached(gate, count))
+        except AssertionError:
+            pass
+        finally:
+            open_gate(gate)
+
+    thread = threading.Thread(target=run, name="gate-opener", daemon=True)
+    thread.start()
+    return thread, held
+
+
+def _held_trials(db: Path, count: int) -> list[int]:
+    """The numbers of the `count` trials held at the gate, as the store shows them: RUNNING
+    with one epoch reported (read again while a writer locks the file for a moment)."""
+    deadline = time.monotonic() + 60
+    while True:
+        rows = trial_rows(db)
+        held = [n for n, state, seen in rows if state == "RUNNING" and seen >= 1]
+        if len(held) >= count:
+            assert len(held) == count, rows
+            return held
+        assert time.monotonic() < deadline, f"not {count} held trials in the store: {rows}"
+        time.sleep(0.01)
 
 
 def _study(home: Path, name: str) -> optuna.Study:
@@ -63,11 +125,20 @@ def _assert_stores_agree(home: Path, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_jobs_run_exactly_the_budget_in_two_processes(home: Path) -> None:
+def test_two_jobs_run_exactly_the_budget_in_two_processes(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards `--jobs 2` on SQLite: two processes, neither of them the search's own, train at
+    the same time (each holds a trial at the gate while the other does) and together run the
+    budget of 8 exactly, each trial once, with nothing failed and both stores agreeing."""
+    gate = tmp_path / "gate"
+    gate_env(gate)  # creates the folder
+    monkeypatch.setenv(GATE_ENV, str(gate))  # the jobs inherit it; this process trains nothing
+    opener, held = _open_when_held(gate, 2)
     result = CliRunner().invoke(cli, [
-        "search", "--task", "mnist-mlp", "--study", "par", "--n-trials", "8", "--epochs", "2",
+        "search", "--task", TASK_REF, "--study", "par", "--n-trials", "8", "--epochs", "2",
         "--pruner", "none", "--seed", "1", "--device", "cpu", "--home", str(home), "--jobs", "2"])
     assert result.exit_code == 0, result.output
+    opener.join()  # it opened the gate: the jobs could not have finished otherwise
     assert "cpu ×2" in result.output
     assert "locked" not in result.output.lower()
     study = _study(home, "par")
@@ -77,38 +148,35 @@ def test_two_jobs_run_exactly_the_budget_in_two_processes(home: Path) -> None:
     assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
     owners = {t.system_attrs[OWNER_ATTR]["pid"] for t in trials}
     assert len(owners) == 2 and os.getpid() not in owners  # two processes, not this one
+    assert {_pid(ticket) for ticket in held} == owners, held  # and they trained at once
     _assert_stores_agree(home, "par")
 
 
 @pytest.mark.slow
-def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path) -> None:
-    command = [sys.executable, "-m", "tuner", "search", "--task", "mnist-mlp", "--study", "term",
-               "--n-trials", "4", "--epochs", "4", "--batch-size", "32", "--pruner", "none",
+def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path, tmp_path: Path) -> None:
+    """Guards SIGTERM to `--jobs 2` while both jobs are mid-trial (each holds a trial at the
+    gate: one epoch reported, one to come): exit 143, both trials FAIL (interrupted) and
+    queued once each, no job left, both stores agree; `resume` then runs the budget of 4."""
+    gate = tmp_path / "gate"
+    command = [sys.executable, "-m", "tuner", "search", "--task", TASK_REF, "--study", "term",
+               "--n-trials", "4", "--epochs", "2", "--pruner", "none",
                "--optimizers", "sgd,adam", "--device", "cpu", "--home", str(home), "--jobs", "2"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=gate_env(gate))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until both jobs are training
-            if (home / "opttune.db").exists():
-                try:
-                    running = _study(home, "term").get_trials(states=(TrialState.RUNNING,))
-                except KeyError:
-                    running = []
-                if len(running) == 2 and all("mlflow_run_id" in t.user_attrs for t in running):
-                    break
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            time.sleep(0.2)
-        else:
-            pytest.fail("the two jobs never trained at the same time")
+        wait_reached(gate, 2, proc=proc)  # both jobs are training
+        training = _held_trials(home / "opttune.db", 2)
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=90)[0].decode()
+        output = proc.communicate(timeout=STOP_BOUND_S)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "Traceback" not in output, output
     study = _study(home, "term")
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert interrupted, output  # both jobs' trials, unless one had just finished
+    assert sorted(t.number for t in interrupted) == sorted(training), output  # both jobs'
     assert {t.user_attrs.get("fail_reason") for t in interrupted} == {"interrupted"}
     for owner in {t.system_attrs[OWNER_ATTR]["pid"] for t in interrupted}:
         with pytest.raises(ProcessLookupError):  # no job outlives its parent
@@ -117,10 +185,8 @@ def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path) -> None
     assert sorted(retries) == sorted(t.number for t in interrupted)  # each queued once
     _assert_stores_agree(home, "term")
 
-    resumed = subprocess.run([sys.executable, "-m", "tuner", "resume", "term", "--home",
-                              str(home)], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # a busy machine
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed = CliRunner().invoke(cli, ["resume", "term", "--home", str(home)])
+    assert resumed.exit_code == 0, resumed.output
     study = _study(home, "term")
     assert counted(study.trials) == 4 == len(study.get_trials(states=FINISHED))
     _assert_ran_again_once(study, interrupted)
@@ -131,7 +197,7 @@ def test_sigterm_stops_every_job_cleanly_and_resume_finishes(home: Path) -> None
 def test_jobs_0_creates_the_study_for_workers_and_a_worker_runs_it(home: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, [
-        "search", "--task", "mnist-mlp", "--study", "later", "--n-trials", "3", "--epochs", "1",
+        "search", "--task", "digits-mlp", "--study", "later", "--n-trials", "3", "--epochs", "1",
         "--optimizers", "adam", "--home", str(home), "--jobs", "0"])
     assert result.exit_code == 0, result.output
     assert "is ready: 0 of 3 trials done" in result.output
@@ -170,57 +236,53 @@ def test_too_many_jobs_for_the_devices_fail_before_any_work(home: Path) -> None:
     assert not (home / "opttune.db").exists()
 
 
-def _early_in_a_trial(home: Path, name: str, proc: subprocess.Popen[bytes]) -> list[int]:
-    """Wait until both jobs run and a trial has reported its first epochs (several are left);
-    the numbers of the trials running then."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0].decode()
-        try:
-            running = _study(home, name).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:  # not created yet
-            running = []
-        if len(children(proc.pid)) == 2 and any(0 < len(t.intermediate_values) < 10
-                                                 for t in running):
-            return [t.number for t in running]
-        time.sleep(0.1)
-    pytest.fail("no job was early in a trial while both ran")
-
-
 @pytest.mark.slow
-def test_jobs_stop_by_themselves_when_their_parent_is_killed(home: Path) -> None:
+def test_jobs_stop_by_themselves_when_their_parent_is_killed(home: Path, tmp_path: Path) -> None:
     """Guards the jobs' parent watch: after SIGKILL of `--jobs 2` (which can pass nothing
-    on), each job notices within seconds, marks its trial interrupted and queues it, and
-    exits; `resume` then runs those trials again and leaves nothing RUNNING."""
-    command = [sys.executable, "-m", "tuner", "search", "--task", "digits-mlp", "--study",
-               # Trials long enough (40 epochs) that none ends in the second or so a job
-               # takes to notice its parent is gone.
-               "orphan", "--n-trials", "2", "--epochs", "40", "--optimizers", "adam",
+    on) while each job holds a trial at the gate (one epoch reported, one to come), each job
+    notices by itself, marks its trial interrupted and queues it, and exits without a
+    traceback on the output it shares with its dead parent; `resume` then runs those trials
+    again and leaves nothing RUNNING."""
+    gate = tmp_path / "gate"
+    command = [sys.executable, "-m", "tuner", "search", "--task", TASK_REF, "--study",
+               "orphan", "--n-trials", "2", "--epochs", "2", "--optimizers", "adam",
                "--pruner", "none", "--device", "cpu", "--home", str(home), "--jobs", "2"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=gate_env(gate))
     jobs: list[int] = []
     try:
-        training = _early_in_a_trial(home, "orphan", proc)
+        held = wait_reached(gate, 2, proc=proc)
         jobs = children(proc.pid)
+        assert sorted(jobs) == sorted(_pid(ticket) for ticket in held)  # each holds a trial
+        training = _held_trials(home / "opttune.db", 2)
         proc.kill()
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 60
-        while any(alive(pid) for pid in jobs) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in jobs if alive(pid)], "a job outlived its parent"
+        # The jobs (and their MLflow processes) write to the killed search's output: it ends
+        # when the last of them has exited. The gate stays closed: a job that did not notice
+        # would wait there far past the bound.
+        try:
+            output = proc.communicate(timeout=STOP_BOUND_S)[0]
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a job outlived its parent by {STOP_BOUND_S} s: "
+                        f"{[pid for pid in jobs if alive(pid)]} still run")
+        deadline = time.monotonic() + 30
+        while [pid for pid in jobs if alive(pid)]:  # past closing its files, not yet exited
+            assert time.monotonic() < deadline, "a job outlived its parent"
+            time.sleep(0.01)
     finally:
         if proc.poll() is None:
             proc.kill()
         for pid in jobs:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in output, output
     study = _study(home, "orphan")
     assert not study.get_trials(states=(TrialState.RUNNING,))  # they stopped, not died
     stopped = [study.trials[number] for number in training]
-    assert stopped and {(t.state, t.user_attrs.get("fail_reason")) for t in stopped} == \
+    assert {(t.state, t.user_attrs.get("fail_reason")) for t in stopped} == \
         {(TrialState.FAIL, "interrupted")}  # not left to finish: they would be COMPLETE
     retries = [t.user_attrs["retry_of"] for t in study.trials if "retry_of" in t.user_attrs]
-    assert set(training) <= set(retries) and len(retries) == len(set(retries))
+    assert sorted(retries) == sorted(training)  # each queued once
 
     resumed = CliRunner().invoke(cli, ["resume", "orphan", "--home", str(home)])
     assert resumed.exit_code == 0, resumed.output

@@ -8,11 +8,11 @@ to one trial at a time with a notice.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner, Result
+from helpers.gate_task import GATE_ENV, TASK_REF, gate_env, open_gate, wait_reached
 from helpers.search_process import trial_rows
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +31,56 @@ from tuner.search.sampling import make_sampler
 from tuner.study.recovery import check
 
 FAST = ("--task", "digits-mlp", "--epochs", "2", "--device", "cpu")
+
+# The gate task (helpers.gate_task) for a population. Its gate blocks at the first training
+# step after a validation; but a population's stack check runs the members' own model through
+# a training step and evaluations before training starts, so the plain gate would block at the
+# first step of epoch 1, before any epoch is reported. This one counts an evaluation only once
+# its model has taken two training steps (the check takes one): it holds a population after
+# its first reported epoch, as the gate task holds a trial alone. Blocking works under vmap:
+# the gate's wait is plain Python in the stacked model's forward.
+POP_GATE_TASK = f'''
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location("opttune_test_gate", {TASK_REF.rsplit(":", 1)[0]!r})
+gate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gate)
+
+
+class PopGated(gate._Gated):
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.steps = 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+        elif self.steps < 2:  # the stack check's evaluation, not an epoch's validation
+            return self.inner(x)
+        return super().forward(x)
+
+
+task = gate.Task(name="popgate", load_data=gate.load_digits_data,
+                 build_model=lambda params: PopGated(gate.mlp([64, 16, 10])), batch_size=64)
+'''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Trials trained in this process use one thread, as each job does: two threads on a
+    2-core machine that other processes share mostly wait for each other (3x slower here)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pop_gate_task(folder: Path) -> str:
+    """The population gate task, written into `folder`; its reference for --task."""
+    (folder / "pop_gate_task.py").write_text(POP_GATE_TASK)
+    return f"{folder / 'pop_gate_task.py'}:task"
 
 
 def invoke(*args: str) -> Result:
@@ -173,29 +224,37 @@ def test_members_are_pruned_and_diverge_on_their_own(home: Path) -> None:
 
 # -- an interrupted population -------------------------------------------------------------------
 
-EPOCHS = 8  # long enough that the population is still training after its first epoch
+EPOCHS = 2  # the population is held at the gate after its first: still training
 
 
 @pytest.mark.slow
-def test_sigterm_fails_and_requeues_every_member_then_resume_completes(home: Path) -> None:
+def test_sigterm_fails_and_requeues_every_member_then_resume_completes(
+        home: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    task = pop_gate_task(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "search", "--task", "digits-mlp", "--study", "t",
+        [sys.executable, "-m", "tuner", "search", "--task", task, "--study", "t",
          "--epochs", str(EPOCHS), "--device", "cpu", "--optimizers", "adam,adamw",
          "--no-defaults", "--pruner", "none", "--seed", "2", "--n-trials", "3",
          "--population", "3", "--home", str(home)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while True:
-        assert time.monotonic() < deadline, "the population never got mid-training"
-        if proc.poll() is not None:
-            raise AssertionError(f"search ended early ({proc.returncode}):\n"
-                                 f"{proc.stdout.read() if proc.stdout else ''}")
-        rows = [(state, epochs) for _, state, epochs in trial_rows(home / "opttune.db")]
-        if len(rows) == 3 and all(s == "RUNNING" and 0 < n < EPOCHS for s, n in rows):
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=60)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=gate_env(gate, OMP_NUM_THREADS="1"))
+    try:
+        wait_reached(gate, 1, proc=proc)  # the population is held: one epoch reported
+        deadline = time.monotonic() + 60
+        while True:  # the store may be locked by a write for a moment: read it again
+            rows = [(state, epochs) for _, state, epochs in trial_rows(home / "opttune.db")]
+            if rows:
+                break
+            assert time.monotonic() < deadline, "the store could not be read"
+            time.sleep(0.01)
+        assert len(rows) == 3 and all(s == "RUNNING" and 0 < n < EPOCHS for s, n in rows), rows
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143, output
     assert "Traceback" not in output
 
@@ -203,6 +262,7 @@ def test_sigterm_fails_and_requeues_every_member_then_resume_completes(home: Pat
     members = [t for t in study.trials if t.number < 3]
     for t in members:
         assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"
+        assert t.user_attrs["population"] == 3  # they trained as one stacked model
         assert run_of(home, t).info.status == "KILLED"
         queued = [q for q in study.trials if q.user_attrs.get("retry_of") == t.number]
         assert len(queued) == 1 and queued[0].state == TrialState.WAITING
@@ -284,37 +344,57 @@ def test_a_model_stacked_through_vmap_on_a_cpu_gets_a_notice_and_still_stacks(
 
 
 @pytest.mark.slow
-def test_jobs_and_a_worker_claim_populations_within_one_budget(home: Path) -> None:
+def test_jobs_and_a_worker_claim_populations_within_one_budget(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An `opttune worker` and then `resume --jobs 2` train populations of one study side by
-    side: the budget stays exact, both sides trained stacked trials, each its own run."""
+    side (the worker and both jobs each hold a stacked population at the gate at once): the
+    budget stays exact, both sides trained stacked trials, each its own run."""
     from tuner.study.records import OWNER_ATTR
 
+    gate = tmp_path / "gate"
     # One schedule kind (schedules may differ within a population; pinned all the same).
-    common = ("--task", "digits-mlp", "--epochs", "40", "--device", "cpu", "--optimizers",
-              "adam,adamw", "--scheduler", "none", "--no-defaults", "--pruner", "none",
-              "--home", str(home))
+    common = ("--task", pop_gate_task(tmp_path), "--epochs", "2", "--device", "cpu",
+              "--optimizers", "adam,adamw", "--scheduler", "none", "--no-defaults",
+              "--pruner", "none", "--home", str(home))
     made = invoke("search", "--study", "shared", "--n-trials", "12", "--population", "2",
                   "--jobs", "0", *common)
     assert made.exit_code == 0, made.output
     worker = subprocess.Popen([sys.executable, "-m", "tuner", "worker", "shared", "--home",
                                str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env=gate_env(gate, OMP_NUM_THREADS="1"))
+    held: list[str] = []
     try:
-        deadline = time.monotonic() + 120
-        while not [row for row in trial_rows(home / "opttune.db") if row[1] != "WAITING"]:
-            assert worker.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_reached(gate, 1, proc=worker)  # the worker holds its first population
+
+        def open_when_all_hold() -> None:  # the jobs run in `resume`, in this process
+            try:
+                held.extend(wait_reached(gate, 3, proc=worker))
+            except AssertionError:
+                pass
+            finally:
+                open_gate(gate)
+
+        opener = threading.Thread(target=open_when_all_hold, daemon=True)
+        opener.start()
+        monkeypatch.setenv(GATE_ENV, str(gate))  # the jobs inherit it; this process trains none
         jobs = invoke("resume", "shared", "--jobs", "2", "--home", str(home))
+        monkeypatch.delenv(GATE_ENV)
         worker_out = worker.communicate(timeout=300)[0].decode()
     finally:
+        open_gate(gate)
         if worker.poll() is None:
             worker.kill()
+            worker.wait()
     assert jobs.exit_code == 0, jobs.output
     assert worker.returncode == 0, worker_out
+    opener.join()  # it opened the gate: the jobs could not have finished otherwise
     trials = load(home, "shared").get_trials(deepcopy=False)
     assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
     by_worker = [t for t in trials if t.system_attrs[OWNER_ATTR]["pid"] == worker.pid]
     by_jobs = [t for t in trials if t not in by_worker]
+    holders = {int(ticket.split("-")[0]) for ticket in held}
+    assert len(holders) == 3 and worker.pid in holders  # all three held populations at once
+    assert {t.system_attrs[OWNER_ATTR]["pid"] for t in by_jobs} == holders - {worker.pid}
     for side in (by_worker, by_jobs):
         assert [t.user_attrs.get("population") for t in side].count(2) >= 2, \
             [(t.number, t.user_attrs.get("population")) for t in trials]
