@@ -6,13 +6,20 @@ session instead, so that each test still gets its own real, empty store.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from helpers import services
-from helpers.search_process import kill_started
+# One compute thread for every test and every process a test starts: pytest-xdist runs one
+# worker per core, and two threads per process on a busy core mostly wait for each other
+# (OpenMP spins at each barrier for a thread that is not running). Set before torch loads.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+from helpers import services  # noqa: E402
+from helpers.search_process import kill_started  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -43,6 +43,7 @@ def test_a_search_process_ends_with_its_summary_its_code_and_its_runs(home: Path
         ["plots/study_plots.html"]
 
 
+@pytest.mark.slow
 def test_an_error_after_torch_is_loaded_keeps_its_line_and_exit_code(home: Path) -> None:
     created = CliRunner().invoke(cli, [*SEARCH[3:], "--study", "s", "--home", str(home),
                                        "--jobs", "0"])

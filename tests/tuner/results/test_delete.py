@@ -61,6 +61,7 @@ def test_a_deleted_study_recreated_under_its_name_starts_afresh(home: Path) -> N
     assert {r.info.run_id for r in kept} == old_runs
 
 
+@pytest.mark.slow
 def test_deleting_a_benchmark_search_or_the_benchmark(home: Path) -> None:
     """One search of a benchmark goes with its own runs, and the benchmark's experiment stays;
     the benchmark goes with its searches and its experiment."""

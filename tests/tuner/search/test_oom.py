@@ -75,6 +75,7 @@ def task_ref(tmp_path: Path) -> str:
 OOM_BATCH_SIZES = [1024, 128, 1024, 1024, 1024, 128]
 
 
+@pytest.mark.slow
 def test_an_out_of_memory_trial_fails_and_the_study_goes_on(home: Path, task_ref: str) -> None:
     args: dict[str, Any] = dict(task=task_ref, study="oom", batch_size="128,1024",
                                 optimizers=["adam"], n_trials=len(OOM_BATCH_SIZES), epochs=1,
@@ -111,6 +112,7 @@ def test_an_out_of_memory_trial_fails_and_the_study_goes_on(home: Path, task_ref
     assert alive == []
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_a_row_does_not_stop_the_study(home: Path, task_ref: str) -> None:
     """Unlike errors (three in a row stop a study), memory depends on the trial's settings."""
     result = CliRunner().invoke(cli, [

@@ -54,7 +54,7 @@ def snapshot(home: Path) -> dict[str, bytes]:
 
 
 def run(home: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["search", "--task", "mnist-mlp", "--study", "s",
+    result = CliRunner().invoke(cli, ["search", "--task", "digits-mlp", "--study", "s",
                                       "--optimizers", "sgd", "--epochs", "1", "--seed", "1",
                                       "--batch-size", "512",
                                       "--home", str(home), *args])
@@ -62,7 +62,7 @@ def run(home: Path, *args: str) -> tuple[int, str]:
 
 
 def test_a_changed_space_is_refused_then_allowed(home: Path) -> None:
-    search(task="mnist-mlp", study="s", optimizers=["sgd"], params={"lr": ["1e-3:1e-1"]},
+    search(task="digits-mlp", study="s", optimizers=["sgd"], params={"lr": ["1e-3:1e-1"]},
            n_trials=2, epochs=1, seed=1, batch_size="512", home=home)
     before = snapshot(home)
 
@@ -86,7 +86,7 @@ def test_a_changed_space_is_refused_then_allowed(home: Path) -> None:
 
 
 def test_a_change_optuna_cannot_take_is_refused_even_when_allowed(home: Path) -> None:
-    search(task="mnist-mlp", study="s", optimizers=["sgd"], n_trials=1, epochs=1, seed=1,
+    search(task="digits-mlp", study="s", optimizers=["sgd"], n_trials=1, epochs=1, seed=1,
            batch_size="512", home=home)
     before = snapshot(home)
     code, out = run(home, "--optimizers", "sgd,adam", "--n-trials", "2",

@@ -164,6 +164,7 @@ def test_a_call_cut_short_by_ctrl_c_leaves_every_later_call_its_own_answer(
     assert process.experiment_exists("0") is True
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_is_started_again_and_reopens_its_store(
         home: Path, process: TrackerProcess) -> None:
     process.open(_uri(home), home / "mlartifacts", wait=True)
