@@ -9,7 +9,9 @@ conftest turns the mark into a call of :func:`missing` before the test runs.
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 
 import pytest
 
@@ -36,3 +38,11 @@ def check_marks(item: pytest.Item) -> None:
     for mark in item.iter_markers(MARK):
         if not mark.kwargs["available"]:
             missing(mark.kwargs["reason"])
+
+
+def require_module(name: str, reason: str, *, promised: bool = False) -> ModuleType:
+    """Import `name` for a test module: skip the module without it (with `reason`), but where
+    CI, or the caller (`promised`: a server was given), promises it, fail to import instead."""
+    if in_ci() or promised:
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=reason)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers.gate_task import GATE_ENV, TASK_REF, open_gate, wait_reached
-from helpers.services import missing
+from helpers.services import missing, require_module
 from optuna.trial import TrialState
 
 from tuner.cli.commands import cli
@@ -39,12 +39,9 @@ from tuner.study.records import OWNER_ATTR, counted
 ROOT = Path(__file__).resolve().parents[3]
 URL_ENV = "OPTTUNE_TEST_POSTGRES_URL"
 
-# Where a server is promised (CI sets the URL) a missing driver is a failure, not a skip.
-if os.environ.get(URL_ENV):
-    import psycopg  # noqa: F401
-else:
-    pytest.importorskip("psycopg", reason="the postgres extra is not installed: "
-                                          "pip install -e '.[postgres]'")
+# Where a server is promised (CI, or a URL given) a missing driver fails instead of skipping.
+require_module("psycopg", "the postgres extra is not installed: pip install -e '.[postgres]'",
+               promised=bool(os.environ.get(URL_ENV)))
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Heartbeats every second; a grace long enough that a busy test machine never looks dead.
 WORKER_ENV = {"OPTTUNE_HEARTBEAT_INTERVAL": "1", "OPTTUNE_HEARTBEAT_GRACE": "30",

@@ -22,15 +22,13 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from helpers.services import missing
+from helpers.services import missing, require_module
 
 URL_ENV = "OPTTUNE_TEST_POSTGRES_URL"
 
-if os.environ.get(URL_ENV):  # where a server is promised, a missing driver is a failure
-    import psycopg  # noqa: F401
-else:
-    pytest.importorskip("psycopg", reason="the postgres extra is not installed: "
-                                          "pip install -e '.[postgres]'")
+# Where a server is promised (CI, or a URL given) a missing driver fails instead of skipping.
+require_module("psycopg", "the postgres extra is not installed: pip install -e '.[postgres]'",
+               promised=bool(os.environ.get(URL_ENV)))
 
 
 @pytest.fixture
