@@ -103,7 +103,7 @@ class BenchmarkCell:
     median: float | None
     low: float | None
     high: float | None
-    change: float | None  # median minus the baseline's median
+    change: float | None  # how much better its median is than the baseline's (positive: better)
     tuning_seconds: float
     rerun_seconds: float
     missing: str | None = None  # why the cell has no scores
@@ -215,11 +215,14 @@ def _score(entry: Mapping[str, Any]) -> SeedScore:
 
 
 def _with_changes(cells: list[BenchmarkCell], direction: str) -> list[BenchmarkCell]:
-    """Each cell's median against one-shot Adam's (positive: better for accuracy)."""
+    """Each cell's median against one-shot Adam's: positive is better, for an objective
+    maximised (accuracy) or minimised (MSE) alike, as `compare`'s gain."""
     import dataclasses
+
+    from tuner.study.records import improvement
 
     base = next((c.median for c in cells if (c.optimizer, c.budget) == BASELINE), None)
     if base is None:
         return cells
-    return [dataclasses.replace(c, change=None if c.median is None else c.median - base)
-            for c in cells]
+    return [dataclasses.replace(c, change=None if c.median is None else
+                                improvement(c.median, base, direction)) for c in cells]

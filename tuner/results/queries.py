@@ -35,7 +35,7 @@ from tuner.results.records import (
     read_trial,
 )
 from tuner.space.families import ALL_PARAM_NAMES
-from tuner.study.records import best_complete, load_study, objective_of, space_of
+from tuner.study.records import best_complete, improvement, load_study, objective_of, space_of
 from tuner.study.stores import Stores, open_storage, redact, resolve_stores
 from tuner.training.seeds import trial_seed
 
@@ -291,8 +291,7 @@ def _one_group(by: str, key: Any, members: list[_Member], direction: str, *,
     gain = None
     if best_value is not None and default is not None and default.state == "COMPLETE" \
             and default.value is not None and math.isfinite(default.value):
-        gain = best_value - default.value
-        gain = gain if direction == "maximize" else -gain
+        gain = improvement(best_value, default.value, direction)
     seconds = [r.seconds for r in records.values() if r.seconds is not None
                and r.state in ("COMPLETE", "PRUNED", "FAIL")]
     counts = {s: sum(r.state == s for r in records.values()) for s in STATES}

@@ -201,6 +201,12 @@ def best_complete(trials: list[FrozenTrial], direction: str) -> FrozenTrial | No
     return pick(complete, key=lambda t: float(t.value or 0.0))
 
 
+def improvement(value: float, reference: float, direction: str) -> float:
+    """How much better `value` is than `reference`: positive is better, whichever way the
+    objective goes (`compare`'s gain over defaults and the benchmark's change both use it)."""
+    return value - reference if direction == "maximize" else reference - value
+
+
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Enqueue `trial`'s parameters once more, unless a retry of it already exists."""
     if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
