@@ -103,12 +103,16 @@ def print_space(space: Space) -> None:
     if not space.defaults_first:
         return
     excluded = {f: space.defaults_excluded(f) for f in space.families}
-    if not any(excluded.values()):
-        console.print("The first trial of each optimizer runs its PyTorch defaults.")
-        return
     runs = [f for f, names in excluded.items() if not names]
-    if runs:
+    if runs and len(runs) == len(excluded):
+        console.print("The first trial of each optimizer runs its PyTorch defaults.")
+    elif runs:
         console.print(f"The first trial of {', '.join(runs)} runs its PyTorch defaults.")
+    # torch's SGD defaults to momentum 0, which is plain SGD: say what these families run.
+    with_momentum = [f for f in runs if f in ("momentum", "nesterov")]
+    if with_momentum:
+        console.print(f"For {' and '.join(with_momentum)} that is torch's SGD with momentum "
+                      f"0.9 (torch's own default momentum, 0, is plain SGD).")
     for family, names in excluded.items():
         if names:
             console.print(f"{family} has no defaults trial: the space leaves out its default "
