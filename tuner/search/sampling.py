@@ -14,6 +14,7 @@ trials as bad results near their parameters and does not propose K copies of one
 from __future__ import annotations
 
 import warnings
+import zlib
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -141,12 +142,23 @@ def make_sampler(name: str, *, families: Sequence[str], seed: int | None,
     if name not in ("cmaes", "qmc"):
         return FamilySampler(base, families)
     # Each family its own instance (and seed): these samplers keep state between trials.
-    per_family = {f: _base_sampler(name, None if seed is None else seed + 1 + i)
-                  for i, f in enumerate(families)}
+    per_family = {f: _base_sampler(name, _family_seed(seed, f)) for f in families}
     # The family is a categorical choice, which CMA-ES and QMC sample at random for ever; TPE
     # chooses it by the results instead, so the families that do well get more trials.
     return FamilySampler(_base_sampler("tpe", seed, constant_liar=liar), families,
                          family_samplers=per_family, searched=searched)
+
+
+def _family_seed(seed: int | None, family: str) -> int:
+    """A family's own seed, the same in every process of a study (no seed: a fixed one).
+
+    QMC keeps its place in the sequence in the study, under a key made of its search space
+    and, when scrambled, its seed: families with the same space (momentum and Nesterov) would
+    share one counter, each getting every other point of one sequence, and a sampler seeded
+    at random in each process (Optuna's default without a seed) would give every `--jobs`
+    process and worker a sequence of its own. One seed per family, from `--seed`, avoids both.
+    """
+    return zlib.crc32(f"{'' if seed is None else seed}:{family}".encode())
 
 
 def _base_sampler(name: str, seed: int | None, *, constant_liar: bool = False) -> BaseSampler:
@@ -160,4 +172,7 @@ def _base_sampler(name: str, seed: int | None, *, constant_liar: bool = False) -
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     with warnings.catch_warnings():  # "experimental" is Optuna's note to itself, not to users
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        # Scrambled (Owen's scrambling, the default of scipy.stats.qmc.Sobol): an
+        # unscrambled Sobol sequence ignores the seed, so --seed would not change the points.
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                          warn_independent_sampling=False)

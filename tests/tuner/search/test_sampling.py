@@ -209,3 +209,39 @@ def test_weight_decay_stays_in_the_joint_model(name: str) -> None:
     running = study.trials[trial.number]
     space = study.sampler.infer_relative_search_space(study, running)
     assert {"lr", "beta1", "beta2", "eps", "weight_decay"} <= set(space), space
+
+
+def _qmc_lrs(seed: int, families: list[str], *, per_family: int) -> dict[str, list[float]]:
+    """Each family's sampled lr on its unit interval (log scale), in trial order, from a QMC
+    study whose trials alternate between `families` (enqueued family, sampled values)."""
+    space = build_space(optimizers=families)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(
+        "qmc", families=families, seed=seed, searched=space.searched()))
+    drawn: dict[str, list[float]] = {f: [] for f in families}
+    for _ in range(per_family):
+        for family in families:
+            study.enqueue_trial({"optimizer": family})
+            trial = study.ask()
+            config = space.suggest(trial)
+            dist = space.families[family]["lr"].dist
+            low, high = math.log10(dist.low), math.log10(dist.high)
+            drawn[family].append((math.log10(config.hyper["lr"]) - low) / (high - low))
+            study.tell(trial, 0.5)
+    return drawn
+
+
+def test_qmc_gives_each_family_its_own_seeded_sequence() -> None:
+    """Guards --sampler qmc: the points change with --seed (scrambled; QMC samples a family's
+    first trial at random, so its later trials are compared), and momentum and Nesterov, which
+    have the same parameters, each run the whole sequence it would run alone in the study,
+    not every other point of one sequence shared through the study's sample counter."""
+    families = ["momentum", "nesterov"]
+    first = _qmc_lrs(1, families, per_family=9)
+    assert _qmc_lrs(1, families, per_family=9) == first  # reproducible for a seed
+    other = _qmc_lrs(2, families, per_family=9)
+    for family in families:
+        assert other[family][1:] != first[family][1:]  # the seed moves the sequence itself
+        alone = _qmc_lrs(1, [family], per_family=9)[family]
+        assert first[family][1:] == alone[1:], family
+        # and it is a low-discrepancy sequence: 8 points, one in each eighth of the range
+        assert sorted(int(u * 8) for u in first[family][1:]) == list(range(8))
