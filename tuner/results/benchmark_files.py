@@ -14,8 +14,8 @@ from tuner.results.records import to_json_data
 
 def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
                        seconds: float) -> list[Path]:
-    """Write report.json, table.md, plot.png and plot.html; log them, and the medians as
-    metrics, on the benchmark's run."""
+    """Write report.json, table.md, plot.png and plot.html (and tunability.png when the
+    benchmark has searches); log them, and the medians as metrics, on the benchmark's run."""
     folder = stores.home / "benchmarks" / _safe(report.benchmark)
     folder.mkdir(parents=True, exist_ok=True)
     data = to_json_data(report)
@@ -26,6 +26,9 @@ def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
     files[1].write_text(markdown_table(report), encoding="utf-8")
     _png(report, files[2])
     _html(report, files[3])
+    if report.tunability:
+        files.append(folder / "tunability.png")
+        _tunability_png(report, files[-1])
     if report.run_id:
         for path in files:
             tracker.log_artifact(report.run_id, path)
@@ -120,3 +123,30 @@ def _html(report: BenchmarkReport, path: Path) -> None:
         figure.add_trace(go.Box(x=xs, y=ys, name=budget, boxpoints="all", jitter=0.3))
     figure.update_layout(boxmode="group", title=_title(report), yaxis_title=report.metric)
     figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
+def _tunability_png(report: BenchmarkReport, path: Path) -> None:
+    """Each optimizer's expected best validation value after k = 1..N search trials
+    (Dodge et al. 2019): one line per optimizer."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never a window
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    metric = report.tuning_metric or "validation value"
+    best = "max" if report.direction == "maximize" else "min"
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    try:
+        for family, curve in report.tunability.items():
+            label = family if curve else f"{family} (no trial with a value)"
+            axes.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=label)
+        axes.set_xlabel("trials k")
+        axes.set_ylabel(f"expected best {metric}")
+        axes.set_title(f"{report.benchmark}: expected {best} {metric} after k trials "
+                       f"({report.direction}; task {report.task})", fontsize=9)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.legend(fontsize=8)
+        figure.savefig(str(path), dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)

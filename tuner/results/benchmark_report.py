@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError
 from tuner.results.records import HIDDEN
+from tuner.results.tunability import tunability_curve
 from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
 
 if TYPE_CHECKING:
@@ -125,6 +126,12 @@ class BenchmarkReport:
     run_id: str = ""
     experiment_id: str = ""
     notes: list[str] = field(default_factory=list, metadata=HIDDEN)
+    # Per optimizer with a search: its expected best validation value after k = 1..N trials of
+    # the largest budget (Dodge et al. 2019; tuner.results.tunability), N its COMPLETE trials
+    # with a finite value. No "best one-shot optimizer by validation" row beside it: one-shot
+    # settings are never scored on the validation split (their cells' validation is None).
+    tunability: dict[str, list[float]] = field(default_factory=dict)
+    tuning_metric: str = ""  # the searches' validation metric, which those curves are in
 
 
 def is_benchmark(study: optuna.Study | Any) -> bool:
@@ -146,11 +153,15 @@ def read_report(storage: Any, name: str) -> BenchmarkReport:
     reruns = {k[len(RERUN_PREFIX):]: v for k, v in attrs.items() if k.startswith(RERUN_PREFIX)}
     cells: list[BenchmarkCell] = []
     studies: list[str] = []
+    curves: dict[str, list[float]] = {}
+    largest = max((b.trials for b in budgets), default=0)
     for family in settings["optimizers"]:
         trials: list[FrozenTrial] = []
         if any(b.trials for b in budgets):
             studies.append(family_study(name, family))
             trials = _trials_of(storage, family_study(name, family))
+            curves[family] = tunability_curve(within_budget(trials, largest),
+                                              direction=direction)
         for budget in budgets:
             cells.append(_cell(family, budget, trials, reruns, seeds=seeds,
                                oneshot=settings["oneshot"].get(family, {}), direction=direction))
@@ -162,7 +173,8 @@ def read_report(storage: Any, name: str) -> BenchmarkReport:
         benchmark=name, task=attrs["task"], metric=metric, direction=direction,
         budgets=[b.label for b in budgets], seeds=seeds, baseline=baseline, cells=cells,
         studies=studies, data_source=attrs["data_source"], run_id=mlflow.get("run_id", ""),
-        experiment_id=mlflow.get("experiment_id", ""))
+        experiment_id=mlflow.get("experiment_id", ""), tunability=curves,
+        tuning_metric=_search_metric(storage, studies))
 
 
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
@@ -179,6 +191,16 @@ def _trials_of(storage: Any, study_name: str) -> list[FrozenTrial]:
     if not exists(storage, study_name):
         return []
     return load_study(storage, study_name).get_trials(deepcopy=False)
+
+
+def _search_metric(storage: Any, studies: Sequence[str]) -> str:
+    """The validation metric the searches optimise (the first that exists says), or ""."""
+    from tuner.study.records import exists, load_study, objective_of
+
+    for name in studies:
+        if exists(storage, name):
+            return objective_of(load_study(storage, name))[0]
+    return ""
 
 
 def _cell(family: str, budget: Budget, trials: list[FrozenTrial], reruns: Mapping[str, Any],

@@ -83,7 +83,7 @@ def test_json_has_one_entry_per_family_and_budget_with_a_test_value_per_seed(
     for cell in report["cells"]:
         assert cell["change"] == pytest.approx(cell["median"] - adam["median"])
     assert {Path(p).name for p in report["files"]} == {"report.json", "table.md", "plot.png",
-                                                       "plot.html"}
+                                                       "plot.html", "tunability.png"}
     for path in report["files"]:
         assert Path(path).stat().st_size > 0
     table = Path(report["files"][1]).read_text(encoding="utf-8").splitlines()
@@ -193,7 +193,7 @@ def test_mlflow_holds_the_benchmark_under_one_experiment(
     assert len({r.data.tags["rerun_key"] for r in reruns}) == len(reruns)
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     names = {a.path for a in client.list_artifacts(top.info.run_id)}
-    assert {"report.json", "table.md", "plot.png", "plot.html"} == names
+    assert {"report.json", "table.md", "plot.png", "plot.html", "tunability.png"} == names
     logged = client.get_run(top.info.run_id).data.metrics
     assert logged["adam.oneshot.median"] == pytest.approx(
         next(c["median"] for c in report["cells"] if (c["optimizer"], c["budget"])
