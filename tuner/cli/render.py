@@ -542,19 +542,26 @@ def _change(c: BenchmarkCell) -> str:
     return "-" if c.change is None else f"{c.change:+.4f}"
 
 
+def _paired(c: BenchmarkCell) -> str:
+    from tuner.results.paired import paired_text
+
+    return paired_text(c.paired)
+
+
 def print_benchmark(report: BenchmarkReport) -> None:
     """The family × budget table, the paper's view (change against one-shot Adam), files."""
     better = "higher" if report.direction == "maximize" else "lower"
     table = _table(f"Benchmark {report.benchmark} · task {report.task} · {report.metric} on "
                    f"the test split, {report.seeds} seed(s) per cell ({better} is better)",
                    ("optimizer", "budget", "median", "min–max", "vs " + (report.baseline or
-                    "baseline"), "trials", "setting", "time"), wide=("setting",))
+                    "baseline"), "paired\n[95% CI]", "trials", "setting", "time"),
+                   wide=("setting",))
     for c in report.cells:
         setting = _describe(c.setting).partition(" ")[2] if c.setting else "-"
         if c.missing:
             setting = f"({c.missing}) " + (setting if c.scores else "")
         table.add_row(c.optimizer, c.budget, _fmt(c.median), _cell_range(c), _change(c),
-                      str(c.trials) if c.budget != "oneshot" else "-", setting,
+                      _paired(c), str(c.trials) if c.budget != "oneshot" else "-", setting,
                       f"{c.tuning_seconds + c.rerun_seconds:.0f}s")
     _print_table(table)
     if report.baseline is None:
@@ -563,7 +570,10 @@ def print_benchmark(report: BenchmarkReport) -> None:
                       "--budgets).", style="dim")
     else:
         console.print(f"vs {report.baseline}: each median minus one-shot Adam's median "
-                      f"(Adam at its PyTorch defaults, untuned).", style="dim")
+                      f"(Adam at its PyTorch defaults, untuned). paired: the mean of the "
+                      f"re-runs' differences from Adam's re-run of the same seed, with a 95% "
+                      f"percentile bootstrap interval; * where it excludes 0; n pairs (diverged "
+                      f"re-runs left out). Positive is better.", style="dim")
     console.print(f"Searches: {', '.join(report.studies) or 'none (one-shot only)'} · data: "
                   f"{report.data_source}", style="dim")
     for path in report.files:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.results.benchmark_report import BenchmarkReport
+from tuner.results.paired import paired_text
 from tuner.results.records import to_json_data
 
 
@@ -44,12 +45,14 @@ def markdown_table(report: BenchmarkReport) -> str:
     base = report.baseline or "baseline"
     lines = [f"# {report.benchmark}: {report.metric} on the test split "
              f"({report.seeds} seeds per cell; task {report.task})", "",
-             f"| optimizer | budget | median | min | max | vs {base} | trials | setting |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| optimizer | budget | median | min | max | vs {base} | paired vs {base} "
+             f"[95% CI] | trials | setting |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in report.cells:
         setting = ", ".join(f"{k}={v}" for k, v in c.setting.items() if k != "optimizer")
         lines.append(f"| {c.optimizer} | {c.budget} | {_num(c.median)} | {_num(c.low)} | "
-                     f"{_num(c.high)} | {_num(c.change, sign=True)} | {c.trials} | "
+                     f"{_num(c.high)} | {_num(c.change, sign=True)} | {paired_text(c.paired)} | "
+                     f"{c.trials} | "
                      f"{c.missing or setting} |")
     return "\n".join(lines) + "\n"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError
+from tuner.results.paired import PairedChange, paired_change
 from tuner.results.records import HIDDEN
 from tuner.results.tunability import tunability_curve
 from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
@@ -108,6 +109,10 @@ class BenchmarkCell:
     tuning_seconds: float
     rerun_seconds: float
     missing: str | None = None  # why the cell has no scores
+    # Its re-runs against the baseline's, paired by seed index: the mean improvement with a 95%
+    # percentile bootstrap interval (tuner.results.paired). Diverged re-runs (value None) are
+    # left out of the pairs for now, which its `pairs` count shows. None: under 2 pairs.
+    paired: PairedChange | None = None
 
 
 @dataclass(frozen=True)
@@ -238,13 +243,23 @@ def _score(entry: Mapping[str, Any]) -> SeedScore:
 
 def _with_changes(cells: list[BenchmarkCell], direction: str) -> list[BenchmarkCell]:
     """Each cell's median against one-shot Adam's: positive is better, for an objective
-    maximised (accuracy) or minimised (MSE) alike, as `compare`'s gain."""
+    maximised (accuracy) or minimised (MSE) alike, as `compare`'s gain; and its re-runs against
+    Adam's paired by seed index, with a bootstrap interval (`paired`)."""
     import dataclasses
 
     from tuner.study.records import improvement
 
-    base = next((c.median for c in cells if (c.optimizer, c.budget) == BASELINE), None)
-    if base is None:
+    baseline = next((c for c in cells if (c.optimizer, c.budget) == BASELINE), None)
+    if baseline is None:
         return cells
-    return [dataclasses.replace(c, change=None if c.median is None else
-                                improvement(c.median, base, direction)) for c in cells]
+    base = baseline.median
+    reference = _by_seed(baseline)
+    return [dataclasses.replace(
+        c, change=None if c.median is None or base is None else
+        improvement(c.median, base, direction),
+        paired=paired_change(_by_seed(c), reference, direction=direction)) for c in cells]
+
+
+def _by_seed(cell: BenchmarkCell) -> dict[int, float]:
+    """The cell's finished, non-diverged re-runs' test values by seed index."""
+    return {s.seed: s.value for s in cell.scores if s.value is not None}
