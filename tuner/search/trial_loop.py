@@ -165,8 +165,7 @@ class TrialRunner:
         try:
             found = inspect_study(self.study, self.tracker, self.s.meta, parent=False).problems
         except Exception as exc:  # MLflow trouble: still repair the Optuna side
-            self.observer.notice(f"MLflow: {type(exc).__name__}: "
-                                 f"{redact(str(exc)).splitlines()[0]}")
+            self.observer.notice(f"MLflow: {type(exc).__name__}: {_first_line(exc)}")
             found = [Problem("stale-trial", f"trial {t.number} is RUNNING but its process is "
                              f"gone", "mark it FAIL (killed)", t.number)
                      for t in studies.stale_trials(self.study)]
@@ -175,7 +174,7 @@ class TrialRunner:
                 repair(self.study, self.tracker, problem)
             except Exception as exc:
                 self.observer.notice(f"could not repair: {problem.found} ({type(exc).__name__}: "
-                                     f"{redact(str(exc)).splitlines()[0] if str(exc) else ''})")
+                                     f"{_first_line(exc)})")
                 continue
             if problem.kind == "stale-trial":
                 self.observer.notice(f"trial {problem.trial} was left running by a process "
@@ -485,7 +484,7 @@ class TrialRunner:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                first = redact(str(exc)).splitlines()[0] if str(exc) else ""
+                first = _first_line(exc)
                 self._mlflow_errors.append(f"MLflow: {type(exc).__name__}: {first}")
                 waited = time.monotonic() - began
                 if waited >= _MLFLOW_SLOW_FAILURE_S:
@@ -541,5 +540,11 @@ def _ending(exc: Exception) -> _Ending:
                                               "diverged_loss": str(exc.loss)})
     if is_out_of_memory(exc):
         return _Ending("FAIL", out_of_memory_reason(exc))
-    first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
-    return _Ending("FAIL", f"{type(exc).__name__}: {first_line}")
+    return _Ending("FAIL", f"{type(exc).__name__}: {_first_line(exc)[:300]}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, passwords masked ("" for none): what a notice and a
+    stored fail reason say of an error."""
+    lines = redact(str(exc)).splitlines()
+    return lines[0] if lines else ""
