@@ -145,7 +145,7 @@ def is_benchmark(study: optuna.Study | Any) -> bool:
 
 def read_report(storage: Any, name: str) -> BenchmarkReport:
     """The report of benchmark `name` as its stores hold it now."""
-    from tuner.study.records import load_study
+    from tuner.study.records import load_study, objective_of
 
     record = load_study(storage, name)
     if not is_benchmark(record):
@@ -159,12 +159,16 @@ def read_report(storage: Any, name: str) -> BenchmarkReport:
     cells: list[BenchmarkCell] = []
     studies: list[str] = []
     curves: dict[str, list[float]] = {}
+    tuning_metric = ""  # the searches' validation metric, which the curves are in
     largest = max((b.trials for b in budgets), default=0)
     for family in settings["optimizers"]:
         trials: list[FrozenTrial] = []
         if any(b.trials for b in budgets):
             studies.append(family_study(name, family))
-            trials = _trials_of(storage, family_study(name, family))
+            search = _study_of(storage, family_study(name, family))
+            if search is not None:
+                trials = search.get_trials(deepcopy=False)
+                tuning_metric = tuning_metric or objective_of(search)[0]
             curves[family] = tunability_curve(within_budget(trials, largest),
                                               direction=direction)
         for budget in budgets:
@@ -179,7 +183,7 @@ def read_report(storage: Any, name: str) -> BenchmarkReport:
         budgets=[b.label for b in budgets], seeds=seeds, baseline=baseline, cells=cells,
         studies=studies, data_source=attrs["data_source"], run_id=mlflow.get("run_id", ""),
         experiment_id=mlflow.get("experiment_id", ""), tunability=curves,
-        tuning_metric=_search_metric(storage, studies))
+        tuning_metric=tuning_metric)
 
 
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
@@ -190,22 +194,10 @@ def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
     return best_complete(within_budget(trials, budget), direction)
 
 
-def _trials_of(storage: Any, study_name: str) -> list[FrozenTrial]:
+def _study_of(storage: Any, study_name: str) -> optuna.Study | None:
     from tuner.study.records import exists, load_study
 
-    if not exists(storage, study_name):
-        return []
-    return load_study(storage, study_name).get_trials(deepcopy=False)
-
-
-def _search_metric(storage: Any, studies: Sequence[str]) -> str:
-    """The validation metric the searches optimise (the first that exists says), or ""."""
-    from tuner.study.records import exists, load_study, objective_of
-
-    for name in studies:
-        if exists(storage, name):
-            return objective_of(load_study(storage, name))[0]
-    return ""
+    return load_study(storage, study_name) if exists(storage, study_name) else None
 
 
 def _cell(family: str, budget: Budget, trials: list[FrozenTrial], reruns: Mapping[str, Any],
