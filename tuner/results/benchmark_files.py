@@ -4,20 +4,20 @@ logged on the benchmark's MLflow run with its summary as metrics."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from tuner.results.benchmark_report import BenchmarkReport
 from tuner.results.paired import paired_text
 from tuner.results.records import to_json_data
+from tuner.study.names import folder_name
 
 
 def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
                        seconds: float) -> list[Path]:
     """Write report.json, table.md, plot.png and plot.html (and tunability.png when the
     benchmark has searches); log them, and the medians as metrics, on the benchmark's run."""
-    folder = stores.home / "benchmarks" / _safe(report.benchmark)
+    folder = stores.home / "benchmarks" / folder_name(report.benchmark)
     folder.mkdir(parents=True, exist_ok=True)
     data = to_json_data(report)
     data["seconds_this_run"] = round(seconds, 1)
@@ -61,10 +61,6 @@ def _num(value: float | None, *, sign: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.4f}" if sign else f"{value:.4f}"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "benchmark"
 
 
 def _points(report: BenchmarkReport) -> list[tuple[str, str, list[float], float | None]]:

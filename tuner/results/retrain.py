@@ -58,7 +58,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     split once; save and log the model. `epochs` overrides the trial's epochs."""
     from tasks.registry import get_task
     from tuner.results.queries import open_study
-    from tuner.study.names import model_folder
+    from tuner.study.names import folder_name
     from tuner.study.records import StudyMeta, study_tracking_uri
     from tuner.training.devices import check_device_spec, resolve_device
     from tuner.training.seeds import trial_seed
@@ -91,7 +91,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     model, epochs_log = train_full(task, data, flat, device=dev, seed=seed)
     test = score_test(task, model, data, dev, meta.metric)
     seconds = time.perf_counter() - started
-    folder = stores.home / "models" / f"{model_folder(name)}-trial-{chosen.number}"
+    folder = stores.home / "models" / f"{folder_name(name)}-trial-{chosen.number}"
     record: dict[str, Any] = {
         "study": name, "trial": chosen.number, "task": meta.task, "config": flat,
         "trained_on": "train+validation", "seed": seed, "data_source": meta.data_source,

@@ -1,11 +1,12 @@
 """Study names: which ones a new study may take, and the folders they map to.
 
-A study's name is free text (spaces, any script, "/"), but two places make a folder of it:
-the study's MLflow artifact folder (``<home>/mlartifacts/NAME``) and each retrained model
-(``<home>/models/NAME-trial-N``). A name that a folder can hold as it is keeps that folder,
-as before; any other (one with a "/", a model folder's non-ASCII or spaces, one too long for
-a file name) gets a readable part and a hash of the whole name, so that "a/b" and "a_b" never
-share a folder, and the same name always maps to the same one.
+A study's name is free text (spaces, any script, "/"), but three places make a folder of
+it: the study's MLflow artifact folder (``<home>/mlartifacts/NAME``), each retrained model
+(``<home>/models/NAME-trial-N``) and a benchmark's files (``<home>/benchmarks/NAME``). A
+name that a folder can hold as it is keeps that folder, as before; any other (one with a
+"/", a model folder's non-ASCII or spaces, one too long for a file name) gets a readable
+part and a hash of the whole name, so that "a/b" and "a_b" never share a folder, and the
+same name always maps to the same one.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def artifact_folder(name: str) -> str:
     return name if usable else _hashed(name)
 
 
-def model_folder(name: str) -> str:
-    """The start of study `name`'s model folders (``…-trial-N``): the name itself where it
-    is plain ASCII (letters, digits, ``._-``), else :func:`_hashed`."""
+def folder_name(name: str) -> str:
+    """A folder for `name` (a study's model folders, ``NAME-trial-N``; a benchmark's report
+    folder): the name itself where it is plain ASCII (letters, digits, ``._-``), else
+    :func:`_hashed`."""
     usable = _ascii(name) == name and len(name) <= _MAX_FOLDER_BYTES
     return name if usable else _hashed(name)

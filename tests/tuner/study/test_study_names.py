@@ -156,7 +156,7 @@ def test_each_name_has_its_own_experiment_and_artifact_folder(
 
 
 @pytest.mark.slow
-def test_each_name_has_its_own_model_folder_every_time(
+def test_each_name_has_its_own_folder_name_every_time(
         named: tuple[Path, dict[str, dict[str, Any]]]) -> None:
     """Guards retrain's model folders: one per name under <home>/models, "a/b" apart from
     "a_b" (which keeps its plain `a_b-trial-N`), each holding its own study's model; a second
@@ -234,18 +234,18 @@ def test_names_map_to_distinct_stable_single_folders() -> None:
     maps to one folder name (no separator, not "." or "..", under 255 bytes), the same one
     every time, and no two names of the set share a folder, in either mapping; plain names
     keep the folder they always had."""
-    from tuner.study.names import artifact_folder, model_folder
+    from tuner.study.names import artifact_folder, folder_name
 
     names = [SLASH, UNDERSCORE, "a\\b", ".", "..", "../up", "a b", "a_b_", "_a_b", "ÄB", "AB",
              "x" * 200, "x" * 201, "é" * 100, "é" * 101, "研究", "研究2", LONGEST]
-    for mapping in (artifact_folder, model_folder):
+    for mapping in (artifact_folder, folder_name):
         folders = [mapping(name) for name in names]
         assert len(set(folders)) == len(names), list(zip(names, folders, strict=True))
         assert folders == [mapping(name) for name in names]  # stable
         for folder in folders:
             assert "/" not in folder and "\\" not in folder and folder not in (".", "..")
             assert len(f"{folder}-trial-999999".encode()) <= 255, folder
-    assert [model_folder(n) for n in ("s1", "digits-mlp", "a_b", "x" * 200)] == \
+    assert [folder_name(n) for n in ("s1", "digits-mlp", "a_b", "x" * 200)] == \
         ["s1", "digits-mlp", "a_b", "x" * 200]  # as before the mapping existed
     assert [artifact_folder(n) for n in (SPACES, UNICODE, "x" * 200)] == \
         [SPACES, UNICODE, "x" * 200]
