@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from tuner.results.paired import paired_text
 from tuner.results.records import (
     TRAINING_KEYS,
     BestTrial,
@@ -542,12 +543,6 @@ def _change(c: BenchmarkCell) -> str:
     return "-" if c.change is None else f"{c.change:+.4f}"
 
 
-def _paired(c: BenchmarkCell) -> str:
-    from tuner.results.paired import paired_text
-
-    return paired_text(c.paired)
-
-
 def print_benchmark(report: BenchmarkReport) -> None:
     """The family × budget table, the paper's view (change against one-shot Adam), files."""
     better = "higher" if report.direction == "maximize" else "lower"
@@ -561,8 +556,8 @@ def print_benchmark(report: BenchmarkReport) -> None:
         if c.missing:
             setting = f"({c.missing}) " + (setting if c.scores else "")
         table.add_row(c.optimizer, c.budget, _fmt(c.median), _cell_range(c), _change(c),
-                      _paired(c), str(c.trials) if c.budget != "oneshot" else "-", setting,
-                      f"{c.tuning_seconds + c.rerun_seconds:.0f}s")
+                      paired_text(c.paired), str(c.trials) if c.budget != "oneshot" else "-",
+                      setting, f"{c.tuning_seconds + c.rerun_seconds:.0f}s")
     _print_table(table)
     if report.baseline is None:
         console.print("No change column: it compares each cell with one-shot Adam, which this "
