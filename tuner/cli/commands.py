@@ -386,18 +386,33 @@ def retrain(name: str, trial: int | None, epochs: int | None, device: str | None
 
 
 @cli.command()
-@click.option("--task", required=True, help="Built-in task name, module:attr or file.py:attr.")
+@click.option("--task", "tasks", required=True, multiple=True,
+              help="Built-in task name, module:attr or file.py:attr; give it several times for "
+                   "one verdict across tasks (a performance profile).")
 @click.option("--optimizers", default=None, metavar="LIST",
               help="Families to compare [default: as `search`: sgd, momentum, nesterov, adam, "
                    "adamw, rmsprop].")
 @click.option("--budgets", default="oneshot,small", show_default=True, metavar="LIST",
               help="Tuning budgets per optimizer: oneshot (its defaults, untuned), small (25 "
                    "trials), medium (50), or numbers of trials, e.g. oneshot,8.")
-@click.option("--seeds", default=3, show_default=True, type=int,
+@click.option("--schedules", default="none", show_default=True, metavar="LIST",
+              help="Learning-rate schedules to compare under, each with its own one-shot and "
+                   "tuned cells (none, cosine, step, onecycle, warmup); never searched.")
+@click.option("--seeds", default=10, show_default=True, type=int,
               help="Re-runs of each chosen setting (train+validation, scored on the test split).")
+@click.option("--oneshot", default="paper", show_default=True,
+              type=click.Choice(["paper", "torch"]),
+              help="One-shot settings: the Crowded Valley paper's (torch's for AdamW, which it "
+                   "lacks), or torch's defaults.")
+@click.option("--space", default="opttune", show_default=True,
+              type=click.Choice(["opttune", "crowded-valley"]),
+              help="Search distributions: opttune's, or the paper's for the optimizers it has.")
+@click.option("--target", default=None, type=float,
+              help="Test value whose time to reach is measured [default: one-shot Adam's "
+                   "median].")
 @click.option("--epochs", default=None, type=int, help="Epochs per trial and re-run [default: 3].")
 @click.option("--name", default=None, help="Benchmark name [default: TASK-benchmark]; its "
-              "searches are the studies NAME.FAMILY.")
+              "searches are the studies NAME.FAMILY.SCHEDULE (several tasks: NAME-TASK).")
 @click.option("--sampler", default="random", show_default=True,
               type=click.Choice(["random", "tpe", "cmaes", "qmc"]),
               help="How each optimizer's budget is searched (random, as in the paper).")
@@ -412,28 +427,36 @@ def retrain(name: str, trial: int | None, epochs: int | None, device: str | None
               help="Folder with the task's data files.")
 @click.option("--jobs", default=None, type=int, metavar="N",
               help="Trials and re-runs at once on this machine, each in its own process.")
-@click.option("--population", default=1, show_default=True, type=int, metavar="K",
-              help="Trials trained at once as one stacked model (see `search`).")
+@click.option("--population", default=None, type=int, metavar="K",
+              help="Trials and re-runs trained at once as one stacked model [default: trials "
+                   "one at a time, each setting's re-runs together; 1: everything alone].")
 @_format_option("table", "json")
 @store_options
-def benchmark(optimizers: str | None, fmt: str, **kwargs: Any) -> None:
+def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs: Any) -> None:
     """Which optimizer? Equal budgets, seed re-runs, test scores (the Crowded Valley way).
 
-    Every optimizer gets the same tuning budgets; each one's best setting is re-run with
-    several seeds and scored on the test split (Schmidt, Schneider & Hennig 2021).
+    Every optimizer gets the same tuning budgets under each schedule; each one's best setting
+    is re-run with several seeds and scored on the test split (Schmidt, Schneider & Hennig
+    2021), with paired intervals and the time to a target (AlgoPerf).
 
     Running the same command again continues an interrupted benchmark.
     """
     from tuner.cli import render as report
     from tuner.search.benchmark import benchmark as run_benchmark
+    from tuner.search.benchmark import benchmark_tasks
     from tuner.signals import Interrupted
 
     quiet_libraries()
     display = report.BenchmarkDisplay(quiet=fmt == "json")
+    families = optimizers.split(",") if optimizers else None
     try:
         with user_errors():
-            result = run_benchmark(optimizers=optimizers.split(",") if optimizers else None,
-                                   observer=display, **kwargs)
+            if len(tasks) == 1:
+                result: Any = run_benchmark(task=tasks[0], optimizers=families,
+                                            observer=display, **kwargs)
+            else:
+                result = benchmark_tasks(tasks=list(tasks), optimizers=families,
+                                         observer=display, **kwargs)
     except (Interrupted, KeyboardInterrupt) as exc:
         display.close()
         report.print_error(f"{exc or 'interrupted'}; what finished is kept: run the same "
@@ -441,7 +464,8 @@ def benchmark(optimizers: str | None, fmt: str, **kwargs: Any) -> None:
         sys.exit(getattr(exc, "exit_code", 130))
     finally:
         display.close()
-    report.emit(result, fmt=fmt, table=report.print_benchmark)
+    report.emit(result, fmt=fmt, table=report.print_benchmark if len(tasks) == 1
+                else report.print_task_profile)
 
 
 @cli.command()

@@ -37,6 +37,7 @@ from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study.stores import redact
 
 if TYPE_CHECKING:
+    from tuner.results.benchmark_profile import TaskProfile
     from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
     from tuner.results.dashboard import DashboardPlan
     from tuner.results.retrain import RetrainResult
@@ -526,11 +527,30 @@ class BenchmarkDisplay(NullObserver):
     def rerun_end(self, rerun: Rerun, entry: dict[str, Any], done: int, total: int) -> None:
         result = (f"diverged ({entry['diverged']})" if entry["value"] is None
                   else f"test {_fmt(entry['value'])}")
-        self.out.print(Text(f"re-run {done}/{total}: {rerun.family} {rerun.source} seed "
-                            f"{rerun.index} → {result} · {entry['seconds']:.1f}s"))
+        stacked = f" · population of {entry['population']}" if entry["population"] > 1 else ""
+        self.out.print(Text(f"re-run {done}/{total}: {rerun.family} {rerun.schedule} "
+                            f"{rerun.source} seed {rerun.index} → {result} · "
+                            f"{entry['seconds']:.1f}s{stacked}"))
 
     def close(self) -> None:
         pass
+
+
+def print_task_profile(result: TaskProfile) -> None:
+    """Each task's benchmark table, then the performance profile's scores across them."""
+    for report in result.reports:
+        print_benchmark(report)
+    table = _table(f"Performance profile over {len(result.reports)} tasks (AlgoPerf): area "
+                   f"under the fraction of tasks within tau of the fastest, tau 1 to "
+                   f"{result.tau_max:g}; 1 is fastest everywhere",
+                   ("entry", "score", *(r.task for r in result.reports)))
+    for entry, score in sorted(result.scores.items(), key=lambda kv: -kv[1]):
+        seconds = [result.times[r.task].get(entry) for r in result.reports]
+        table.add_row(entry, f"{score:.3f}",
+                      *("never" if t is None else f"{t:.1f}s" for t in seconds))
+    _print_table(table)
+    for path in result.files:
+        console.print(f"Wrote {path}", markup=False)
 
 
 def _cell_range(c: BenchmarkCell) -> str:
@@ -544,31 +564,38 @@ def _change(c: BenchmarkCell) -> str:
 
 
 def print_benchmark(report: BenchmarkReport) -> None:
-    """The family × budget table, the paper's view (change against one-shot Adam), files."""
+    """The schedule × optimizer × budget table, the paper's view (change against one-shot
+    Adam), the headline comparison, how to read them, files."""
+    from tuner.results.benchmark_files import reading, target_text
+
     better = "higher" if report.direction == "maximize" else "lower"
+    several = len(report.schedules) > 1
+    target = "-" if report.target is None else f"{report.target:.4f}"
     table = _table(f"Benchmark {report.benchmark} · task {report.task} · {report.metric} on "
                    f"the test split, {report.seeds} seed(s) per cell ({better} is better)",
-                   ("optimizer", "budget", "median", "min–max", "vs " + (report.baseline or
-                    "baseline"), "paired\n[95% CI]", "trials", "setting", "time"),
-                   wide=("setting",))
+                   (*(("schedule",) if several else ()), "optimizer", "budget", "median",
+                    "min–max", "diverged", "vs " + (report.baseline or "baseline"),
+                    "paired\n[95% CI]", f"to {target}\nepochs / s", "trials", "setting",
+                    "time"), wide=("setting",))
     for c in report.cells:
         setting = _describe(c.setting).partition(" ")[2] if c.setting else "-"
         if c.missing:
             setting = f"({c.missing}) " + (setting if c.scores else "")
-        table.add_row(c.optimizer, c.budget, _fmt(c.median), _cell_range(c), _change(c),
-                      paired_text(c.paired), str(c.trials) if c.budget != "oneshot" else "-",
-                      setting, f"{c.tuning_seconds + c.rerun_seconds:.0f}s")
+        table.add_row(*((c.schedule,) if several else ()), c.optimizer, c.budget,
+                      _fmt(c.median), _cell_range(c), f"{c.diverged}/{len(c.scores)}",
+                      _change(c), paired_text(c.paired), target_text(c),
+                      str(c.trials) if c.budget != "oneshot" else "-", setting,
+                      f"{c.tuning_seconds + c.rerun_seconds:.0f}s")
     _print_table(table)
+    for head in report.headline:
+        rows = ", ".join(f"{opt} {paired_text(change)}" for opt, change in head.rows.items())
+        console.print(f"Best one-shot by validation ({head.schedule}): {head.oneshot}. Tuned "
+                      f"({head.budget}) against it, paired: {rows}", markup=False)
     if report.baseline is None:
         console.print("No change column: it compares each cell with one-shot Adam, which this "
                       "benchmark does not run (add adam to --optimizers and oneshot to "
                       "--budgets).", style="dim")
-    else:
-        console.print(f"vs {report.baseline}: each median minus one-shot Adam's median "
-                      f"(Adam at its PyTorch defaults, untuned). paired: the mean of the "
-                      f"re-runs' differences from Adam's re-run of the same seed, with a 95% "
-                      f"percentile bootstrap interval; * where it excludes 0; n pairs (diverged "
-                      f"re-runs left out). Positive is better.", style="dim")
+    console.print(reading(report), style="dim", markup=False)
     console.print(f"Searches: {', '.join(report.studies) or 'none (one-shot only)'} · data: "
                   f"{report.data_source}", style="dim")
     for path in report.files:

@@ -4,10 +4,11 @@ logged on the benchmark's MLflow run with its summary as metrics."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from tuner.results.benchmark_report import BenchmarkReport
+from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
 from tuner.results.paired import paired_text
 from tuner.results.records import to_json_data
 from tuner.study.names import folder_name
@@ -33,28 +34,63 @@ def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
     if report.run_id:
         for path in files:
             tracker.log_artifact(report.run_id, path)
-        metrics = {f"{c.optimizer}.{c.budget}.median": c.median for c in report.cells
-                   if c.median is not None}
+        metrics = {f"{c.optimizer}.{c.schedule}.{c.budget}.median": c.median
+                   for c in report.cells if c.median is not None and math.isfinite(c.median)}
         if metrics:
             tracker.log_epoch(report.run_id, 0, metrics)
     return files
 
 
 def markdown_table(report: BenchmarkReport) -> str:
-    """The table as Markdown: one row per optimizer and budget."""
+    """The table as Markdown: one row per schedule, optimizer and budget, then the headline
+    comparison and how to read both."""
     base = report.baseline or "baseline"
+    target = "-" if report.target is None else f"{report.target:.4f}"
     lines = [f"# {report.benchmark}: {report.metric} on the test split "
-             f"({report.seeds} seeds per cell; task {report.task})", "",
-             f"| optimizer | budget | median | min | max | vs {base} | paired vs {base} "
-             f"[95% CI] | trials | setting |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"({report.seeds} seeds per cell; task {report.task}; space {report.space}; "
+             f"one-shot settings: {report.oneshot_source})", "",
+             f"| schedule | optimizer | budget | median | min | max | diverged | "
+             f"vs {base} | paired vs {base} [95% CI] | epochs / s to {target} | trials | "
+             f"setting |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report.cells:
         setting = ", ".join(f"{k}={v}" for k, v in c.setting.items() if k != "optimizer")
-        lines.append(f"| {c.optimizer} | {c.budget} | {_num(c.median)} | {_num(c.low)} | "
-                     f"{_num(c.high)} | {_num(c.change, sign=True)} | {paired_text(c.paired)} | "
-                     f"{c.trials} | "
-                     f"{c.missing or setting} |")
+        lines.append(f"| {c.schedule} | {c.optimizer} | {c.budget} | {_num(c.median)} | "
+                     f"{_num(c.low)} | {_num(c.high)} | {c.diverged}/{len(c.scores)} | "
+                     f"{_num(c.change, sign=True)} | {paired_text(c.paired)} | "
+                     f"{target_text(c)} | {c.trials} | {c.missing or setting} |")
+    for head in report.headline:
+        lines += ["", f"Best one-shot setting by validation under {head.schedule}: "
+                  f"**{head.oneshot}**. Each optimizer tuned ({head.budget}) against it, paired "
+                  f"by seed:", "", "| optimizer | paired change [95% CI] |", "|---|---|"]
+        lines += [f"| {opt} | {paired_text(change)} |" for opt, change in head.rows.items()]
+    lines += ["", reading(report)]
     return "\n".join(lines) + "\n"
+
+
+def target_text(cell: BenchmarkCell) -> str:
+    """``3 / 12.4s (8/10)``: median epochs and seconds to the target, and how many re-runs
+    reached it; ``never`` where the median re-run did not."""
+    t = cell.to_target
+    if t is None:
+        return "-"
+    if t.epochs is None or t.seconds is None:
+        return f"never ({t.reached}/{t.runs})"
+    return f"{t.epochs:g} / {t.seconds:.3g}s ({t.reached}/{t.runs})"
+
+
+def reading(report: BenchmarkReport) -> str:
+    """How to read the table, in one paragraph (also under the terminal's table)."""
+    worst = f"{report.worst:g}"
+    target = ("no target (no one-shot Adam cell, and no --target)" if report.target is None
+              else f"the target {report.target:.4f} is {report.target_source}")
+    return (f"Every re-run counts: a diverged one scores {worst}, the worst {report.metric} "
+            f"can be. vs {report.baseline or 'baseline'}: the median minus one-shot Adam's "
+            f"under the same schedule. paired: the mean of the per-seed differences from that "
+            f"Adam cell, with a 95% percentile bootstrap interval; * marks an interval that "
+            f"excludes 0, the only changes this table supports. Positive is better. Time to "
+            f"target: median epochs and training seconds to first reach it on the test split; "
+            f"{target}.")
 
 
 def _num(value: float | None, *, sign: bool = False) -> str:
@@ -64,9 +100,19 @@ def _num(value: float | None, *, sign: bool = False) -> str:
 
 
 def _points(report: BenchmarkReport) -> list[tuple[str, str, list[float], float | None]]:
-    """(optimizer, budget, the seeds' test values, median) per cell."""
-    return [(c.optimizer, c.budget, [s.value for s in c.scores if s.value is not None],
-             c.median) for c in report.cells]
+    """(optimizer, budget · schedule, the seeds' test values, a diverged one as the worst,
+    median) per cell; the schedule is named where the benchmark has several."""
+    return [(c.optimizer, _label(report, c.budget, c.schedule),
+             [report.worst if s.value is None else s.value for s in c.scores], c.median)
+            for c in report.cells]
+
+
+def _label(report: BenchmarkReport, budget: str, schedule: str) -> str:
+    return f"{budget} · {schedule}" if len(report.schedules) > 1 else budget
+
+
+def _labels(report: BenchmarkReport) -> list[str]:
+    return [_label(report, b, s) for s in report.schedules for b in report.budgets]
 
 
 def _title(report: BenchmarkReport) -> str:
@@ -81,24 +127,27 @@ def _png(report: BenchmarkReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     families = list(dict.fromkeys(c.optimizer for c in report.cells))
-    width = 0.8 / max(1, len(report.budgets))
+    labels = _labels(report)
+    width = 0.8 / max(1, len(labels))
     figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(families)), 4.2))
     try:
-        for b, budget in enumerate(report.budgets):
+        for b, budget in enumerate(labels):
             for f, family in enumerate(families):
                 for optimizer, label, values, median in _points(report):
                     if (optimizer, label) != (family, budget):
                         continue
                     x = f - 0.4 + width * (b + 0.5)
+                    values = [v for v in values if math.isfinite(v)]
                     axes.scatter([x] * len(values), values, s=14, color=f"C{b}", alpha=0.6,
                                  label=budget if f == 0 else None)
-                    if median is not None:
+                    if median is not None and math.isfinite(median):
                         axes.hlines(median, x - width / 2.5, x + width / 2.5, color=f"C{b}")
         base = next((c.median for c in report.cells
-                     if report.baseline == f"{c.optimizer} {c.budget}"), None)
-        if base is not None:
+                     if report.baseline == f"{c.optimizer} {c.budget}"
+                     and c.schedule == report.schedules[0]), None)
+        if base is not None and math.isfinite(base):
             axes.axhline(base, color="grey", linestyle="--", linewidth=0.8,
-                         label=f"{report.baseline} (median)")
+                         label=f"{report.baseline} (median, {report.schedules[0]})")
         axes.set_xticks(range(len(families)), families)
         axes.set_ylabel(report.metric)
         axes.set_title(_title(report), fontsize=9)
@@ -112,13 +161,14 @@ def _html(report: BenchmarkReport, path: Path) -> None:
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    for budget in report.budgets:
+    for budget in _labels(report):
         xs: list[str] = []
         ys: list[float] = []
         for optimizer, label, values, _ in _points(report):
             if label == budget:
-                xs += [optimizer] * len(values)
-                ys += values
+                finite = [v for v in values if math.isfinite(v)]
+                xs += [optimizer] * len(finite)
+                ys += finite
         figure.add_trace(go.Box(x=xs, y=ys, name=budget, boxpoints="all", jitter=0.3))
     figure.update_layout(boxmode="group", title=_title(report), yaxis_title=report.metric)
     figure.write_html(str(path), include_plotlyjs=True, full_html=True)
@@ -137,9 +187,12 @@ def _tunability_png(report: BenchmarkReport, path: Path) -> None:
     best = "max" if report.direction == "maximize" else "min"
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     try:
-        for family, curve in report.tunability.items():
-            label = family if curve else f"{family} (no trial with a value)"
-            axes.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=label)
+        for schedule, curves in report.tunability.items():
+            for family, curve in curves.items():
+                name = f"{family} · {schedule}" if len(report.tunability) > 1 else family
+                label = name if curve else f"{name} (no trial with a value)"
+                axes.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3,
+                          label=label)
         axes.set_xlabel("trials k")
         axes.set_ylabel(f"expected best {metric}")
         axes.set_title(f"{report.benchmark}: expected {best} {metric} after k trials "

@@ -1,23 +1,24 @@
-"""What a benchmark found: per optimizer and budget, the test scores of its re-runs.
+"""What a benchmark found: per schedule, optimizer and budget, the test scores of its re-runs.
 
 A benchmark (tuner.search.benchmark) keeps a record in the study store: a study of its own
 name with no trials, whose user attributes hold its settings and one entry per finished
-re-run. Its optimizers' searches are ordinary studies named ``NAME.family``. This module reads
-both back into one :class:`BenchmarkReport`: the table, the JSON and the plot all come from it.
+re-run. Its searches are ordinary studies named ``NAME.FAMILY.SCHEDULE``, one per optimizer
+and schedule (the schedule is a condition of the comparison, never a searched knob). This
+module reads both back into one :class:`BenchmarkReport`: the table, the JSON and the plots
+all come from it; the cells' statistics are built in tuner.results.benchmark_cells.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError
-from tuner.results.paired import PairedChange, paired_change
+from tuner.results.paired import PairedChange
+from tuner.results.profile import TargetTime
 from tuner.results.records import HIDDEN
-from tuner.results.tunability import tunability_curve
 from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ RERUN_PREFIX = "rerun:"
 ONESHOT = "oneshot"
 NAMED_BUDGETS: Mapping[str, int] = {ONESHOT: 0, "small": 25, "medium": 50}
 BASELINE = ("adam", ONESHOT)  # the paper's reference point: Adam at its defaults
+# The benchmark's protocol: 2 since schedules became conditions and every seed counts. A
+# record of protocol 1 (schedules searched, diverged seeds left out) is refused, not misread.
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,29 @@ def parse_budgets(text: str) -> list[Budget]:
     return sorted(out, key=lambda b: b.trials)
 
 
-def family_study(benchmark: str, family: str) -> str:
-    """The name of the study that searches `family` for benchmark `benchmark`."""
-    return f"{benchmark}.{family}"
+def family_study(benchmark: str, family: str, schedule: str) -> str:
+    """The name of the study that searches `family` under `schedule` for `benchmark`."""
+    return f"{benchmark}.{family}.{schedule}"
 
 
-def rerun_key(family: str, source: str, index: int) -> str:
-    """The record's key of a re-run: family, chosen setting (``oneshot`` or ``trial-N``), seed."""
-    return f"{RERUN_PREFIX}{family}:{source}:{index}"
+def search_studies(benchmark: str, settings: Mapping[str, Any]) -> list[str]:
+    """Every search study a benchmark with these settings has (or will have)."""
+    if not any(b["trials"] for b in settings.get("budgets", [])):
+        return []
+    return [family_study(benchmark, family, schedule)
+            for schedule in settings.get("schedules", ["none"])
+            for family in settings.get("optimizers", [])]
+
+
+def rerun_key(family: str, schedule: str, source: str, index: int) -> str:
+    """The record's key of a re-run: family, schedule, chosen setting (``oneshot`` or
+    ``trial-N``), seed index."""
+    return f"{RERUN_PREFIX}{family}:{schedule}:{source}:{index}"
+
+
+def oneshot_key(family: str, schedule: str) -> str:
+    """The record's key of a one-shot setting's validation score (for choosing among them)."""
+    return f"oneshot-val:{family}:{schedule}"
 
 
 def trial_source(number: int) -> str:
@@ -81,38 +100,57 @@ def within_budget(trials: Sequence[FrozenTrial], budget: int) -> list[FrozenTria
 
 @dataclass(frozen=True)
 class SeedScore:
-    """One re-run: trained on train+validation with seed `seed`, scored once on the test split."""
+    """One re-run: trained on train+validation with seed `seed`, scored once on the test split
+    (`value`, `loss`); `curve` is its test value after each epoch, as (epoch from 1, value,
+    training seconds so far), which only the time to target reads."""
 
     seed: int
-    value: float | None  # None when the re-run diverged
+    value: float | None  # None when the re-run diverged (the cell scores it as the worst)
     loss: float | None
     seconds: float
     run_id: str
     diverged: str | None = None
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    population: int = 1  # the size of the stacked model it trained in (1: alone)
 
 
 @dataclass(frozen=True)
 class BenchmarkCell:
-    """One optimizer at one budget."""
+    """One optimizer at one budget under one schedule."""
 
     optimizer: str
     budget: str
     trials: int  # tuning trials it had (0 for one-shot)
     trial: int | None  # the chosen trial of its study (None: one-shot, or none completed)
-    setting: dict[str, Any]  # the chosen configuration
-    validation: float | None  # the chosen trial's validation value (None for one-shot)
+    setting: dict[str, Any]  # the chosen configuration (its `scheduler` is the schedule)
+    validation: float | None  # the chosen setting's validation value
     scores: list[SeedScore]
+    # Over every re-run, a diverged one counted as the worst value (BenchmarkReport.worst).
     median: float | None
     low: float | None
     high: float | None
-    change: float | None  # how much better its median is than the baseline's (positive: better)
+    change: float | None  # its median against the baseline's (positive: better)
     tuning_seconds: float
     rerun_seconds: float
-    missing: str | None = None  # why the cell has no scores
-    # Its re-runs against the baseline's, paired by seed index: the mean improvement with a 95%
-    # percentile bootstrap interval (tuner.results.paired). Diverged re-runs (value None) are
-    # left out of the pairs for now, which its `pairs` count shows. None: under 2 pairs.
+    missing: str | None = None  # why the cell has no (or not all its) scores
+    # Its re-runs against the same schedule's one-shot Adam, paired by seed index: the mean
+    # improvement with a 95% percentile bootstrap interval (tuner.results.paired).
     paired: PairedChange | None = None
+    schedule: str = "none"
+    diverged: int = 0  # how many of its re-runs diverged
+    to_target: TargetTime | None = None  # median epochs and seconds to the report's target
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The paper's headline comparison under one schedule: the best one-shot setting of all
+    optimizers (chosen by validation) against each optimizer tuned with the smallest budget,
+    paired by seed index (positive: the tuned one is better)."""
+
+    schedule: str
+    oneshot: str  # the optimizer whose one-shot setting validated best
+    budget: str
+    rows: dict[str, PairedChange | None]  # tuned optimizer → its change against that one-shot
 
 
 @dataclass(frozen=True)
@@ -131,59 +169,43 @@ class BenchmarkReport:
     run_id: str = ""
     experiment_id: str = ""
     notes: list[str] = field(default_factory=list, metadata=HIDDEN)
-    # Per optimizer with a search: its expected best validation value after k = 1..N trials of
-    # the largest budget (Dodge et al. 2019; tuner.results.tunability), N its COMPLETE trials
-    # with a finite value. No "best one-shot optimizer by validation" row beside it: one-shot
-    # settings are never scored on the validation split (their cells' validation is None).
-    tunability: dict[str, list[float]] = field(default_factory=dict)
+    # Per schedule and optimizer with a search: its expected best validation value after
+    # k = 1..N trials of the largest budget (Dodge et al. 2019; tuner.results.tunability).
+    tunability: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     tuning_metric: str = ""  # the searches' validation metric, which those curves are in
+    schedules: list[str] = field(default_factory=lambda: ["none"])
+    worst: float = 0.0  # what a diverged re-run scores
+    target: float | None = None  # the test value the time to target is measured to
+    target_source: str = ""  # where it comes from
+    space: str = "opttune"
+    oneshot_source: str = "paper"
+    headline: list[Headline] = field(default_factory=list)
 
 
 def is_benchmark(study: optuna.Study | Any) -> bool:
     return bool(study.user_attrs.get(KIND_ATTR) == BENCHMARK_KIND)
 
 
+def check_protocol(name: str, settings: Mapping[str, Any]) -> None:
+    """Refuse a record written under the first protocol: its cells mean something else."""
+    if settings.get("protocol") != PROTOCOL:
+        raise OpttuneError(
+            f"benchmark {name!r} was run under opttune's first benchmark protocol (schedules "
+            f"searched, diverged seeds left out), which this release does not read; run it "
+            f"again under another --name, or `opttune delete {name}`")
+
+
 def read_report(storage: Any, name: str) -> BenchmarkReport:
     """The report of benchmark `name` as its stores hold it now."""
-    from tuner.study.records import load_study, objective_of
+    from tuner.results.benchmark_cells import build_cells
+    from tuner.study.records import load_study
 
     record = load_study(storage, name)
     if not is_benchmark(record):
         raise OpttuneError(f"{name!r} is a study, not a benchmark; see `opttune compare {name}`")
     attrs = record.user_attrs
-    settings = attrs["settings"]
-    budgets = [Budget(b["label"], b["trials"]) for b in settings["budgets"]]
-    seeds = int(settings["seeds"])
-    metric, direction = attrs["objective"]["metric"], attrs["objective"]["direction"]
-    reruns = {k[len(RERUN_PREFIX):]: v for k, v in attrs.items() if k.startswith(RERUN_PREFIX)}
-    cells: list[BenchmarkCell] = []
-    studies: list[str] = []
-    curves: dict[str, list[float]] = {}
-    tuning_metric = ""  # the searches' validation metric, which the curves are in
-    largest = max((b.trials for b in budgets), default=0)
-    for family in settings["optimizers"]:
-        trials: list[FrozenTrial] = []
-        if any(b.trials for b in budgets):
-            studies.append(family_study(name, family))
-            search = _study_of(storage, family_study(name, family))
-            if search is not None:
-                trials = search.get_trials(deepcopy=False)
-                tuning_metric = tuning_metric or objective_of(search)[0]
-            curves[family] = tunability_curve(within_budget(trials, largest),
-                                              direction=direction)
-        for budget in budgets:
-            cells.append(_cell(family, budget, trials, reruns, seeds=seeds,
-                               oneshot=settings["oneshot"].get(family, {}), direction=direction))
-    cells = _with_changes(cells, direction)
-    baseline = " ".join(BASELINE) if any((c.optimizer, c.budget) == BASELINE
-                                         for c in cells) else None
-    mlflow = attrs.get("mlflow", {})
-    return BenchmarkReport(
-        benchmark=name, task=attrs["task"], metric=metric, direction=direction,
-        budgets=[b.label for b in budgets], seeds=seeds, baseline=baseline, cells=cells,
-        studies=studies, data_source=attrs["data_source"], run_id=mlflow.get("run_id", ""),
-        experiment_id=mlflow.get("experiment_id", ""), tunability=curves,
-        tuning_metric=tuning_metric)
+    check_protocol(name, attrs["settings"])
+    return build_cells(storage, name, attrs)
 
 
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
@@ -192,66 +214,3 @@ def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
     from tuner.study.records import best_complete
 
     return best_complete(within_budget(trials, budget), direction)
-
-
-def _study_of(storage: Any, study_name: str) -> optuna.Study | None:
-    from tuner.study.records import exists, load_study
-
-    return load_study(storage, study_name) if exists(storage, study_name) else None
-
-
-def _cell(family: str, budget: Budget, trials: list[FrozenTrial], reruns: Mapping[str, Any],
-          *, seeds: int, oneshot: dict[str, Any], direction: str) -> BenchmarkCell:
-    tuned = within_budget(trials, budget.trials)
-    tuning = sum(t.duration.total_seconds() for t in tuned if t.duration is not None)
-    chosen = chosen_trial(trials, budget.trials, direction) if budget.trials else None
-    missing = None
-    if budget.trials and len(tuned) < budget.trials:
-        missing = f"{len(tuned)} of {budget.trials} trials run so far"
-    elif budget.trials and chosen is None:
-        missing = f"none of its {budget.trials} trials completed"
-    source = ONESHOT if not budget.trials else (trial_source(chosen.number) if chosen else "")
-    setting = dict(chosen.user_attrs.get("config", {})) if chosen else dict(oneshot)
-    scores = [_score(reruns[key]) for i in range(seeds)
-              if source and (key := f"{family}:{source}:{i}") in reruns]
-    if missing is None and len(scores) < seeds:
-        missing = f"{len(scores)} of {seeds} re-runs done"
-    values = [s.value for s in scores if s.value is not None]
-    return BenchmarkCell(
-        optimizer=family, budget=budget.label, trials=len(tuned), setting=setting,
-        trial=chosen.number if chosen else None,
-        validation=chosen.value if chosen else None, scores=scores,
-        median=statistics.median(values) if values else None,
-        low=min(values) if values else None, high=max(values) if values else None,
-        change=None, tuning_seconds=round(tuning, 1),
-        rerun_seconds=round(sum(s.seconds for s in scores), 1), missing=missing)
-
-
-def _score(entry: Mapping[str, Any]) -> SeedScore:
-    return SeedScore(seed=int(entry["seed"]), value=entry.get("value"), loss=entry.get("loss"),
-                     seconds=float(entry.get("seconds", 0.0)), run_id=str(entry.get("run_id", "")),
-                     diverged=entry.get("diverged"))
-
-
-def _with_changes(cells: list[BenchmarkCell], direction: str) -> list[BenchmarkCell]:
-    """Each cell's median against one-shot Adam's: positive is better, for an objective
-    maximised (accuracy) or minimised (MSE) alike, as `compare`'s gain; and its re-runs against
-    Adam's paired by seed index, with a bootstrap interval (`paired`)."""
-    import dataclasses
-
-    from tuner.study.records import improvement
-
-    baseline = next((c for c in cells if (c.optimizer, c.budget) == BASELINE), None)
-    if baseline is None:
-        return cells
-    base = baseline.median
-    reference = _by_seed(baseline)
-    return [dataclasses.replace(
-        c, change=None if c.median is None or base is None else
-        improvement(c.median, base, direction),
-        paired=paired_change(_by_seed(c), reference, direction=direction)) for c in cells]
-
-
-def _by_seed(cell: BenchmarkCell) -> dict[int, float]:
-    """The cell's finished, non-diverged re-runs' test values by seed index."""
-    return {s.seed: s.value for s in cell.scores if s.value is not None}

@@ -33,7 +33,7 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
     """Remove study `name` from the Optuna store and mark its MLflow experiment deleted."""
     import optuna
 
-    from tuner.results.benchmark_report import family_study, is_benchmark
+    from tuner.results.benchmark_report import is_benchmark, search_studies
     from tuner.results.queries import open_study
     from tuner.study.optuna_adapter import storage_of
 
@@ -41,10 +41,12 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
     info = _describe(study)
     settings = study.user_attrs.get("settings") or {}
     if is_benchmark(study):  # the benchmark, with its searches
-        for family in settings.get("optimizers", []):
-            if family_study(name, family) in _names(study):
-                optuna.delete_study(study_name=family_study(name, family),
-                                    storage=storage_of(study))
+        # A first-protocol benchmark's searches were NAME.FAMILY: those go too.
+        stored = set(_names(study))
+        for search in {*search_studies(name, settings),
+                       *(f"{name}.{family}" for family in settings.get("optimizers", []))}:
+            if search in stored:
+                optuna.delete_study(study_name=search, storage=storage_of(study))
     benchmark = is_benchmark(study)
     optuna.delete_study(study_name=name, storage=storage_of(study))
     if settings.get("benchmark") and not benchmark:

@@ -11,6 +11,12 @@ Percentile rule (both paths): the lower end is the ``(1 - level) / 2`` quantile 
 end the ``(1 + level) / 2`` quantile of the resampled means, by numpy's ``"linear"`` method
 (the sorted means interpolated linearly at position ``q * (m - 1)``, ``m`` of them).
 
+A diverged re-run enters as its metric's worst value (tuner.results.benchmark_cells), which
+may be infinite (MSE): a pair where only one side diverged then differs by +-inf, a pair where
+both did is a tie (0). The quantiles take an infinite neighbour as it is (the linear rule's
+limit), and a resample holding both +inf and -inf differences has no mean: where any has
+none, the interval is (-inf, +inf) and excludes nothing.
+
 When the ``n ** n`` ordered resamples of ``n`` pairs number at most `resamples`, all of them
 are enumerated, each equally likely, so the interval is exact (no simulation error); otherwise
 `resamples` of them are drawn with numpy's ``Generator(PCG64(seed))``.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,15 +37,15 @@ class PairedChange:
     mean: float  # mean of d_i = improvement(ours_i, base_i): positive is better
     low: float  # lower end of the percentile bootstrap interval of the mean
     high: float  # upper end
-    pairs: int  # seed indices with a finite value on both sides
+    pairs: int  # seed indices with a value on both sides
     differs: bool  # the interval excludes 0
 
 
 def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direction: str,
                   level: float = 0.95, resamples: int = 10_000,
                   seed: int = 0) -> PairedChange | None:
-    """`ours` against `base`, both by seed index, paired on the indices with a finite value on
-    both sides; None with fewer than 2 pairs."""
+    """`ours` against `base`, both by seed index, paired on the indices with a value (not
+    None or NaN; +-inf counts) on both sides; None with fewer than 2 pairs."""
     import numpy as np
 
     from tuner.study.records import improvement
@@ -48,10 +55,11 @@ def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direc
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, not {resamples!r}")
     shared = sorted(i for i in ours.keys() & base.keys()
-                    if _finite(ours[i]) and _finite(base[i]))
+                    if _known(ours[i]) and _known(base[i]))
     if len(shared) < 2:
         return None
-    d = np.array([improvement(float(ours[i]), float(base[i]), direction) for i in shared])
+    d = np.array([0.0 if ours[i] == base[i] else  # two equal infinities: a tie
+                  improvement(float(ours[i]), float(base[i]), direction) for i in shared])
     n = len(d)
     if n ** n <= resamples:  # exact: every ordered resample once, each equally likely
         import itertools
@@ -60,11 +68,32 @@ def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direc
     else:
         rng = np.random.Generator(np.random.PCG64(seed))
         index = rng.integers(0, n, size=(resamples, n))
-    means = d[index].mean(axis=1)
-    low, high = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0],
-                            method="linear")  # the one rule, both paths
-    return PairedChange(mean=float(d.mean()), low=float(low), high=float(high), pairs=n,
+    with np.errstate(invalid="ignore"):  # +inf and -inf in one resample: no mean (NaN)
+        means = d[index].mean(axis=1)
+        mean = float(d.mean())
+    qs = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+    if np.isnan(means).any():
+        low, high = -math.inf, math.inf
+    elif np.isfinite(means).all():
+        low, high = np.quantile(means, qs, method="linear")  # the one rule, both paths
+    else:
+        low, high = (_linear_quantile(np.sort(means), q) for q in qs)
+    return PairedChange(mean=mean, low=float(low), high=float(high), pairs=n,
                         differs=bool(low > 0.0 or high < 0.0))
+
+
+def _linear_quantile(ordered: Any, q: float) -> float:
+    """numpy's "linear" quantile of sorted values, where an infinite neighbour is taken as
+    it is (the limit of the interpolation) instead of giving NaN."""
+    position = q * (len(ordered) - 1)
+    below = int(math.floor(position))
+    above = min(below + 1, len(ordered) - 1)
+    a, b, t = float(ordered[below]), float(ordered[above]), position - below
+    if t == 0.0 or a == b or math.isinf(a):
+        return a
+    if math.isinf(b):
+        return b
+    return a + (b - a) * t
 
 
 def paired_text(paired: PairedChange | None) -> str:
@@ -76,5 +105,5 @@ def paired_text(paired: PairedChange | None) -> str:
             f"{' *' if paired.differs else ''} (n={paired.pairs})")
 
 
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+def _known(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)

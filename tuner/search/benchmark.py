@@ -1,27 +1,35 @@
 """`opttune benchmark`: which optimizer, measured as Schmidt, Schneider & Hennig (ICML 2021,
-"Descending through a Crowded Valley") measured it.
+"Descending through a Crowded Valley") measured it, with the statistics of MLCommons AlgoPerf
+(Dahl et al. 2023) where the paper has none.
 
-Every optimizer gets the same tuning budgets: one-shot (its defaults, no tuning) and N trials
-of its own search (random search by default, as in the paper). The best setting of each
-optimizer and budget is trained again with several seeds on train+validation and scored once
-on the test split; those test scores are the result. Each optimizer's search is an ordinary
-study (``NAME.family``); the benchmark's record (settings and finished re-runs) is a study of
-its own name with no trials. Everything already done is kept, so the same command continues
-a benchmark that was interrupted.
+Every optimizer gets the same tuning budgets: one-shot (its defaults, no tuning; the paper's
+one-shot table, tuner.space.crowded_valley) and N trials of its own search (random search by
+default, as in the paper). The learning-rate schedule is a condition: each schedule of
+`--schedules` has its own one-shot and tuned cells, and its searches fix it. The best setting
+of each optimizer, schedule and budget is trained again with `--seeds` seeds (paired across
+optimizers, apart from the tuning seeds; as one population where the model stacks) on
+train+validation and scored on the test split; those test scores are the result. Each
+search is an ordinary study (``NAME.FAMILY.SCHEDULE``); the benchmark's record (settings,
+one-shot validation scores and finished re-runs) is a study of its own name with no trials.
+Everything already done is kept, so the same command continues an interrupted benchmark.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tuner.errors import OpttuneError
+from tuner.results.benchmark_profile import TaskProfile
 from tuner.results.benchmark_report import (
     ONESHOT,
+    PROTOCOL,
     BenchmarkReport,
     Budget,
+    check_protocol,
     chosen_trial,
     family_study,
     is_benchmark,
@@ -31,55 +39,79 @@ from tuner.results.benchmark_report import (
     within_budget,
 )
 from tuner.search.events import NullObserver, Observer
+from tuner.search.oneshot_validation import validate_oneshots
 from tuner.search.reruns import Rerun, run_reruns
 from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
 
 DEFAULT_BUDGETS = "oneshot,small"
-# The paper's one-shot settings for the SGD families (PyTorch's SGD has no learning rate of
-# its own worth the name); every other family runs its PyTorch defaults.
-PAPER_ONESHOT: dict[str, dict[str, float]] = {
-    "sgd": {"lr": 1e-2}, "momentum": {"lr": 1e-2, "momentum": 0.99},
-    "nesterov": {"lr": 1e-2, "momentum": 0.99}}
-# Settings a continued benchmark must share with the one it continues; budgets and seeds may grow.
-_FIXED = ("optimizers", "epochs", "sampler", "pruner", "seed", "data_dir", "batch_size")
+DEFAULT_SEEDS = 10  # as the paper re-ran its chosen settings (Schmidt et al. 2021, sec. 3)
+SPACES = ("opttune", "crowded-valley")
+# Settings a continued benchmark must share with the one it continues; budgets and seeds may
+# grow, and the target only changes how the report reads.
+_FIXED = ("protocol", "optimizers", "schedules", "space", "oneshot_source", "epochs",
+          "sampler", "pruner", "seed", "data_dir", "batch_size")
 
 
 def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] | None = None,
-              budgets: str = DEFAULT_BUDGETS, seeds: int = 3, epochs: int | None = None,
+              budgets: str = DEFAULT_BUDGETS, seeds: int = DEFAULT_SEEDS,
+              schedules: str = "none", oneshot: str = "paper", space: str = "opttune",
+              target: float | None = None, epochs: int | None = None,
               sampler: str = "random", pruner: str = "none", seed: int = 0,
               device: str = "auto", data_dir: str | Path | None = None,
               home: str | Path | None = None, storage: str | None = None,
-              tracking_uri: str | None = None, jobs: int | None = None, population: int = 1,
-              observer: Observer | None = None) -> BenchmarkReport:
-    """Run (or continue) benchmark `name` of `task` and return its report."""
+              tracking_uri: str | None = None, jobs: int | None = None,
+              population: int | None = None, observer: Observer | None = None) -> BenchmarkReport:
+    """Run (or continue) benchmark `name` of `task` and return its report.
+
+    `population`: trials and re-runs trained at once as one stacked model; by default the
+    searches train one trial at a time and each setting's `seeds` re-runs train together."""
     from tasks.registry import get_task
     from tuner.search.runner import check_population, check_sampler_and_pruner
+    from tuner.space.crowded_valley import ONESHOT_SOURCES, crowded_valley_overrides
     from tuner.space.searchspace import build_space
     from tuner.training.devices import check_device_spec
 
     observer = observer or NullObserver()
     plan = parse_budgets(budgets)
+    schedule_list = parse_schedules(schedules)
     if seeds < 1:
         raise OpttuneError(f"--seeds must be >= 1, but got seeds={seeds}")
     if jobs is not None and jobs < 1:
         raise OpttuneError(f"--jobs must be >= 1 for a benchmark, but got jobs={jobs}")
+    if oneshot not in ONESHOT_SOURCES:
+        raise OpttuneError(f"--oneshot must be one of {', '.join(ONESHOT_SOURCES)}, but got "
+                           f"{oneshot!r}")
+    if space not in SPACES:
+        raise OpttuneError(f"--space must be one of {', '.join(SPACES)} for a benchmark, but "
+                           f"got {space!r}")
+    if target is not None and not math.isfinite(target):
+        raise OpttuneError(f"--target must be a finite number, but got target={target}")
     check_sampler_and_pruner(sampler, pruner)
-    check_population(population)
+    if population is not None:
+        check_population(population)
     check_device_spec(device)
     task_obj = get_task(task)
-    space = build_space(optimizers=optimizers, epochs=epochs, defaults_first=False,
-                        default_batch_size=task_obj.batch_size,
-                        task_params=task_obj.param_specs({}))
-    observer.space_ready(space)  # every optimizer's space, before any data or store
-    families = list(space.families)
+    overrides = crowded_valley_overrides(list(optimizers or [])
+                                         or _default_families()) if space != "opttune" else {}
+    spaces = {schedule: build_space(optimizers=optimizers, epochs=epochs, params=overrides,
+                                    scheduler=schedule, defaults_first=False,
+                                    default_batch_size=task_obj.batch_size,
+                                    task_params=task_obj.param_specs({}))
+              for schedule in schedule_list}
+    first = spaces[schedule_list[0]]
+    observer.space_ready(first)  # every optimizer's space, before any data or store
+    families = list(first.families)
     name = name or f"{task_obj.name}-benchmark"
     settings: dict[str, Any] = {
-        "optimizers": families, "epochs": space.epochs, "sampler": sampler, "pruner": pruner,
-        "seed": seed, "batch_size": task_obj.batch_size,
+        "protocol": PROTOCOL, "optimizers": families, "schedules": schedule_list,
+        "space": space, "oneshot_source": oneshot, "epochs": first.epochs, "sampler": sampler,
+        "pruner": pruner, "seed": seed, "batch_size": task_obj.batch_size,
         "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
         "budgets": [{"label": b.label, "trials": b.trials} for b in plan], "seeds": seeds,
-        "oneshot": {f: oneshot_config(space, f) for f in families}}
+        "target": target,
+        "oneshot": {s: {f: oneshot_config(first, f, schedule=s, source=oneshot)
+                        for f in families} for s in schedule_list}}
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)
     data = task_obj.read_data(data_dir=Path(settings["data_dir"]) if data_dir else None)
@@ -89,18 +121,23 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     record, tracker = _open_record(name, task_obj, settings, data.source, stores)
     mlflow = record.user_attrs["mlflow"]
     tuned = max(b.trials for b in plan)
+    searches = [(f, s) for s in schedule_list for f in families] if tuned else []
     # Every search exists, with its budget, before any runs: workers may join any of them.
-    for family in families if tuned else []:
-        _search_family(name, family, task=task, n_trials=tuned, settings=settings,
-                       stores=stores, device=device, jobs=0, population=population,
+    for family, schedule in searches:
+        _search_family(name, family, schedule, task=task, n_trials=tuned, settings=settings,
+                       stores=stores, device=device, jobs=0, population=population or 1,
                        benchmark_run=mlflow["run_id"], observer=NullObserver())
-    for family in families if tuned else []:
-        _search_family(name, family, task=task, n_trials=tuned, settings=settings,
-                       stores=stores, device=device, jobs=jobs, population=population,
+    for family, schedule in searches:
+        _search_family(name, family, schedule, task=task, n_trials=tuned, settings=settings,
+                       stores=stores, device=device, jobs=jobs, population=population or 1,
                        benchmark_run=mlflow["run_id"], observer=observer)
+    if tuned and any(b.trials == 0 for b in plan):
+        validate_oneshots(record, tracker=tracker, task_obj=task_obj, data=data,
+                          settings=settings, device=device)
     todo = _reruns_to_do(record, plan, families, settings, seeds=seeds)
     run_reruns(todo, record=record, tracker=tracker, task_obj=task_obj, data=data,
-               settings=settings, device=device, jobs=jobs, observer=observer)
+               settings=settings, device=device, jobs=jobs, population=population or seeds,
+               observer=observer)
     from tuner.study.optuna_adapter import storage_of
 
     report = read_report(storage_of(record), name)
@@ -113,18 +150,38 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     return dataclasses.replace(report, files=files)
 
 
-def oneshot_config(space: Any, family: str) -> dict[str, Any]:
-    """The setting `family` runs untuned: its defaults (the paper's for the SGD families),
-    the task's batch size, no schedule, the task's hyperparameter defaults."""
-    from tuner.space.families import FAMILIES
+def parse_schedules(text: str) -> list[str]:
+    """``none,cosine`` → the schedules the benchmark compares under, each once, in order."""
+    from tuner.space.searchspace import SCHEDULERS
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in SCHEDULERS]
+    if not names or unknown:
+        raise OpttuneError(f"--schedules takes {', '.join(SCHEDULERS)}, comma-separated, but "
+                           f"got {text!r}")
+    if len(set(names)) != len(names):
+        raise OpttuneError(f"--schedules names one schedule twice, but got {text!r}")
+    return names
+
+
+def _default_families() -> list[str]:
+    from tuner.space.families import DEFAULT_FAMILIES
+
+    return list(DEFAULT_FAMILIES)
+
+
+def oneshot_config(space: Any, family: str, *, schedule: str, source: str) -> dict[str, Any]:
+    """The setting `family` runs untuned under `schedule`: the one-shot table's values
+    (tuner.space.crowded_valley: the paper's, or torch's), the task's batch size and its
+    hyperparameter defaults."""
+    from tuner.space.crowded_valley import oneshot_setting
     from tuner.space.searchspace import task_param_values
 
-    fam = FAMILIES[family]
-    hyper = {p.name: p.default for p in fam.params} | PAPER_ONESHOT.get(family, {})
+    hyper = dict(oneshot_setting(family, source=source).hyper)  # type: ignore[arg-type]
     batch = space.batch_size.default if space.batch_size.default is not None \
         else space.batch_size.dist.value
     return {"optimizer": family, **hyper, "batch_size": int(batch), "epochs": space.epochs,
-            "scheduler": "none", **task_param_values(space.task_params)}
+            "scheduler": schedule, **task_param_values(space.task_params)}
 
 
 def _storage(stores: Stores) -> Any:
@@ -181,6 +238,7 @@ def _test_metric(metric: str) -> str:
 def _check_same(name: str, record: Any, task_obj: Any, settings: dict[str, Any],
                 source: str) -> None:
     stored = record.user_attrs
+    check_protocol(name, stored["settings"])
     if stored["task"] != task_obj.ref:
         raise OpttuneError(f"benchmark {name!r} measures task {stored['task']!r}, not "
                            f"{task_obj.ref!r}; give another --name")
@@ -193,17 +251,22 @@ def _check_same(name: str, record: Any, task_obj: Any, settings: dict[str, Any],
     if changed:
         raise OpttuneError(f"benchmark {name!r} was started with other settings "
                            f"({'; '.join(changed)}); run it with the same ones to continue "
-                           f"it (only --budgets and --seeds may grow), or give another --name")
+                           f"it (only --budgets and --seeds may grow, and --target change), "
+                           f"or give another --name")
 
 
-def _search_family(name: str, family: str, *, task: str, n_trials: int,
+def _search_family(name: str, family: str, schedule: str, *, task: str, n_trials: int,
                    settings: dict[str, Any], stores: Stores, device: str, jobs: int | None,
                    population: int, benchmark_run: str, observer: Observer) -> None:
-    """Bring `family`'s study up to `n_trials` trials (created, or continued where it stopped)."""
+    """Bring `family`'s search under `schedule` up to `n_trials` trials (created, or continued
+    where it stopped). The schedule is fixed in it: a condition, not a searched knob."""
     from tuner.search.runner import search
+    from tuner.space.crowded_valley import crowded_valley_overrides
 
-    search(task=task, study=family_study(name, family), n_trials=n_trials,
-           optimizers=[family], epochs=settings["epochs"], defaults_first=False,
+    params = crowded_valley_overrides([family]) if settings["space"] == "crowded-valley" else {}
+    search(task=task, study=family_study(name, family, schedule), n_trials=n_trials,
+           optimizers=[family], params=params, scheduler=schedule,
+           epochs=settings["epochs"], defaults_first=False,
            sampler=settings["sampler"], pruner=settings["pruner"], seed=settings["seed"],
            device=device, data_dir=settings["data_dir"], home=stores.home,
            storage=stores.storage_url,
@@ -213,27 +276,53 @@ def _search_family(name: str, family: str, *, task: str, n_trials: int,
 
 def _reruns_to_do(record: Any, plan: Sequence[Budget], families: Sequence[str],
                   settings: dict[str, Any], *, seeds: int) -> list[Rerun]:
-    """Each family's chosen setting per budget, times the seeds, less what is already done
-    (one setting chosen by two budgets is trained once)."""
+    """Each family's chosen setting per schedule and budget, times the seeds, less what is
+    already done (one setting chosen by two budgets is trained once)."""
     from tuner.study.optuna_adapter import storage_of
     from tuner.study.records import load_study
 
     storage = storage_of(record)
     direction = record.user_attrs["objective"]["direction"]
     todo: dict[str, Rerun] = {}
-    for family in families:
-        trials = (load_study(storage, family_study(record.study_name, family))
-                  .get_trials(deepcopy=False) if any(b.trials for b in plan) else [])
-        for budget in plan:
-            if budget.trials == 0:
-                source, config = ONESHOT, settings["oneshot"][family]
-            else:
-                chosen = chosen_trial(trials, budget.trials, direction)
-                if chosen is None or len(within_budget(trials, budget.trials)) < budget.trials:
-                    continue  # the report says why (e.g. workers still hold trials)
-                source, config = trial_source(chosen.number), chosen.user_attrs["config"]
-            for index in range(seeds):
-                rerun = Rerun(family, source, index, dict(config))
-                if rerun.key not in record.user_attrs:
-                    todo.setdefault(rerun.key, rerun)
+    for schedule in settings["schedules"]:
+        for family in families:
+            trials = (load_study(storage, family_study(record.study_name, family, schedule))
+                      .get_trials(deepcopy=False) if any(b.trials for b in plan) else [])
+            for budget in plan:
+                if budget.trials == 0:
+                    source, config = ONESHOT, settings["oneshot"][schedule][family]
+                else:
+                    chosen = chosen_trial(trials, budget.trials, direction)
+                    if chosen is None or len(within_budget(trials, budget.trials)) \
+                            < budget.trials:
+                        continue  # the report says why (e.g. workers still hold trials)
+                    source, config = trial_source(chosen.number), chosen.user_attrs["config"]
+                for index in range(seeds):
+                    rerun = Rerun(family, schedule, source, index, dict(config))
+                    if rerun.key not in record.user_attrs:
+                        todo.setdefault(rerun.key, rerun)
     return list(todo.values())
+
+
+def benchmark_tasks(*, tasks: Sequence[str], name: str | None = None,
+                    target: float | None = None, observer: Observer | None = None,
+                    **options: Any) -> TaskProfile:
+    """`benchmark` on each task in turn (each continuable on its own, named ``NAME-TASK``
+    or ``TASK-benchmark``), then their performance profile (tuner.results.benchmark_profile)."""
+    from tasks.registry import get_task
+    from tuner.results.benchmark_profile import task_profile, write_profile_files
+    from tuner.study.tracker import Tracker
+
+    if len(tasks) < 2 or len(set(tasks)) != len(tasks):
+        raise OpttuneError(f"a benchmark over several tasks needs at least two different "
+                           f"--task, but got {', '.join(tasks) or 'none'}")
+    if target is not None:
+        raise OpttuneError("--target is one task's value; over several tasks each measures "
+                           "its time to its own one-shot Adam's median: leave --target out")
+    named = {t: get_task(t).name for t in tasks}  # every task known before any runs
+    reports = [benchmark(task=t, name=f"{name}-{named[t]}" if name else None,
+                         observer=observer, **options) for t in tasks]
+    stores = resolve_stores(home=options.get("home"), storage=options.get("storage"),
+                            tracking_uri=options.get("tracking_uri"))
+    return write_profile_files(task_profile(reports), home=stores.home,
+                               tracker=Tracker(stores.tracking_uri, stores.artifact_root))

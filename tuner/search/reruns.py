@@ -1,6 +1,12 @@
 """A benchmark's re-runs: each chosen setting trained with several seeds on train+validation
-and scored once on the test split (the `retrain` path), one after another or in `--jobs`
-processes.
+and scored on the test split, which is also read after every epoch (the time to target;
+nothing is ever chosen by it).
+
+The re-runs of one setting differ only in their seed, so they train as one population (a
+stacked model, tuner.training.population) of up to `population` members wherever the model
+stacks, and one at a time where it does not (with one notice). A member computes what the
+same re-run alone computes, up to float re-association. Groups run one after another, or in
+`--jobs` processes.
 
 A re-run is recorded in the benchmark's record only after its MLflow run is finished, so a
 killed benchmark loses at most the re-runs in flight; their half-logged runs are deleted
@@ -9,7 +15,6 @@ before the benchmark continues, and nothing is logged twice.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -21,16 +26,17 @@ from tuner.search.events import Observer
 
 @dataclass(frozen=True)
 class Rerun:
-    """One re-run to do: a family's chosen setting, trained with seed index `index`."""
+    """One re-run to do: a family's chosen setting under a schedule, with seed index `index`."""
 
     family: str
+    schedule: str
     source: str  # "oneshot" or "trial-N"
     index: int
     config: dict[str, Any]
 
     @property
     def key(self) -> str:
-        return rerun_key(self.family, self.source, self.index)
+        return rerun_key(self.family, self.schedule, self.source, self.index)
 
 
 @runtime_checkable
@@ -38,8 +44,18 @@ class RerunObserver(Protocol):
     def rerun_end(self, rerun: Rerun, entry: dict[str, Any], done: int, total: int) -> None: ...
 
 
+def groups_of(todo: Sequence[Rerun], population: int) -> list[list[Rerun]]:
+    """The re-runs of one setting (family, schedule, source) in groups of up to `population`,
+    in the order given."""
+    by_setting: dict[tuple[str, str, str], list[Rerun]] = {}
+    for rerun in todo:
+        by_setting.setdefault((rerun.family, rerun.schedule, rerun.source), []).append(rerun)
+    return [same[i:i + population] for same in by_setting.values()
+            for i in range(0, len(same), population)]
+
+
 def run_reruns(todo: Sequence[Rerun], *, record: Any, tracker: Any, task_obj: Any, data: Any,
-               settings: dict[str, Any], device: str, jobs: int | None,
+               settings: dict[str, Any], device: str, jobs: int | None, population: int,
                observer: Observer) -> None:
     """Train, score, log and record every re-run in `todo`."""
     from tuner.training.devices import resolve_device
@@ -48,14 +64,25 @@ def run_reruns(todo: Sequence[Rerun], *, record: Any, tracker: Any, task_obj: An
     if not todo:
         return
     metric = record.user_attrs["objective"]["metric"]
-    done = 0
-    if jobs is None or jobs <= 1 or len(todo) == 1:
-        dev = resolve_device(device)
-        for rerun in todo:
-            outcome = train_and_score(task_obj, data, rerun.config, device=dev,
-                                      seed=_seed(settings, rerun), metric=metric)
+    groups = groups_of(todo, population)
+    done, told = 0, False
+
+    def finish(group: list[Rerun], outcomes: list[dict[str, Any]]) -> None:
+        nonlocal done, told
+        for rerun, outcome in zip(group, outcomes, strict=True):
             done += 1
-            _finish(rerun, outcome, record, tracker, settings, observer, done, len(todo))
+            if outcome.get("notice") and not told:
+                observer.notice(outcome["notice"])
+                told = True
+            _finish(rerun, outcome, record, tracker, observer, done, len(todo))
+
+    if jobs is None or jobs <= 1 or len(groups) == 1:
+        dev = resolve_device(device)
+        split = rerun_data(data, dev)
+        for group in groups:
+            finish(group, train_and_score(task_obj, split, group[0].config, device=dev,
+                                          seeds=[_seed(settings, r) for r in group],
+                                          metric=metric))
         return
     from tuner.search.jobs import cpu_threads
 
@@ -63,37 +90,85 @@ def run_reruns(todo: Sequence[Rerun], *, record: Any, tracker: Any, task_obj: An
             "metric": metric, "threads": cpu_threads(jobs) if device in ("auto", "cpu") else 0}
     import multiprocessing
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)),
+    with ProcessPoolExecutor(max_workers=min(jobs, len(groups)),
                              mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_process, initargs=(spec,)) as pool:
-        futures = {pool.submit(_train_in_process, rerun.config, _seed(settings, rerun)): rerun
-                   for rerun in todo}
+        futures = {pool.submit(_train_in_process, group[0].config,
+                               [_seed(settings, r) for r in group]): group for group in groups}
         try:
             for future in as_completed(futures):
-                done += 1
-                _finish(futures[future], future.result(), record, tracker, settings, observer,
-                        done, len(todo))
+                finish(futures[future], future.result())
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
 
-def train_and_score(task_obj: Any, data: Any, config: dict[str, Any], *, device: str,
-                    seed: int, metric: str) -> dict[str, Any]:
-    """One re-run: train on train+validation, score the test split once. A diverged re-run
-    scores nothing and says so (it is a result of the setting, not an error)."""
-    from tuner.results.retrain import RetrainDiverged, score_test, train_full
+def rerun_data(data: Any, device: str) -> Any:
+    """The re-runs' splits on `device`: train+validation to train on, test to score (after
+    every epoch, in the place of validation)."""
+    import torch
 
-    started = time.perf_counter()
-    try:
-        model, epochs = train_full(task_obj, data, config, device=device, seed=seed)
-    except RetrainDiverged as exc:
-        return {"seed": seed, "value": None, "loss": None, "diverged": str(exc).split(";")[0],
-                "seconds": round(time.perf_counter() - started, 3), "epochs": []}
-    test = score_test(task_obj, model, data, device, metric.removeprefix("test_"))
-    return {"seed": seed, "value": test[metric], "loss": test["test_loss"], "diverged": None,
-            "seconds": round(time.perf_counter() - started, 3),
-            "epochs": [[e.epoch, e.train_loss, e.lr, e.seconds] for e in epochs]}
+    from tuner.training.loop import DeviceData
+
+    return DeviceData(torch.cat([data.train_x, data.val_x]).to(device),
+                      torch.cat([data.train_y, data.val_y]).to(device),
+                      data.test_x.to(device), data.test_y.to(device))
+
+
+def train_and_score(task_obj: Any, split: Any, config: dict[str, Any], *, device: str,
+                    seeds: Sequence[int], metric: str) -> list[dict[str, Any]]:
+    """Re-runs of `config`, one per seed, on `split` (rerun_data): as one population where
+    the model stacks, else one at a time. A diverged re-run scores nothing and says so (a
+    result of the setting, not an error). One outcome per seed, in order."""
+    from tuner.space.config import TrialConfig
+    from tuner.training.loop import fit
+    from tuner.training.population import CannotStack, fit_population
+
+    trial = TrialConfig.from_flat(config, task_params=list(task_obj.hyperparams))
+    notice = None
+    if len(seeds) > 1:
+        try:
+            members = fit_population(task_obj, split, [trial] * len(seeds), device=device,
+                                     seeds=list(seeds))
+        except CannotStack as exc:
+            notice = (f"the re-runs train one at a time: {task_obj.name}'s model cannot be "
+                      f"stacked ({exc.reason})")
+        else:
+            return [_outcome(m.seed, m.epochs, m.stopped, len(seeds), metric) for m in members]
+    outcomes = []
+    for seed in seeds:
+        epochs: list[Any] = []
+        try:
+            fit(task_obj, split, trial, device=device, seed=seed, on_epoch=epochs.append)
+            stopped = None
+        except Exception as exc:  # noqa: BLE001 - Diverged; anything else propagates below
+            from tuner.training.loop import Diverged
+
+            if not isinstance(exc, Diverged):
+                raise
+            stopped = exc
+        outcomes.append(_outcome(seed, epochs, stopped, 1, metric) | {"notice": notice})
+    return outcomes
+
+
+def _outcome(seed: int, epochs: Sequence[Any], stopped: Exception | None, population: int,
+             metric: str) -> dict[str, Any]:
+    """A re-run's record: the last epoch's test score, unless it diverged."""
+    from tuner.training.loop import Diverged
+
+    if stopped is not None and not isinstance(stopped, Diverged):
+        raise stopped
+    elapsed, curve = 0.0, []
+    for e in epochs:
+        elapsed += e.seconds
+        curve.append([e.epoch + 1, e.value, round(elapsed, 4)])
+    last = epochs[-1] if epochs and stopped is None else None
+    return {"seed": seed, "value": last.value if last else None,
+            "loss": last.val_loss if last else None,
+            "diverged": str(stopped) if stopped is not None else None,
+            "seconds": round(elapsed, 3), "population": population, "curve": curve,
+            "epochs": [[e.epoch, e.train_loss, e.val_loss, e.value, e.lr, e.seconds]
+                       for e in epochs], "metric": metric}
 
 
 def _seed(settings: dict[str, Any], rerun: Rerun) -> int:
@@ -103,27 +178,28 @@ def _seed(settings: dict[str, Any], rerun: Rerun) -> int:
 
 
 def _finish(rerun: Rerun, outcome: dict[str, Any], record: Any, tracker: Any,
-            settings: dict[str, Any], observer: Observer, done: int, total: int) -> None:
+            observer: Observer, done: int, total: int) -> None:
     """Log the re-run as a finished MLflow run, then record it (in that order: see above)."""
     mlflow = record.user_attrs["mlflow"]
     name = record.study_name
+    metric = outcome["metric"]
     run_id = tracker.create_run(
         mlflow["experiment_id"],
-        name=f"re-run · {rerun.family} · {rerun.source} · seed {rerun.index}",
+        name=f"re-run · {rerun.family} · {rerun.schedule} · {rerun.source} · seed {rerun.index}",
         tags={"opttune.role": "rerun", "benchmark": name, "mlflow.parentRunId": mlflow["run_id"],
-              "optimizer": rerun.family, "source": rerun.source, "seed_index": str(rerun.index),
-              "rerun_key": rerun.key},
-        params={**rerun.config, "trained_on": "train+validation", "seed": outcome["seed"]})
-    for epoch, train_loss, lr, seconds in outcome["epochs"]:
+              "optimizer": rerun.family, "schedule": rerun.schedule, "source": rerun.source,
+              "seed_index": str(rerun.index), "rerun_key": rerun.key},
+        params={**rerun.config, "trained_on": "train+validation", "seed": outcome["seed"],
+                "population": outcome["population"]})
+    for epoch, train_loss, test_loss, value, lr, seconds in outcome["epochs"]:
         tracker.log_epoch(run_id, epoch, {"train_loss": train_loss, "lr": lr,
-                                          "epoch_seconds": seconds})
-    metric = record.user_attrs["objective"]["metric"]
-    if outcome["value"] is not None:
-        tracker.log_epoch(run_id, 0, {metric: outcome["value"], "test_loss": outcome["loss"]})
-    else:
+                                          "epoch_seconds": seconds, metric: value,
+                                          "test_loss": test_loss})
+    if outcome["value"] is None:
         tracker.set_tags(run_id, {"diverged": outcome["diverged"]})
     tracker.finish_run(run_id, "FINISHED" if outcome["value"] is not None else "FAILED")
-    entry = {k: outcome[k] for k in ("seed", "value", "loss", "diverged", "seconds")}
+    entry = {k: outcome[k] for k in ("seed", "value", "loss", "diverged", "seconds",
+                                     "population", "curve")}
     entry |= {"run_id": run_id, "source": rerun.source}
     record.set_user_attr(rerun.key, entry)
     if isinstance(observer, RerunObserver):
@@ -159,11 +235,11 @@ def _start_process(spec: dict[str, Any]) -> None:
     if spec["threads"]:
         torch.set_num_threads(int(spec["threads"]))
     task_obj = get_task(spec["task"])
-    _PROCESS.update(spec, task_obj=task_obj, device=resolve_device(spec["device"]),
-                    data=task_obj.read_data(
-                        data_dir=Path(spec["data_dir"]) if spec["data_dir"] else None))
+    device = resolve_device(spec["device"])
+    data = task_obj.read_data(data_dir=Path(spec["data_dir"]) if spec["data_dir"] else None)
+    _PROCESS.update(spec, task_obj=task_obj, device=device, split=rerun_data(data, device))
 
 
-def _train_in_process(config: dict[str, Any], seed: int) -> dict[str, Any]:
-    return train_and_score(_PROCESS["task_obj"], _PROCESS["data"], config,
-                           device=_PROCESS["device"], seed=seed, metric=_PROCESS["metric"])
+def _train_in_process(config: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    return train_and_score(_PROCESS["task_obj"], _PROCESS["split"], config,
+                           device=_PROCESS["device"], seeds=seeds, metric=_PROCESS["metric"])

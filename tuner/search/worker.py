@@ -74,12 +74,12 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
 def _work_on_benchmark(record: Any, **options: Any) -> Any:
     """`opttune worker BENCHMARK`: each of the benchmark's searches in turn, until each has
     its budget (the benchmark command creates them all before it runs any)."""
-    from tuner.results.benchmark_report import family_study
+    from tuner.results.benchmark_report import check_protocol, search_studies
     from tuner.study.optuna_adapter import storage_of
     from tuner.study.records import exists
 
-    names = [family_study(record.study_name, family)
-             for family in record.user_attrs["settings"]["optimizers"]]
+    check_protocol(record.study_name, record.user_attrs["settings"])
+    names = search_studies(record.study_name, record.user_attrs["settings"])
     names = [n for n in names if exists(storage_of(record), n)]
     if not names:
         raise OpttuneError(f"benchmark {record.study_name!r} has no searches (its budgets are "

@@ -80,12 +80,12 @@ def test_deleting_a_benchmark_search_or_the_benchmark(home: Path) -> None:
                                   filter_string=f"tags.`opttune.role` = '{role}'")
         return {r.data.tags["study"] for r in runs}
 
-    assert studies_of("study") == studies_of("trial") == {"bm.sgd", "bm.adam"}
-    one = runner.invoke(cli, ["delete", "bm.sgd", "--yes", "--home", str(home)])
+    assert studies_of("study") == studies_of("trial") == {"bm.sgd.none", "bm.adam.none"}
+    one = runner.invoke(cli, ["delete", "bm.sgd.none", "--yes", "--home", str(home)])
     assert one.exit_code == 0, one.output
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    assert names == {"bm", "bm.adam"}
-    assert studies_of("study") == studies_of("trial") == {"bm.adam"}
+    assert names == {"bm", "bm.adam.none"}
+    assert studies_of("study") == studies_of("trial") == {"bm.adam.none"}
     assert client.get_experiment(experiment.experiment_id).lifecycle_stage == "active"
 
     every = runner.invoke(cli, ["delete", "bm", "--yes", "--home", str(home)])

@@ -117,21 +117,3 @@ def test_text() -> None:
     assert shown == "+0.0123 [+0.0040, +0.0210] * (n=5)"
     plain = paired_text(PairedChange(mean=0.01, low=-0.01, high=0.03, pairs=3, differs=False))
     assert "*" not in plain
-
-
-def test_benchmark_cells_get_their_paired_change_against_one_shot_adam() -> None:
-    from tuner.results.benchmark_report import BenchmarkCell, SeedScore, _with_changes
-
-    def cell(optimizer: str, budget: str, values: list[float | None]) -> BenchmarkCell:
-        scores = [SeedScore(seed=100 + i, value=v, loss=None, seconds=1.0, run_id="")
-                  for i, v in enumerate(values)]
-        return BenchmarkCell(optimizer=optimizer, budget=budget, trials=0, trial=None,
-                             setting={}, validation=None, scores=scores, median=None, low=None,
-                             high=None, change=None, tuning_seconds=0.0, rerun_seconds=0.0)
-
-    cells = _with_changes([cell("adam", "oneshot", [0.8, 0.7, 0.9]),
-                           cell("sgd", "oneshot", [0.85, None, 0.95])], "maximize")
-    assert cells[0].paired is not None and cells[0].paired.mean == 0.0
-    assert cells[1].paired is not None
-    assert cells[1].paired.pairs == 2  # the diverged re-run is left out
-    assert cells[1].paired.mean == pytest.approx(0.05)

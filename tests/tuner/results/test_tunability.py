@@ -88,11 +88,12 @@ def test_a_benchmark_report_carries_each_optimizers_curve_and_its_plot(home: Pat
         "--home", str(home), "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report["tunability"]) == {"sgd", "adam"}
+    assert set(report["tunability"]) == {"none"}  # per schedule, then per optimizer
+    assert set(report["tunability"]["none"]) == {"sgd", "adam"}
     assert report["tuning_metric"] == "val_acc"
     storage = open_storage(f"sqlite:///{home / 'opttune.db'}", create=True)
-    for family, curve in report["tunability"].items():
-        trials = optuna.load_study(study_name=f"t.{family}", storage=storage).get_trials()
+    for family, curve in report["tunability"]["none"].items():
+        trials = optuna.load_study(study_name=f"t.{family}.none", storage=storage).get_trials()
         values = validation_values(within_budget(trials, 3))
         assert curve == pytest.approx(expected_best(values, direction="maximize"), abs=1e-12)
         assert len(curve) == len(values) and 1 <= len(curve) <= 3

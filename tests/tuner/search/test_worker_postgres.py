@@ -281,7 +281,7 @@ def test_a_worker_takes_part_in_a_benchmark(pg_url: str, home: Path, tmp_path: P
     try:
         storage = open_storage(pg_url, create=False)
         deadline = time.monotonic() + 180
-        while not (exists(storage, f"{name}.adam") or bench.poll() is not None):
+        while not (exists(storage, f"{name}.adam.none") or bench.poll() is not None):
             assert time.monotonic() < deadline, "the benchmark never created its searches"
             time.sleep(0.2)
         workers = _workers(pg_url, name, 1, tmp_path, gate)
@@ -295,7 +295,7 @@ def test_a_worker_takes_part_in_a_benchmark(pg_url: str, home: Path, tmp_path: P
     assert workers[0].returncode == 0, worker_out
     by_worker = 0
     for family in ("sgd", "adam"):
-        study = _study(pg_url, f"{name}.{family}")
+        study = _study(pg_url, f"{name}.{family}.none")
         assert counted(study.trials) == 6 == len(study.get_trials(states=FINISHED))
         by_worker += sum(t.system_attrs[OWNER_ATTR]["pid"] == workers[0].pid
                          for t in study.trials)

@@ -1,0 +1,225 @@
+"""A benchmark record read into its report: one cell per schedule, optimizer and budget, with
+the statistics the protocol asks for.
+
+Rules (each in one place, here):
+
+* **Every seed counts.** A re-run that diverged scores the worst value (:func:`worst_value`:
+  accuracy 0, the lowest it can be; for a minimised metric such as MSE, +inf), so a cell's
+  median, range and paired interval include it, and the cell says ``k/n diverged``.
+* **The change** of a cell is against one-shot Adam *under the same schedule*, so a schedule
+  never passes for tuning: the difference of medians, and the mean of the per-seed paired
+  differences with a 95% bootstrap interval (tuner.results.paired).
+* **Time to target** (AlgoPerf, Dahl et al. 2023): the median epochs and training seconds
+  of a cell's re-runs to first reach the target on the test split (tuner.results.profile).
+  One target per benchmark, so that cells compare: ``--target``, else one-shot Adam's median
+  final value under the first schedule.
+* **The headline** (Schmidt et al. 2021, their Fig. 4 question): per schedule, the one-shot
+  setting that validated best among all optimizers, against each optimizer tuned with the
+  smallest budget. One-shot settings are scored on validation once, with the tuning seed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tuner.results.benchmark_report import (
+    BASELINE,
+    ONESHOT,
+    RERUN_PREFIX,
+    BenchmarkCell,
+    BenchmarkReport,
+    Budget,
+    Headline,
+    SeedScore,
+    chosen_trial,
+    family_study,
+    oneshot_key,
+    trial_source,
+    within_budget,
+)
+from tuner.results.paired import paired_change
+from tuner.results.profile import median_time_to_target
+from tuner.results.tunability import tunability_curve
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+
+def worst_value(metric: str, direction: str) -> float:
+    """What a diverged re-run scores: the worst its metric can be. Accuracy cannot go below
+    0; an objective minimised without an upper bound (MSE) is +inf; maximised without a lower
+    bound, -inf."""
+    if direction == "maximize":
+        return 0.0 if metric.endswith("acc") else -math.inf
+    return math.inf
+
+
+def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkReport:
+    """The report of the benchmark whose record has user attributes `attrs`."""
+    from tuner.study.records import exists, load_study, objective_of
+
+    settings = attrs["settings"]
+    budgets = [Budget(b["label"], b["trials"]) for b in settings["budgets"]]
+    seeds, schedules = int(settings["seeds"]), list(settings["schedules"])
+    metric, direction = attrs["objective"]["metric"], attrs["objective"]["direction"]
+    worst = worst_value(metric, direction)
+    reruns = {k[len(RERUN_PREFIX):]: v for k, v in attrs.items() if k.startswith(RERUN_PREFIX)}
+    cells: list[BenchmarkCell] = []
+    studies: list[str] = []
+    curves: dict[str, dict[str, list[float]]] = {}
+    tuning_metric = ""
+    largest = max((b.trials for b in budgets), default=0)
+    for schedule in schedules:
+        for family in settings["optimizers"]:
+            trials: list[FrozenTrial] = []
+            if largest:
+                study_name = family_study(name, family, schedule)
+                studies.append(study_name)
+                if exists(storage, study_name):
+                    search = load_study(storage, study_name)
+                    trials = search.get_trials(deepcopy=False)
+                    tuning_metric = tuning_metric or objective_of(search)[0]
+                curves.setdefault(schedule, {})[family] = tunability_curve(
+                    within_budget(trials, largest), direction=direction)
+            for budget in budgets:
+                cells.append(_cell(family, schedule, budget, trials, reruns, seeds=seeds,
+                                   oneshot=settings["oneshot"][schedule][family],
+                                   validation=(attrs.get(oneshot_key(family, schedule))
+                                               or {}).get("value"),
+                                   direction=direction, worst=worst))
+    cells = _with_changes(cells, direction, worst)
+    target, target_source = _target(settings, cells, schedules[0])
+    if target is not None:
+        cells = [_with_target(c, target, direction) for c in cells]
+    mlflow = attrs.get("mlflow", {})
+    return BenchmarkReport(
+        benchmark=name, task=attrs["task"], metric=metric, direction=direction,
+        budgets=[b.label for b in budgets], seeds=seeds,
+        baseline=" ".join(BASELINE) if any(_is_baseline(c) for c in cells) else None,
+        cells=cells, studies=studies, data_source=attrs["data_source"],
+        run_id=mlflow.get("run_id", ""), experiment_id=mlflow.get("experiment_id", ""),
+        tunability=curves, tuning_metric=tuning_metric, schedules=schedules, worst=worst,
+        target=target, target_source=target_source, space=settings["space"],
+        oneshot_source=settings["oneshot_source"],
+        headline=_headline(cells, schedules, budgets, direction, worst))
+
+
+def _cell(family: str, schedule: str, budget: Budget, trials: list[FrozenTrial],
+          reruns: Mapping[str, Any], *, seeds: int, oneshot: dict[str, Any],
+          validation: float | None, direction: str, worst: float) -> BenchmarkCell:
+    tuned = within_budget(trials, budget.trials)
+    tuning = sum(t.duration.total_seconds() for t in tuned if t.duration is not None)
+    chosen = chosen_trial(trials, budget.trials, direction) if budget.trials else None
+    missing = None
+    if budget.trials and len(tuned) < budget.trials:
+        missing = f"{len(tuned)} of {budget.trials} trials run so far"
+    elif budget.trials and chosen is None:
+        missing = f"none of its {budget.trials} trials completed"
+    source = ONESHOT if not budget.trials else (trial_source(chosen.number) if chosen else "")
+    setting = dict(chosen.user_attrs.get("config", {})) if chosen else dict(oneshot)
+    scores = [_score(reruns[key]) for i in range(seeds)
+              if source and (key := f"{family}:{schedule}:{source}:{i}") in reruns]
+    if missing is None and len(scores) < seeds:
+        missing = f"{len(scores)} of {seeds} re-runs done"
+    values = [_scored(s, worst) for s in scores]
+    return BenchmarkCell(
+        optimizer=family, budget=budget.label, schedule=schedule, trials=len(tuned),
+        setting=setting, trial=chosen.number if chosen else None,
+        validation=chosen.value if chosen else validation, scores=scores,
+        median=statistics.median(values) if values else None,
+        low=min(values) if values else None, high=max(values) if values else None,
+        change=None, tuning_seconds=round(tuning, 1),
+        rerun_seconds=round(sum(s.seconds for s in scores), 1), missing=missing,
+        diverged=sum(s.value is None for s in scores))
+
+
+def _score(entry: Mapping[str, Any]) -> SeedScore:
+    return SeedScore(seed=int(entry["seed"]), value=entry.get("value"), loss=entry.get("loss"),
+                     seconds=float(entry.get("seconds", 0.0)), run_id=str(entry.get("run_id", "")),
+                     diverged=entry.get("diverged"),
+                     curve=[(int(e), float(v), float(s)) for e, v, s in entry.get("curve", [])],
+                     population=int(entry.get("population", 1)))
+
+
+def _scored(score: SeedScore, worst: float) -> float:
+    return worst if score.value is None else float(score.value)
+
+
+def _is_baseline(cell: BenchmarkCell) -> bool:
+    return (cell.optimizer, cell.budget) == BASELINE
+
+
+def _with_changes(cells: list[BenchmarkCell], direction: str,
+                  worst: float | None = None) -> list[BenchmarkCell]:
+    """Each cell's median against its schedule's one-shot Adam: positive is better, for an
+    objective maximised (accuracy) or minimised (MSE) alike, as `compare`'s gain; and its
+    re-runs against Adam's paired by seed index, with a bootstrap interval (`paired`)."""
+    import dataclasses
+
+    from tuner.study.records import improvement
+
+    if worst is None:
+        worst = -math.inf if direction == "maximize" else math.inf
+    baselines = {c.schedule: c for c in cells if _is_baseline(c)}
+    out: list[BenchmarkCell] = []
+    for c in cells:
+        base = baselines.get(c.schedule)
+        if base is None:
+            out.append(c)
+            continue
+        out.append(dataclasses.replace(
+            c, change=None if c.median is None or base.median is None else
+            improvement(c.median, base.median, direction),
+            paired=paired_change(_by_seed(c, worst), _by_seed(base, worst),
+                                 direction=direction)))
+    return out
+
+
+def _by_seed(cell: BenchmarkCell, worst: float) -> dict[int, float]:
+    """The cell's finished re-runs' test values by seed, a diverged one as the worst."""
+    return {s.seed: _scored(s, worst) for s in cell.scores}
+
+
+def _target(settings: Mapping[str, Any], cells: Sequence[BenchmarkCell],
+            first: str) -> tuple[float | None, str]:
+    if settings.get("target") is not None:
+        return float(settings["target"]), "--target"
+    base = next((c for c in cells if _is_baseline(c) and c.schedule == first), None)
+    if base is None or base.median is None or base.missing:
+        return None, ""
+    return base.median, f"one-shot Adam's median ({first})"
+
+
+def _with_target(cell: BenchmarkCell, target: float, direction: str) -> BenchmarkCell:
+    import dataclasses
+
+    if not cell.scores:
+        return cell
+    return dataclasses.replace(cell, to_target=median_time_to_target(
+        [s.curve for s in cell.scores], target=target, direction=direction))
+
+
+def _headline(cells: Sequence[BenchmarkCell], schedules: Sequence[str],
+              budgets: Sequence[Budget], direction: str, worst: float) -> list[Headline]:
+    """Per schedule: the one-shot cell whose setting validated best, against each optimizer's
+    cell at the smallest tuning budget (see the module docstring)."""
+    tuned = [b for b in budgets if b.trials]
+    if not tuned or not any(b.trials == 0 for b in budgets):
+        return []
+    sign = 1.0 if direction == "maximize" else -1.0
+    out: list[Headline] = []
+    for schedule in schedules:
+        oneshots = [c for c in cells if c.schedule == schedule and c.budget == ONESHOT
+                    and c.validation is not None and math.isfinite(c.validation)]
+        if not oneshots:
+            continue
+        best = max(oneshots, key=lambda c: sign * float(c.validation or 0.0))
+        rows = {c.optimizer: paired_change(_by_seed(c, worst), _by_seed(best, worst),
+                                           direction=direction)
+                for c in cells if c.schedule == schedule and c.budget == tuned[0].label}
+        out.append(Headline(schedule=schedule, oneshot=best.optimizer, budget=tuned[0].label,
+                            rows=rows))
+    return out
