@@ -525,3 +525,25 @@ def test_a_first_protocol_benchmark_is_refused_not_misread(home: Path) -> None:
                                    "benchmark protocol")
     deleted = CliRunner().invoke(cli, ["delete", "old", "--yes", "--home", str(home)])
     assert deleted.exit_code == 0, deleted.output
+
+
+def test_reruns_of_a_model_that_cannot_stack_train_one_at_a_time_and_say_so() -> None:
+    import torch
+
+    from tasks.base import Task
+    from tasks.digits import load_digits_data
+    from tuner.search.reruns import rerun_data, train_and_score
+
+    def batch_norm(params: Any) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                                   torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+    task = Task(name="bn", load_data=load_digits_data, build_model=batch_norm, batch_size=64)
+    config = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 1,
+              "scheduler": "none"}
+    outcomes = train_and_score(task, rerun_data(task.read_data(), "cpu"), config,
+                               device="cpu", seeds=[1, 2], metric="test_acc")
+    assert [o["population"] for o in outcomes] == [1, 1]
+    assert all(o["value"] is not None for o in outcomes)
+    assert outcomes[0]["notice"].startswith("the re-runs train one at a time: bn's model "
+                                            "cannot be stacked (BatchNorm1d at '1'")
