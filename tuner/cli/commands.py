@@ -70,16 +70,27 @@ def cli() -> None:
 @click.option("--epochs", default=None, type=int, help="Epochs per trial [default: 3].")
 @click.option("--optimizers", default=None, metavar="LIST",
               help="Families to compare, e.g. sgd,momentum,adam [default: sgd, momentum, "
-                   "nesterov, adam, adamw, rmsprop].")
+                   "nesterov, adam, adamw, rmsprop; also nadam, radam, adagrad, muon, "
+                   "schedulefree, lion, prodigy, adafactor].")
 @click.option("--lr", multiple=True, metavar="SPEC", help="Learning rate: LOW:HIGH, a,b,c or "
               "a value; family=SPEC scopes it (repeatable).")
-@click.option("--momentum", multiple=True, metavar="SPEC", help="Momentum (SGD families, RMSprop).")
-@click.option("--beta1", multiple=True, metavar="SPEC", help="Adam-family beta1.")
+@click.option("--momentum", multiple=True, metavar="SPEC",
+              help="Momentum (SGD families, RMSprop, muon).")
+@click.option("--beta1", multiple=True, metavar="SPEC",
+              help="beta1 (Adam family, schedulefree, lion, prodigy).")
 @click.option("--beta2", multiple=True, metavar="SPEC", help="Adam-family beta2.")
 @click.option("--alpha", multiple=True, metavar="SPEC", help="RMSprop smoothing constant.")
 @click.option("--eps", multiple=True, metavar="SPEC", help="Epsilon (Adam family, RMSprop).")
 @click.option("--weight-decay", multiple=True, metavar="SPEC",
               help="Weight decay; 0 turns it off.")
+@click.option("--adam-lr", multiple=True, metavar="SPEC",
+              help="muon: the learning rate of its AdamW side.")
+@click.option("--warmup", multiple=True, metavar="SPEC",
+              help="schedulefree: warm-up, a fraction of the trial's steps (e.g. 0:0.1).")
+@click.option("--d-coef", multiple=True, metavar="SPEC",
+              help="prodigy: scales its estimated step size (its lr stays 1).")
+@click.option("--decay", multiple=True, metavar="SPEC",
+              help="adafactor: c in beta2_t = 1 - t^-c (0.8 by default).")
 @click.option("--batch-size", default=None, metavar="LIST", help="e.g. 64,128,256 [default: "
               "the task's, 128].")
 @click.option("--scheduler", default=None, metavar="LIST",

@@ -33,7 +33,7 @@ from tuner.results.records import (
     to_json_data,
 )
 from tuner.search.events import NullObserver, TrialOutcome
-from tuner.space.families import ALL_PARAM_NAMES
+from tuner.space.families import ALL_PARAM_NAMES, AUTHORS_DEFAULTS
 from tuner.study.stores import redact
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ def print_space(space: Space) -> None:
     for row in space.rows():
         table.add_row(*row)
     console.print(table)
+    for family in space.unscheduled():
+        console.print(f"{family} takes no learning-rate schedule (its averaging replaces one): "
+                      f"its trials run without one, whatever --scheduler says.")
     if not space.defaults_first:
         return
     excluded = {f: space.defaults_excluded(f) for f in space.families}
@@ -115,6 +118,10 @@ def print_space(space: Space) -> None:
     if with_momentum:
         console.print(f"For {' and '.join(with_momentum)} that is torch's SGD with momentum "
                       f"0.9 (torch's own default momentum, 0, is plain SGD).")
+    authors = [f for f in runs if f in AUTHORS_DEFAULTS]
+    if authors:
+        console.print(f"For {', '.join(authors)} those are the authors' defaults (README, "
+                      f"\"Optimizer families\").")
     for family, names in excluded.items():
         if names:
             console.print(f"{family} has no defaults trial: the space leaves out its default "
@@ -498,20 +505,28 @@ class BenchmarkDisplay(NullObserver):
         self.out = err_console if quiet else console
         self.metric = ""
         self.space_shown = False
+        self.shown: set[str] = set()  # the optimizers whose space is shown
 
     def notice(self, text: str) -> None:
         print_notice(text)
 
     def space_ready(self, space: Space) -> None:
+        # Called with every optimizer's space, or once per optimizer (each searched in a
+        # space of its own), and again by each search: each optimizer is shown once. The
+        # schedule is a condition of the benchmark, not searched.
         if not self.space_shown:
             self.space_shown = True
             self.out.print(f"Each optimizer's search space ({space.epochs} epochs per trial "
                            f"and re-run):")
-            rows = [r for r in space.rows() if r[1] != "epochs"]
-            table = _table("", ("optimizer", "parameter", "searched over"))
-            for family, name, where, _ in rows:
-                table.add_row(family, name, where)
-            self.out.print(table)
+        rows = [r for r in space.rows() if r[1] not in ("epochs", "scheduler")
+                and r[0] not in self.shown and (r[0] in space.families or not self.shown)]
+        if not any(r[0] in space.families for r in rows):
+            return
+        self.shown.update(space.families)
+        table = _table("", ("optimizer", "parameter", "searched over"))
+        for family, name, where, _ in rows:
+            table.add_row(family, name, where)
+        self.out.print(table)
 
     def study_start(self, info: dict[str, Any]) -> None:
         self.metric = info["metric"]

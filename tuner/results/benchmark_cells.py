@@ -34,8 +34,11 @@ from tuner.results.benchmark_report import (
     Budget,
     Headline,
     SeedScore,
+    check_protocol,
     chosen_trial,
+    families_under,
     family_study,
+    is_benchmark,
     oneshot_key,
     trial_source,
     within_budget,
@@ -57,6 +60,19 @@ def worst_value(metric: str, direction: str) -> float:
     return math.inf
 
 
+def read_report(storage: Any, name: str) -> BenchmarkReport:
+    """The report of benchmark `name` as its stores hold it now."""
+    from tuner.errors import OpttuneError
+    from tuner.study.records import load_study
+
+    record = load_study(storage, name)
+    if not is_benchmark(record):
+        raise OpttuneError(f"{name!r} is a study, not a benchmark; see `opttune compare {name}`")
+    attrs = record.user_attrs
+    check_protocol(name, attrs["settings"])
+    return build_cells(storage, name, attrs)
+
+
 def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkReport:
     """The report of the benchmark whose record has user attributes `attrs`."""
     from tuner.study.records import exists, load_study, objective_of
@@ -73,7 +89,7 @@ def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkR
     tuning_metric = ""
     largest = max((b.trials for b in budgets), default=0)
     for schedule in schedules:
-        for family in settings["optimizers"]:
+        for family in families_under(settings, schedule):
             trials: list[FrozenTrial] = []
             if largest:
                 study_name = family_study(name, family, schedule)

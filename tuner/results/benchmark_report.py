@@ -5,7 +5,7 @@ name with no trials, whose user attributes hold its settings and one entry per f
 re-run. Its searches are ordinary studies named ``NAME.FAMILY.SCHEDULE``, one per optimizer
 and schedule (the schedule is a condition of the comparison, never a searched knob). This
 module reads both back into one :class:`BenchmarkReport`: the table, the JSON and the plots
-all come from it; the cells' statistics are built in tuner.results.benchmark_cells.
+all come from it; tuner.results.benchmark_cells reads a record into one (`read_report`).
 """
 
 from __future__ import annotations
@@ -65,13 +65,23 @@ def family_study(benchmark: str, family: str, schedule: str) -> str:
     return f"{benchmark}.{family}.{schedule}"
 
 
+def families_under(settings: Mapping[str, Any], schedule: str) -> list[str]:
+    """The optimizers a benchmark compares under `schedule`: every one without a schedule;
+    under a schedule, those that follow one (schedulefree takes none: it has only `none`
+    cells)."""
+    from tuner.space.families import FAMILIES
+
+    return [f for f in settings.get("optimizers", [])
+            if schedule == "none" or f not in FAMILIES or FAMILIES[f].schedule]
+
+
 def search_studies(benchmark: str, settings: Mapping[str, Any]) -> list[str]:
     """Every search study a benchmark with these settings has (or will have)."""
     if not any(b["trials"] for b in settings.get("budgets", [])):
         return []
     return [family_study(benchmark, family, schedule)
             for schedule in settings.get("schedules", ["none"])
-            for family in settings.get("optimizers", [])]
+            for family in families_under(settings, schedule)]
 
 
 def rerun_key(family: str, schedule: str, source: str, index: int) -> str:
@@ -193,19 +203,6 @@ def check_protocol(name: str, settings: Mapping[str, Any]) -> None:
             f"benchmark {name!r} was run under opttune's first benchmark protocol (schedules "
             f"searched, diverged seeds left out), which this release does not read; run it "
             f"again under another --name, or `opttune delete {name}`")
-
-
-def read_report(storage: Any, name: str) -> BenchmarkReport:
-    """The report of benchmark `name` as its stores hold it now."""
-    from tuner.results.benchmark_cells import build_cells
-    from tuner.study.records import load_study
-
-    record = load_study(storage, name)
-    if not is_benchmark(record):
-        raise OpttuneError(f"{name!r} is a study, not a benchmark; see `opttune compare {name}`")
-    attrs = record.user_attrs
-    check_protocol(name, attrs["settings"])
-    return build_cells(storage, name, attrs)
 
 
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,

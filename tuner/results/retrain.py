@@ -137,7 +137,8 @@ class RetrainDiverged(OpttuneError):
 def train_full(task: Any, data: Any, flat: dict[str, Any], *, device: str,
                seed: int) -> tuple[Any, list[Any]]:
     """fit() on train+validation (the model and its epochs); the model is caught from the
-    task's own factory. Also a benchmark's re-runs."""
+    task's own factory. Also a benchmark's re-runs. fit ends on a validation, so a
+    schedule-free optimizer's model comes back at its average x: what is scored and saved."""
     import torch
 
     from tuner.space.config import TrialConfig

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import OpttuneError
+from tuner.results.benchmark_cells import read_report
 from tuner.results.benchmark_profile import TaskProfile
 from tuner.results.benchmark_report import (
     ONESHOT,
@@ -31,10 +32,10 @@ from tuner.results.benchmark_report import (
     Budget,
     check_protocol,
     chosen_trial,
+    families_under,
     family_study,
     is_benchmark,
     parse_budgets,
-    read_report,
     trial_source,
     within_budget,
 )
@@ -68,7 +69,7 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     searches train one trial at a time and each setting's `seeds` re-runs train together."""
     from tasks.registry import get_task
     from tuner.search.runner import check_population, check_sampler_and_pruner
-    from tuner.space.crowded_valley import ONESHOT_SOURCES, crowded_valley_overrides
+    from tuner.space.crowded_valley import ONESHOT_SOURCES
     from tuner.space.searchspace import build_space
     from tuner.training.devices import check_device_spec
 
@@ -92,16 +93,27 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
         check_population(population)
     check_device_spec(device)
     task_obj = get_task(task)
-    overrides = crowded_valley_overrides(list(optimizers or [])
-                                         or _default_families()) if space != "opttune" else {}
-    spaces = {schedule: build_space(optimizers=optimizers, epochs=epochs, params=overrides,
-                                    scheduler=schedule, defaults_first=False,
-                                    default_batch_size=task_obj.batch_size,
-                                    task_params=task_obj.param_specs({}))
-              for schedule in schedule_list}
-    first = spaces[schedule_list[0]]
-    observer.space_ready(first)  # every optimizer's space, before any data or store
+    common: dict[str, Any] = {"epochs": epochs, "defaults_first": False,
+                              "default_batch_size": task_obj.batch_size,
+                              "task_params": task_obj.param_specs({})}
+    first = build_space(optimizers=optimizers, scheduler=schedule_list[0], **common)
     families = list(first.families)
+    under = {s: families_under({"optimizers": families}, s) for s in schedule_list}
+    # Each search's own space, checked before any work: one family, one schedule fixed, and
+    # the paper's distributions with --space crowded-valley (a family at a time: the paper's
+    # log momentum and muon's linear one could not share one space).
+    searched = {(f, s): build_space(optimizers=[f], scheduler=s, params=_overrides(space, f),
+                                    **common) for s in schedule_list for f in under[s]}
+    if space == "opttune":
+        observer.space_ready(first)  # every optimizer's space, before any data or store
+    else:
+        for family in families:
+            observer.space_ready(next(v for (f, _), v in searched.items() if f == family))
+    left_out = [f for f in families if any(f not in under[s] for s in schedule_list)]
+    if left_out:
+        observer.notice(f"{', '.join(left_out)} take(s) no learning-rate schedule: compared "
+                        f"under 'none' only" + ("" if "none" in schedule_list
+                                                else " (not among --schedules: no cells)"))
     name = name or f"{task_obj.name}-benchmark"
     settings: dict[str, Any] = {
         "protocol": PROTOCOL, "optimizers": families, "schedules": schedule_list,
@@ -111,7 +123,7 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
         "budgets": [{"label": b.label, "trials": b.trials} for b in plan], "seeds": seeds,
         "target": target,
         "oneshot": {s: {f: oneshot_config(first, f, schedule=s, source=oneshot)
-                        for f in families} for s in schedule_list}}
+                        for f in under[s]} for s in schedule_list}}
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)
     data = task_obj.read_data(data_dir=Path(settings["data_dir"]) if data_dir else None)
@@ -121,7 +133,7 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     record, tracker = _open_record(name, task_obj, settings, data.source, stores)
     mlflow = record.user_attrs["mlflow"]
     tuned = max(b.trials for b in plan)
-    searches = [(f, s) for s in schedule_list for f in families] if tuned else []
+    searches = [(f, s) for s in schedule_list for f in under[s]] if tuned else []
     # Every search exists, with its budget, before any runs: workers may join any of them.
     for family, schedule in searches:
         _search_family(name, family, schedule, task=task, n_trials=tuned, settings=settings,
@@ -164,10 +176,12 @@ def parse_schedules(text: str) -> list[str]:
     return names
 
 
-def _default_families() -> list[str]:
-    from tuner.space.families import DEFAULT_FAMILIES
+def _overrides(space: str, family: str) -> dict[str, list[str]]:
+    """The space flags of `family`'s searches: none for opttune's space, the paper's
+    distributions (tuner.space.crowded_valley) for `crowded-valley`."""
+    from tuner.space.crowded_valley import crowded_valley_overrides
 
-    return list(DEFAULT_FAMILIES)
+    return crowded_valley_overrides([family]) if space == "crowded-valley" else {}
 
 
 def oneshot_config(space: Any, family: str, *, schedule: str, source: str) -> dict[str, Any]:
@@ -261,9 +275,8 @@ def _search_family(name: str, family: str, schedule: str, *, task: str, n_trials
     """Bring `family`'s search under `schedule` up to `n_trials` trials (created, or continued
     where it stopped). The schedule is fixed in it: a condition, not a searched knob."""
     from tuner.search.runner import search
-    from tuner.space.crowded_valley import crowded_valley_overrides
 
-    params = crowded_valley_overrides([family]) if settings["space"] == "crowded-valley" else {}
+    params = _overrides(settings["space"], family)
     search(task=task, study=family_study(name, family, schedule), n_trials=n_trials,
            optimizers=[family], params=params, scheduler=schedule,
            epochs=settings["epochs"], defaults_first=False,
@@ -285,7 +298,7 @@ def _reruns_to_do(record: Any, plan: Sequence[Budget], families: Sequence[str],
     direction = record.user_attrs["objective"]["direction"]
     todo: dict[str, Rerun] = {}
     for schedule in settings["schedules"]:
-        for family in families:
+        for family in families_under(settings, schedule):
             trials = (load_study(storage, family_study(record.study_name, family, schedule))
                       .get_trials(deepcopy=False) if any(b.trials for b in plan) else [])
             for budget in plan:

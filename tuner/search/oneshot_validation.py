@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.results.benchmark_report import oneshot_key
+from tuner.results.benchmark_report import families_under, oneshot_key
 
 ROLE = "oneshot-validation"
 
@@ -32,7 +32,7 @@ def validate_oneshots(record: Any, *, tracker: Any, task_obj: Any, data: Any,
         if run.run_id not in recorded:
             tracker.delete_run(run.run_id)
     todo = [(family, schedule) for schedule in settings["schedules"]
-            for family in settings["optimizers"]
+            for family in families_under(settings, schedule)
             if oneshot_key(family, schedule) not in record.user_attrs]
     if not todo:
         return

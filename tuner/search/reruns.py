@@ -65,15 +65,15 @@ def run_reruns(todo: Sequence[Rerun], *, record: Any, tracker: Any, task_obj: An
         return
     metric = record.user_attrs["objective"]["metric"]
     groups = groups_of(todo, population)
-    done, told = 0, False
+    done, told = 0, set()  # the notices already given (one per reason)
 
     def finish(group: list[Rerun], outcomes: list[dict[str, Any]]) -> None:
-        nonlocal done, told
+        nonlocal done
         for rerun, outcome in zip(group, outcomes, strict=True):
             done += 1
-            if outcome.get("notice") and not told:
+            if outcome.get("notice") and outcome["notice"] not in told:
                 observer.notice(outcome["notice"])
-                told = True
+                told.add(outcome["notice"])
             _finish(rerun, outcome, record, tracker, observer, done, len(todo))
 
     if jobs is None or jobs <= 1 or len(groups) == 1:
@@ -131,8 +131,7 @@ def train_and_score(task_obj: Any, split: Any, config: dict[str, Any], *, device
             members = fit_population(task_obj, split, [trial] * len(seeds), device=device,
                                      seeds=list(seeds))
         except CannotStack as exc:
-            notice = (f"the re-runs train one at a time: {task_obj.name}'s model cannot be "
-                      f"stacked ({exc.reason})")
+            notice = f"{config['optimizer']}'s re-runs train one at a time: {exc.reason}"
         else:
             return [_outcome(m.seed, m.epochs, m.stopped, len(seeds), metric) for m in members]
     outcomes = []

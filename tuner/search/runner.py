@@ -207,8 +207,10 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
     `tracker`: one opened by the caller (a worker's); else MLflow is tracked through a
     process of its own started now, whose import overlaps torch's (or in this process when
     MLflow is imported here already)."""
+    from tuner.space.families import check_installed
     from tuner.study import tracker_process
 
+    check_installed(list(space.families))  # a stored space's package may have gone since
     run = functools.partial(
         _prepare_and_run_with, name=name, task_obj=task_obj, space=space, settings=settings,
         stores=stores, target=target, timeout=timeout, allow_changed_space=allow_changed_space,

@@ -64,6 +64,7 @@ class TrialRunner:
         # each trial alone, with loop.fit.
         self.population = int(session.settings.get("population") or 1)
         self._unstackable: dict[str, str | None] = {}  # task params → why not (None: can)
+        self._unstacked_families: set[str] = set()  # families without a rule, noticed once
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, target: int, timeout: float | None) -> SearchResult:
@@ -312,6 +313,13 @@ class TrialRunner:
 
         outcomes: dict[int, TrialOutcome | None] = {}
         grouping = group_configs([m.config for m in members])
+        for i, reason in grouping.alone.items():
+            family = members[i].config.optimizer
+            if reason.endswith("has no stacked update rule") and \
+                    family not in self._unstacked_families:
+                self._unstacked_families.add(family)
+                self.observer.notice(f"--population {self.population}: {reason}; its trials "
+                                     f"train one at a time")
         units = list(grouping.groups) + [[i] for i in grouping.alone]
         for unit in sorted(units, key=lambda u: u[0]):  # in the order they were claimed
             group = [members[i] for i in unit]

@@ -151,6 +151,11 @@ def oneshot_setting(family: str, *, source: OneshotSource) -> OneshotSetting:
     if source == "paper" and family in _PAPER_ONESHOT:
         hyper, where = _PAPER_ONESHOT[family]
         cite = f"{PAPER}, {where}"
+    elif family not in _TORCH_ONESHOT:
+        # The families newer than the paper (muon, schedulefree, lion, prodigy, adafactor):
+        # their authors' defaults (torch's for Adafactor), each cited in tuner/space/families.py.
+        hyper = {p.name: p.default for p in FAMILIES[family].params}
+        cite = f"{family}'s defaults as cited in tuner/space/families.py (not in {PAPER})"
     else:
         hyper, cite = _TORCH_ONESHOT[family]
         if source == "paper":

@@ -17,7 +17,7 @@ import tuner.space.dsl as dsl
 from tuner.errors import SpaceError
 from tuner.space.config import TrialConfig
 from tuner.space.dsl import Choice, Dist, Fixed, Range
-from tuner.space.families import DEFAULT_FAMILIES, FAMILIES, families_with
+from tuner.space.families import DEFAULT_FAMILIES, FAMILIES, check_installed, families_with
 
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup")
 # What a space searches when neither a flag nor a file names the schedule: with or without a
@@ -70,17 +70,26 @@ class Space:
             hyper=hyper,
             batch_size=int(_suggest(trial, "batch_size", self.batch_size, use_defaults)),
             epochs=self.epochs,
-            scheduler=str(_suggest(trial, "scheduler", self.scheduler, use_defaults)),
+            scheduler=str(_suggest(trial, "scheduler", self.scheduler, use_defaults))
+            if FAMILIES[family].schedule else "none",  # schedule-free: never one
             task_params=task_params,
         )
 
     def searched(self) -> dict[str, list[str]]:
         """Per family, the names of the parameters a trial of it samples (not fixed ones)."""
-        shared = {"batch_size": self.batch_size, "scheduler": self.scheduler,
-                  **self.task_params}
-        return {family: [name for name, ps in {**params, **shared}.items()
+        return {family: [name for name, ps in {**params, **self._shared(family)}.items()
                          if not isinstance(ps.dist, Fixed)]
                 for family, params in self.families.items()}
+
+    def _shared(self, family: str) -> dict[str, ParamSpace]:
+        """What every trial of `family` samples besides its own hyperparameters: batch size,
+        the schedule (not for a family that takes none), the task's hyperparameters."""
+        schedule = {"scheduler": self.scheduler} if FAMILIES[family].schedule else {}
+        return {"batch_size": self.batch_size, **schedule, **self.task_params}
+
+    def unscheduled(self) -> list[str]:
+        """The families of this space that take no learning-rate schedule (schedulefree)."""
+        return [f for f in self.families if not FAMILIES[f].schedule]
 
     def defaults_excluded(self, family: str) -> list[str]:
         """The hyperparameters of `family` whose PyTorch default this space leaves out (a
@@ -95,8 +104,7 @@ class Space:
     def defaults_params(self, family: str) -> dict[str, Any]:
         """Optuna fixed params of the trial that runs `family` at its PyTorch defaults."""
         fixed: dict[str, Any] = {"optimizer": family}
-        spaces = {**self.families[family], "batch_size": self.batch_size,
-                  "scheduler": self.scheduler, **self.task_params}
+        spaces = {**self.families[family], **self._shared(family)}
         for name, ps in spaces.items():
             if not isinstance(ps.dist, Fixed) and ps.default is not None \
                     and ps.dist.contains(ps.default):
@@ -185,6 +193,7 @@ def build_space(
     for name in names:
         if name not in FAMILIES:
             raise SpaceError(unknown_family_message(name))
+    check_installed(names)
     if epochs is None:
         epochs = int(file_values.get("epochs", default_epochs))
     if epochs < 1:
@@ -214,6 +223,11 @@ def build_space(
     sched_text = scheduler if scheduler is not None else file_values.get("scheduler",
                                                                          DEFAULT_SCHEDULERS)
     sched_dist = dsl.parse_word_choice("scheduler", str(sched_text), SCHEDULERS)
+    if scheduler is not None and all(not FAMILIES[n].schedule for n in names) \
+            and sched_dist != Fixed("none"):
+        raise SpaceError(f"--scheduler {scheduler}: {', '.join(names)} takes no learning-rate "
+                         f"schedule (its averaging replaces one); leave --scheduler out or "
+                         f"give none")
     return Space(
         families=families,
         batch_size=ParamSpace(bs_dist, default_batch_size if bs_dist.contains(

@@ -21,7 +21,7 @@ from tasks.base import Task
 from tasks.data import TaskData
 from tasks.losses import loss_function, summed
 from tuner.space.config import TrialConfig
-from tuner.training import optimizers
+from tuner.training import modes, optimizers
 
 _CPU_DIVERGENCE_CHECK = 50  # steps between finiteness checks on CPU, where they cost nothing
 _EVAL_CHUNK = 8192
@@ -77,15 +77,16 @@ def fit(
     torch.manual_seed(seed)
     dev = torch.device(device)
     model = task.build_model(config.task_params).to(dev)
-    opt = optimizers.build(config, model.parameters(), device_type=dev.type)
     n_all = n = len(data.train_x)
     bs = config.batch_size
-    if n % bs == 1 and n > 1 and _has_batch_norm(model):
+    if n % bs == 1 and n > 1 and modes.has_batch_norm(model):
         # BatchNorm cannot normalise a batch of one sample (torch raises in training mode), so
         # the last, one-sample batch of each epoch is dropped: a different sample each epoch,
         # as every epoch draws a new order.
         n -= 1
     steps_per_epoch = math.ceil(n / bs)
+    opt = optimizers.build(config, model, device_type=dev.type,
+                           total_steps=steps_per_epoch * config.epochs)
     sched = optimizers.build_scheduler(config.scheduler, opt,
                                        total_steps=steps_per_epoch * config.epochs)
     loss_fn = loss_function(task.loss)
@@ -97,7 +98,7 @@ def fit(
     results: list[EpochResult] = []
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        model.train()
+        modes.to_train(model, opt)
         perm = torch.randperm(n_all, device=dev, generator=generator)
         losses: list[torch.Tensor] = []
         checked = 0
@@ -119,6 +120,9 @@ def fit(
         if checked < steps_per_epoch:
             _check_finite(losses, checked, epoch, steps_per_epoch)
         train_loss = float((torch.stack(losses).float() * sizes).sum() / n)
+        # A schedule-free optimizer is validated (and left, for a saved model) at x.
+        modes.to_eval(model, opt, modes.training_batches(data.train_x, perm, bs,
+                                                         steps_per_epoch))
         val_loss, value = evaluate(task, model, data.val_x, data.val_y)
         if not math.isfinite(val_loss):
             raise Diverged(step=(epoch + 1) * steps_per_epoch, epoch=epoch, loss=val_loss)
@@ -127,13 +131,6 @@ def fit(
         if on_epoch is not None:
             on_epoch(result)
     return results
-
-
-def _has_batch_norm(model: torch.nn.Module) -> bool:
-    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
-             torch.nn.SyncBatchNorm, torch.nn.LazyBatchNorm1d, torch.nn.LazyBatchNorm2d,
-             torch.nn.LazyBatchNorm3d)
-    return any(isinstance(module, kinds) for module in model.modules())
 
 
 def _check_finite(losses: list[torch.Tensor], start: int, epoch: int,

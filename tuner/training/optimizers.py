@@ -1,12 +1,18 @@
-"""A trial configuration → the torch optimizer and learning-rate schedule, as torch defines them.
+"""A trial configuration → the optimizer and learning-rate schedule, as their sources define them.
 
 Adam's weight decay stays coupled (L2 added to the gradient) and AdamW's decoupled, because
-each family maps onto its own torch class; SGD's momentum and Nesterov are torch's own.
+each family maps onto its own torch class; SGD's momentum and Nesterov are torch's own. The
+recent families are their authors' classes: torch's Muon (with AdamW, see
+:mod:`tuner.training.muon`) and Adafactor, and the packages schedulefree, lion-pytorch and
+prodigyopt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import inspect
+import io
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +21,8 @@ import torch
 
 from tuner.errors import SpaceError
 from tuner.space.config import TrialConfig
-from tuner.space.families import FAMILIES
+from tuner.space.families import FAMILIES, Family, missing_package_message
+from tuner.training.muon import MuonWithAdamW, split_params
 
 # Optimizers with a fused kernel (one kernel for all parameters) on these device types. On
 # CPU too: with it a whole training step of the MLP is 1.1-1.2x faster than with foreach or
@@ -23,10 +30,28 @@ from tuner.space.families import FAMILIES
 _FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
 _FUSED_DEVICES = {"cpu", "cuda"}
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
+# Schedules with a warm-up phase: with them Prodigy runs with the safeguard its authors
+# advise for warm-up (prodigyopt README, "Scheduler": safeguard_warmup=True).
+_WARMING = frozenset({"warmup", "onecycle"})
 
 
-def optimizer_kwargs(config: TrialConfig) -> dict[str, Any]:
-    """The keyword arguments of the torch optimizer for `config` (without params)."""
+def optimizer_class(family: Family) -> Any:
+    """The optimizer class of `family`: ``torch.optim``'s, or its package's."""
+    module, sep, name = family.torch_class.rpartition(":")
+    if not sep:
+        return getattr(torch.optim, name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        raise SpaceError(missing_package_message(family)) from None
+
+
+def optimizer_kwargs(config: TrialConfig, *, total_steps: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of the optimizer class for `config` (without params).
+
+    `total_steps` (the trial's optimizer steps) turns schedulefree's warm-up fraction into
+    steps; without it a warm-up fraction above 0 raises ValueError.
+    """
     family = FAMILIES.get(config.optimizer)
     if family is None:
         raise SpaceError(f"unknown optimizer {config.optimizer!r}; known: {', '.join(FAMILIES)}")
@@ -40,28 +65,55 @@ def optimizer_kwargs(config: TrialConfig) -> dict[str, Any]:
         defaults = {p.name: p.default for p in family.params}
         kwargs["betas"] = (hyper.pop("beta1", defaults.get("beta1", 0.9)),
                            hyper.pop("beta2", defaults.get("beta2", 0.999)))
+    if "decay" in hyper:  # Adafactor's beta2_t = 1 - t^beta2_decay, decay = -beta2_decay
+        kwargs["beta2_decay"] = -hyper.pop("decay")
+    if "warmup" in hyper:  # schedulefree's warm-up, from a fraction to steps
+        warmup = hyper.pop("warmup")
+        if warmup > 0 and total_steps is None:
+            raise ValueError(f"{config.optimizer}'s warmup is a fraction of the trial's steps "
+                             f"(got warmup={warmup}): build it with total_steps")
+        # int(), as the authors' AlgoPerf submission rounds its warm-up
+        kwargs["warmup_steps"] = int(warmup * total_steps) if warmup > 0 and total_steps else 0
+    if config.optimizer == "prodigy" and config.scheduler in _WARMING:
+        kwargs["safeguard_warmup"] = True
     kwargs.update(hyper)
     return kwargs
 
 
-def build(config: TrialConfig, params: Iterable[torch.nn.Parameter], *,
-          device_type: str = "cpu", implementation: str = "auto") -> torch.optim.Optimizer:
-    """Build the torch optimizer for `config` over `params`.
+def takes_schedule(optimizer: str) -> bool:
+    """Whether family `optimizer` follows a learning-rate schedule (schedulefree does not)."""
+    family = FAMILIES.get(optimizer)
+    return family is None or family.schedule
+
+
+def build(config: TrialConfig, params: Iterable[torch.nn.Parameter] | torch.nn.Module, *,
+          device_type: str = "cpu", implementation: str = "auto",
+          total_steps: int | None = None) -> torch.optim.Optimizer:
+    """Build the optimizer for `config` over `params` (or a model's parameters).
 
     `implementation` "auto" takes torch's fused kernel where the family and device have one,
     else its foreach (multi-tensor) kernel; "fused", "foreach" and "for-loop" force one (for
-    the benchmark); a forced "fused" falls back to foreach where there is none.
+    the benchmark); a forced "fused" falls back to foreach where there is none. The `muon`
+    family splits the parameters by :func:`tuner.training.muon.split_params` (give the
+    model, so that its embeddings are told apart); `total_steps` is the trial's number of
+    optimizer steps (schedulefree's warm-up is a fraction of them).
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, but got "
                          f"{implementation!r}")
-    family = FAMILIES[config.optimizer] if config.optimizer in FAMILIES else None
-    kwargs = optimizer_kwargs(config)
+    family = FAMILIES.get(config.optimizer)
+    kwargs = optimizer_kwargs(config, total_steps=total_steps)
     assert family is not None
-    # Any: each torch class has its own keywords (fused, foreach, betas …), checked below.
-    cls: Any = getattr(torch.optim, family.torch_class)
+    if not family.schedule and config.scheduler != "none":
+        raise SpaceError(f"{family.name} takes no learning-rate schedule (its averaging "
+                         f"replaces one), but got scheduler {config.scheduler!r}; use none")
+    if family.name == "muon":
+        return _build_muon(config, params, kwargs, device_type=device_type,
+                           implementation=implementation)
+    params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
+    # Any: each class has its own keywords (fused, foreach, betas …), checked below.
+    cls: Any = optimizer_class(family)
     accepted = inspect.signature(cls).parameters
-    params = list(params)
     fusable = family.torch_class in _FUSED and "fused" in accepted and (
         device_type in _FUSED_DEVICES or implementation == "fused")
     if implementation in ("auto", "fused") and fusable:
@@ -72,8 +124,28 @@ def build(config: TrialConfig, params: Iterable[torch.nn.Parameter], *,
             pass
     if "foreach" in accepted:
         kwargs["foreach"] = implementation != "for-loop"
-    optimizer = cls(params, **kwargs)
+    with contextlib.redirect_stdout(io.StringIO()):  # prodigyopt prints as it is built
+        optimizer = cls(params, **kwargs)
     return optimizer
+
+
+def _build_muon(config: TrialConfig, params: Iterable[torch.nn.Parameter] | torch.nn.Module,
+                kwargs: dict[str, Any], *, device_type: str,
+                implementation: str) -> torch.optim.Optimizer:
+    """torch's Muon on the hidden matrices, AdamW (built as the adamw family is) on the rest,
+    with the Muon authors' AdamW settings and one weight decay for both."""
+    hidden, rest = split_params(params)
+    adam_betas, adam_eps = kwargs.pop("adam_betas"), kwargs.pop("adam_eps")
+    adam_lr = kwargs.pop("adam_lr", 3e-4)
+    muon = torch.optim.Muon(hidden, **kwargs) if hidden else None
+    adamw = None
+    if rest:
+        side = TrialConfig("adamw", {"lr": adam_lr, "beta1": adam_betas[0],
+                                     "beta2": adam_betas[1], "eps": adam_eps,
+                                     "weight_decay": kwargs.get("weight_decay", 0.1)},
+                           config.batch_size, config.epochs, config.scheduler)
+        adamw = build(side, rest, device_type=device_type, implementation=implementation)
+    return MuonWithAdamW(muon, adamw)
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *,

@@ -545,5 +545,5 @@ def test_reruns_of_a_model_that_cannot_stack_train_one_at_a_time_and_say_so() ->
                                device="cpu", seeds=[1, 2], metric="test_acc")
     assert [o["population"] for o in outcomes] == [1, 1]
     assert all(o["value"] is not None for o in outcomes)
-    assert outcomes[0]["notice"].startswith("the re-runs train one at a time: bn's model "
-                                            "cannot be stacked (BatchNorm1d at '1'")
+    assert outcomes[0]["notice"].startswith("adam's re-runs train one at a time: "
+                                            "BatchNorm1d at '1'")

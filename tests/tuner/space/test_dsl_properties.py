@@ -351,7 +351,8 @@ def space_flags(draw: st.DrawFn, max_abs: float | None = None) -> Flags:
     if draw(st.booleans()):
         flags.batch_size = ",".join(map(str, draw(st.lists(st.integers(1, 4096), min_size=1,
                                                            max_size=4))))
-    if draw(st.booleans()):
+    # A space of schedule-free families alone refuses any --scheduler but none.
+    if draw(st.booleans()) and any(FAMILIES[f].schedule for f in families):
         flags.scheduler = ",".join(draw(st.lists(st.sampled_from(SCHEDULERS), min_size=1,
                                                  max_size=3)))
     flags.epochs = draw(st.none() | st.integers(1, 50))
@@ -500,7 +501,10 @@ def test_every_sampled_value_lies_in_its_space(kind: str, n_trials: int, flags: 
         for name, value in config.hyper.items():
             _check_value(f"{family}.{name}", space.families[family][name], value)
         _check_value("batch_size", space.batch_size, config.batch_size)
-        _check_value("scheduler", space.scheduler, config.scheduler)
+        if FAMILIES[family].schedule:
+            _check_value("scheduler", space.scheduler, config.scheduler)
+        else:  # schedule-free: never a schedule, and none asked of Optuna
+            assert config.scheduler == "none" and "scheduler" not in trial.params
         assert set(config.task_params) == set(space.task_params)
         for name, value in config.task_params.items():
             _check_value(name, space.task_params[name], value)
@@ -607,9 +611,11 @@ def test_family_prefix_without_that_parameter_is_refused(name: str, data: st.Dat
 def test_empty_choices_are_refused(name: str, text: str) -> None:
     """Only commas and blanks: every kind of knob asks for at least one value."""
     space_error(lambda: parse_float_dist(name, text))  # blanks alone: "must be a number"
-    assert "needs" in space_error(lambda: build_space(params={name: [text]}))
     family = families_with(name)[0]
-    assert "needs" in space_error(lambda: build_space(params={name: [f"{family}={text}"]}))
+    assert "needs" in space_error(lambda: build_space(optimizers=[family],
+                                                      params={name: [text]}))
+    assert "needs" in space_error(lambda: build_space(optimizers=[family],
+                                                      params={name: [f"{family}={text}"]}))
     assert "needs" in space_error(lambda: parse_int_choice("batch_size", text))
     assert "needs" in space_error(lambda: parse_word_choice("scheduler", text, SCHEDULERS))
     assert "needs" in space_error(lambda: parse_task_params({"hidden": text}))

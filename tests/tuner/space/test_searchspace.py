@@ -37,8 +37,13 @@ def test_conditional_parameters_per_family() -> None:
     assert params["rmsprop"] == {"lr", "alpha", "momentum", "eps", "weight_decay"}
     with_momentum = {f for f, p in params.items() if "momentum" in p}
     with_betas = {f for f, p in params.items() if "beta1" in p or "beta2" in p}
-    assert with_momentum == {"momentum", "nesterov", "rmsprop"}
-    assert with_betas == ADAM_FAMILY
+    assert with_momentum == {"momentum", "nesterov", "rmsprop", "muon"}
+    assert with_betas == ADAM_FAMILY | {"schedulefree", "lion", "prodigy"}
+    assert params["muon"] == {"lr", "momentum", "weight_decay", "adam_lr"}
+    assert params["schedulefree"] == {"lr", "beta1", "beta2", "weight_decay", "warmup"}
+    assert params["lion"] == {"lr", "beta1", "beta2", "weight_decay"}
+    assert params["prodigy"] == {"d_coef", "beta1", "beta2", "weight_decay"}
+    assert params["adafactor"] == {"lr", "decay", "weight_decay"}
     # The fixed parts that make the SGD families what they are.
     assert FAMILIES["sgd"].fixed == {"momentum": 0.0}
     assert FAMILIES["momentum"].fixed == {"nesterov": False}
@@ -50,7 +55,8 @@ def test_default_ranges_are_log_for_lr_eps_and_weight_decay() -> None:
     for family, params in space.families.items():
         for name, ps in params.items():
             assert isinstance(ps.dist, Range), (family, name)
-            assert ps.dist.log == (name in ("lr", "eps", "weight_decay")), (family, name)
+            assert ps.dist.log == (name in ("lr", "eps", "weight_decay", "adam_lr", "d_coef")), \
+                (family, name)
             assert ps.dist.low < ps.dist.high
 
 

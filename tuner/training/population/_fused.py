@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from tuner.training.population._batched import _BATCHED
+from tuner.training.population._lion import _LionBatched
 from tuner.training.population._updates import _accumulator, _Update
 
 # Rules with a torch fused kernel, on these device types (as tuner.training.optimizers uses).
@@ -140,4 +141,6 @@ def _make_update(rule: str, groups: list[dict[str, Any]], params: Sequence[torch
         fusable = fusable and all(g["alpha"] < 1 for g in groups)
     if update != "batched" and fusable:
         return _Fused(rule, groups, params)
+    if rule == "lion":  # no torch kernel: the batched rule on every device
+        return _LionBatched(groups, params)
     return _BATCHED[rule](groups, params)

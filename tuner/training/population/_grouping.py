@@ -17,12 +17,13 @@ from tuner.space.families import FAMILIES
 from tuner.training import optimizers
 from tuner.training.population._errors import _first_line
 
-# torch optimizer class → the stacked update rule that implements it. Families that map to
-# the same rule share one update: sgd/momentum/nesterov (per-member momentum and Nesterov
-# flag), adam/adamw (per-member coupled or decoupled weight decay). Rules may mix in one
-# population (see _mixed).
+# optimizer class (a family's torch_class) → the stacked update rule that implements it.
+# Families that map to the same rule share one update: sgd/momentum/nesterov (per-member
+# momentum and Nesterov flag), adam/adamw (per-member coupled or decoupled weight decay).
+# Rules may mix in one population (see _mixed). Muon, Schedule-Free, Prodigy (one step size
+# estimated over all parameters) and Adafactor (host-side norms per parameter) have none.
 _RULES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop",
-          "Adagrad": "adagrad", "NAdam": "nadam", "RAdam": "radam"}
+          "Adagrad": "adagrad", "NAdam": "nadam", "RAdam": "radam", "lion_pytorch:Lion": "lion"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def _torch_group(config: TrialConfig) -> dict[str, Any]:
     """Every hyperparameter of the torch optimizer `fit` would build for `config`, torch's
     defaults filled in; raises what that constructor raises for invalid values."""
     kwargs = optimizers.optimizer_kwargs(config)
-    cls: Any = getattr(torch.optim, FAMILIES[config.optimizer].torch_class)
+    cls: Any = optimizers.optimizer_class(FAMILIES[config.optimizer])
     group = dict(cls([torch.zeros(1, requires_grad=True)], **kwargs).param_groups[0])
     group.pop("params")
     return group

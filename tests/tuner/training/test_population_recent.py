@@ -1,0 +1,78 @@
+"""Populations and the recent families: Lion's batched sign update trains each member as
+lion-pytorch's Lion trains it alone (through `fit`), alone or mixed with other rules; the
+families without a stacked rule train one at a time, and say why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from tasks.digits import DIGITS_MLP
+from tuner.space.config import TrialConfig
+from tuner.training.loop import DeviceData, EpochResult, fit
+from tuner.training.population import fit_population, group_configs
+
+# As tests/tuner/training/test_population.py: four float32 epsilons (README, Populations).
+RTOL = 4 * torch.finfo(torch.float32).eps
+SEEDS = [3, 4, 5]
+LION = [{"lr": 1e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
+        {"lr": 3e-4, "beta1": 0.95, "beta2": 0.98, "weight_decay": 0.1},
+        {"lr": 5e-5, "beta1": 0.8, "beta2": 0.999, "weight_decay": 1.0}]
+
+
+@pytest.fixture(scope="module")
+def digits() -> Iterator[DeviceData]:
+    """790 training digits: 25 steps of 32 per epoch (the last one short), 2 epochs = 50."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order for the solo and the stacked runs
+    data = DIGITS_MLP.read_data()
+    yield DeviceData(data.train_x[:790], data.train_y[:790], data.val_x, data.val_y)
+    torch.set_num_threads(threads)
+
+
+def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int) -> None:
+    assert len(member) == len(solo)
+    for ours, theirs in zip(member, solo, strict=True):
+        assert ours.epoch == theirs.epoch and ours.lr == theirs.lr
+        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=RTOL)
+        assert ours.val_loss == pytest.approx(theirs.val_loss, rel=RTOL)
+        assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
+
+
+@pytest.mark.parametrize("update", ["fused", "batched"])  # Lion has no kernel: both batched
+def test_lion_members_train_as_lion_alone(digits: DeviceData, update: str) -> None:
+    cfgs = [TrialConfig("lion", h, 32, 2, "cosine" if i == 1 else "none")
+            for i, h in enumerate(LION)]
+    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS,
+                             update=update)
+    for member, config, seed in zip(members, cfgs, SEEDS, strict=True):
+        solo = fit(DIGITS_MLP, digits, config, device="cpu", seed=seed)
+        assert_same(member.unwrap(), solo, len(digits.val_x))
+
+
+def test_lion_shares_a_population_with_other_rules(digits: DeviceData) -> None:
+    cfgs = [TrialConfig("adam", {"lr": 1e-3}, 32, 2), TrialConfig("lion", LION[1], 32, 2),
+            TrialConfig("sgd", {"lr": 0.05}, 32, 2), TrialConfig("lion", LION[2], 32, 2)]
+    assert group_configs(cfgs).groups == [[0, 1, 2, 3]]
+    seeds = [0, 1, 2, 3]
+    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=seeds)
+    for member, config, seed in zip(members, cfgs, seeds, strict=True):
+        assert_same(member.unwrap(), fit(DIGITS_MLP, digits, config, device="cpu", seed=seed),
+                    len(digits.val_x))
+
+
+def test_the_other_recent_families_train_alone_and_say_why() -> None:
+    cfgs = [TrialConfig("muon", {"lr": 0.02}, 32, 2),
+            TrialConfig("schedulefree", {"lr": 2.5e-3}, 32, 2),
+            TrialConfig("prodigy", {"d_coef": 1.0}, 32, 2),
+            TrialConfig("adafactor", {"lr": 1e-2}, 32, 2),
+            TrialConfig("lion", LION[0], 32, 2), TrialConfig("lion", LION[1], 32, 2)]
+    grouping = group_configs(cfgs)
+    assert grouping.groups == [[4, 5]]
+    for k, (family, cls) in enumerate([("muon", "Muon"),
+                                       ("schedulefree", "schedulefree:AdamWScheduleFree"),
+                                       ("prodigy", "prodigyopt:Prodigy"),
+                                       ("adafactor", "Adafactor")]):
+        assert grouping.alone[k] == f"{family} ({cls}) has no stacked update rule"
