@@ -562,7 +562,7 @@ def print_task_profile(result: TaskProfile) -> None:
     for entry, score in sorted(result.scores.items(), key=lambda kv: -kv[1]):
         seconds = [result.times[r.task].get(entry) for r in result.reports]
         table.add_row(entry, f"{score:.3f}",
-                      *("never" if t is None else f"{t:.1f}s" for t in seconds))
+                      *("never" if t is None else f"{t:.3g}s" for t in seconds))
     _print_table(table)
     for path in result.files:
         console.print(f"Wrote {path}", markup=False)
