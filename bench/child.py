@@ -97,14 +97,15 @@ def _optuna_calls(clock: Clock) -> None:
 
 def study_opttune(args: argparse.Namespace) -> dict[str, Any]:
     from tuner.search import trial_loop as trials
+    from tuner.search.mlflow_queue import MlflowQueue
     from tuner.search.runner import search
     from tuner.study import claims as budget
     from tuner.training import loop as train
 
     clock = Clock()
     # What the trial loop waits for: MLflow calls go through these two (on the MLflow thread).
-    for name in ("_safe", "_later"):
-        clock.wrap(trials.TrialRunner, name, "mlflow")
+    for name in ("safe", "later"):
+        clock.wrap(MlflowQueue, name, "mlflow")
     _optuna_calls(clock)
     clock.wrap(budget, "claim_next", "trial", nested=True)  # taking the next trial, under lock
     clock.wrap(trials.TrialRunner, "run_one", "trial", nested=True)

@@ -23,6 +23,12 @@ rate of a 2048² matmul measured in the same run, with every other cost gone. On
 over that floor is the most any population, of any size, can gain on this machine; a target
 above it cannot hold here, and the CPU target line says so.
 
+`--families adam,muon` times each family with a stacked rule the same way (each family's
+trials against its own one at a time and its own processes at once): the Muon rows ("K=8
+muon") measure its Newton-Schulz iteration batched over the members' hidden matrices
+(bfloat16 batched matrix products), against torch's Muon on one trial at a time. Muon's
+trials spread their lr over its family's range, its other settings at their defaults.
+
 Validation runs on a small slice (--val-limit), so that the numbers are the training's.
 Each side keeps its best of --reps: only ratios measured side by side mean anything on a
 shared machine. `--clock cpu` times the process's CPU seconds instead of the wall clock
@@ -45,13 +51,35 @@ BATCH_SIZE = 128
 MATMUL_N = 2048  # the floor's matmul: n×n by n×n, float32
 
 
-def _configs(k: int, epochs: int) -> list[Any]:
+def _configs(k: int, epochs: int, family: str = "adam") -> list[Any]:
     from tuner.space.config import TrialConfig
+    from tuner.space.families import FAMILIES
 
-    # lr spread over two decades, as a sampler would try them
-    return [TrialConfig("adam", {"lr": 1e-4 * 100 ** (i / max(1, k - 1))}, BATCH_SIZE,
-                        epochs)
+    if family == "adam":
+        # lr spread over two decades, as a sampler would try them
+        return [TrialConfig("adam", {"lr": 1e-4 * 100 ** (i / max(1, k - 1))}, BATCH_SIZE,
+                            epochs)
+                for i in range(k)]
+    # Another family: lr over its range, its other hyperparameters at their defaults.
+    params = {p.name: p for p in FAMILIES[family].params}
+    low, high = params["lr"].low, params["lr"].high
+    defaults = {name: p.default for name, p in params.items()}
+    return [TrialConfig(family, {**defaults, "lr": low * (high / low) ** (i / max(1, k - 1))},
+                        BATCH_SIZE, epochs)
             for i in range(k)]
+
+
+def _unstackable(family: str) -> str | None:
+    """Why `family` cannot be timed as a population, or None."""
+    from tuner.space.families import FAMILIES
+    from tuner.training.population import group_configs
+
+    if family not in FAMILIES:
+        return f"unknown family {family!r}; known: {', '.join(FAMILIES)}"
+    if "lr" not in {p.name for p in FAMILIES[family].params}:
+        return f"{family} has no lr to spread over its members"
+    alone = group_configs(_configs(2, 1, family)).alone
+    return alone.get(0)
 
 
 def _device_data(task_name: str, train_limit: int | None, val_limit: int,
@@ -74,7 +102,8 @@ def _synced(device: str) -> None:
 
 
 def _one_of_many(task_name: str, train_limit: int | None, val_limit: int, epochs: int,
-                 device: str, seed: int, ready: Any, results: Any) -> None:
+                 device: str, seed: int, ready: Any, results: Any,
+                 family: str = "adam") -> None:
     """One of the processes at once: its data read and a warm-up trial, then one timed
     trial when all are ready (on the CPU with one thread, as `--jobs` gives each)."""
     import torch
@@ -84,7 +113,7 @@ def _one_of_many(task_name: str, train_limit: int | None, val_limit: int, epochs
     if device == "cpu":
         torch.set_num_threads(1)
     task, data = _device_data(task_name, train_limit, val_limit, device)
-    config = _configs(1, epochs)[0]
+    config = _configs(1, epochs, family)[0]
     fit(task, data, config, device=device, seed=seed)  # warm-up, untimed
     _synced(device)
     ready.wait()
@@ -95,12 +124,13 @@ def _one_of_many(task_name: str, train_limit: int | None, val_limit: int, epochs
 
 
 def _at_once(task_name: str, train_limit: int | None, val_limit: int, epochs: int,
-             device: str, processes: int) -> float:
+             device: str, processes: int, family: str = "adam") -> float:
     """Wall seconds for `processes` processes to train one trial each, side by side."""
     context = multiprocessing.get_context("spawn")
     ready, results = context.Barrier(processes + 1), context.Queue()
     procs = [context.Process(target=_one_of_many, args=(task_name, train_limit, val_limit,
-                                                        epochs, device, seed, ready, results))
+                                                        epochs, device, seed, ready, results,
+                                                        family))
              for seed in range(processes)]
     for proc in procs:
         proc.start()
@@ -145,44 +175,53 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     print(f"\n{task_name}: {len(data.train_x)} training samples, batch {BATCH_SIZE}, {args.epochs} "
           f"epoch(s) on {device}; load {load():.1f}", flush=True)
 
-    def alone() -> float:
-        start = clock()
-        fit(task, data, _configs(1, args.epochs)[0], device=device, seed=0)
-        _synced(device)
-        return clock() - start
-
-    def at_once() -> float:
-        return _at_once(task_name, limit, args.val_limit, args.epochs, device, args.processes)
-
+    families = args.families
     gflops: list[float] = []
 
     def matmul() -> float:
         gflops.append(matmul_gflops(MATMUL_N, 1))
         return 0.0
 
-    sides: dict[str, Any] = {"alone": alone}
-    if args.processes > 1:
-        sides["at_once"] = at_once
+    sides: dict[str, Any] = {}
+    trials: dict[str, int] = {}
+    family_of: dict[str, str] = {}
+    for family in families:
+        def alone(family: str = family) -> float:
+            start = clock()
+            fit(task, data, _configs(1, args.epochs, family)[0], device=device, seed=0)
+            _synced(device)
+            return clock() - start
+
+        def at_once(family: str = family) -> float:
+            return _at_once(task_name, limit, args.val_limit, args.epochs, device,
+                            args.processes, family)
+
+        suffix = "" if family == families[0] else f" {family}"
+        sides["alone" + suffix], trials["alone" + suffix] = alone, 1
+        if args.processes > 1:
+            sides["at_once" + suffix], trials["at_once" + suffix] = at_once, args.processes
+        family_of["alone" + suffix] = family_of["at_once" + suffix] = family
     # Not on a GPU, whose small steps are bound by kernel launches; nor in CPU seconds, which
     # count both threads of the matmul.
     floor = not device.startswith("cuda") and args.clock == "wall"
     if floor:
         sides["matmul"] = matmul
-    trials = {"alone": 1, "at_once": args.processes}
-    for k in ks:
-        for update in args.updates:
-            def population(k: int = k, update: str = update) -> float:
-                start = clock()
-                members = fit_population(task, data, _configs(k, args.epochs), device=device,
-                                         seeds=list(range(k)), update=update,
-                                         forward=args.forward)
-                _synced(device)
-                seconds = clock() - start
-                assert all(m.stopped is None for m in members)
-                return seconds
+    for family in families:
+        for k in ks:
+            for update in args.updates:
+                def population(k: int = k, update: str = update, family: str = family
+                               ) -> float:
+                    start = clock()
+                    members = fit_population(task, data, _configs(k, args.epochs, family),
+                                             device=device, seeds=list(range(k)),
+                                             update=update, forward=args.forward)
+                    _synced(device)
+                    seconds = clock() - start
+                    assert all(m.stopped is None for m in members)
+                    return seconds
 
-            name = _side(k, update, args.updates)
-            sides[name], trials[name] = population, k
+                name = _side(k, update, args.updates, family, families)
+                sides[name], trials[name], family_of[name] = population, k, family
     times = interleaved(sides, reps)
     times.pop("matmul", None)
     n = args.processes
@@ -190,19 +229,30 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     if floor:
         peak = max(gflops)
         per["floor"] = _epoch_flops(task, data, BATCH_SIZE) / (peak * 1e9)
-    per_at_once = per.get("at_once")
+        family_of["floor"] = families[0]  # the matrix products of any family's step
+
+    def own(side: str, name: str) -> float | None:
+        """`side` ("alone", "at_once") of the family that `name` measured."""
+        family = family_of[name]
+        return per.get(side if family == families[0] else f"{side} {family}")
+
     print(f"{'side':>24} {'s/trial-epoch':>14} {'trial-epochs/h':>15} {'x alone':>8} "
           f"{f'x {n} at once':>12}   (best of {reps})")
     rows = []
     for name, seconds in per.items():
+        family = family_of[name]
+        suffix = "" if family == families[0] else f" ({family})"
         label = {"alone": "one at a time", "at_once": f"{n} at once",
-                 "floor": "floor"}.get(name, f"population {name}")
+                 "floor": "floor"}.get(name.split()[0], f"population {name}")
+        label += suffix if name.split()[0] in ("alone", "at_once") else ""
+        per_alone, per_at_once = own("alone", name), own("at_once", name)
+        assert per_alone is not None
         versus = f"{per_at_once / seconds:>11.2f}x" if per_at_once else f"{'-':>12}"
         print(f"{label:>24} {seconds:>14.4f} {3600 / seconds:>15.0f} "
-              f"{per['alone'] / seconds:>7.2f}x {versus}", flush=True)
-        rows.append({"task": task_name, "side": name, "device": device, "processes": n,
-                     "seconds_per_trial_epoch": seconds,
-                     "versus_alone": per["alone"] / seconds,
+              f"{per_alone / seconds:>7.2f}x {versus}", flush=True)
+        rows.append({"task": task_name, "side": name, "family": family, "device": device,
+                     "processes": n, "seconds_per_trial_epoch": seconds,
+                     "versus_alone": per_alone / seconds,
                      "versus_at_once": per_at_once / seconds if per_at_once else None})
     if floor:
         print(f"floor: the trial-epoch's matrix products alone at the rate of a {MATMUL_N}² "
@@ -211,9 +261,12 @@ def _task_rows(task_name: str, args: argparse.Namespace, ks: list[int], reps: in
     return rows
 
 
-def _side(k: int, update: str, updates: list[str]) -> str:
-    """A population side's name: "K=8" for the first update kind, "K=8 batched" for others."""
-    return f"K={k}" if update == updates[0] else f"K={k} {update}"
+def _side(k: int, update: str, updates: list[str], family: str = "adam",
+          families: tuple[str, ...] | list[str] = ("adam",)) -> str:
+    """A population side's name: "K=8" for the first update kind and family, "K=8 batched"
+    for other update kinds, "K=8 muon" (and "K=8 batched muon") for other families."""
+    name = f"K={k}" if update == updates[0] else f"K={k} {update}"
+    return name if family == families[0] else f"{name} {family}"
 
 
 def _target_line(row: dict[str, Any], key: str, target: float) -> str:
@@ -223,14 +276,17 @@ def _target_line(row: dict[str, Any], key: str, target: float) -> str:
             f"{'holds' if got >= target else 'does NOT hold'}")
 
 
-# The CPU target (issue: populations): K=8 on fashion-mnist-mlp, >= 2x one at a time.
+# The CPU target (issue: populations): K=8 on fashion-mnist-mlp, >= 2x one at a time, for
+# the bench's Adam trials.
 CPU_TARGET = {"task": "fashion-mnist-mlp", "side": "K=8", "versus_alone": 2.0}
+TARGET_FAMILY = "adam"
 
 
 def _cpu_target(rows: list[dict[str, Any]]) -> list[str]:
     """The CPU target's line: what was measured, whether it holds, and whether it could
     (the floor row's ratio is the most any population gains here)."""
-    mine = {row["side"]: row for row in rows if row["task"] == CPU_TARGET["task"]}
+    mine = {row["side"]: row for row in rows if row["task"] == CPU_TARGET["task"]
+            and row.get("family", TARGET_FAMILY) == TARGET_FAMILY}
     if CPU_TARGET["side"] not in mine:
         return []
     target = CPU_TARGET["versus_alone"]
@@ -254,7 +310,8 @@ def _gpu_targets(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         # "K=64" and, where other update kinds were timed, "K=64 batched" …
         if row["task"] == GPU_TARGETS["task"] and \
-                row["side"].split()[0] == GPU_TARGETS["side"]:
+                row["side"].split()[0] == GPU_TARGETS["side"] and \
+                row.get("family", TARGET_FAMILY) == TARGET_FAMILY:
             for key in ("versus_alone", "versus_at_once"):
                 if row[key] is not None:
                     lines.append(_target_line(row, key, GPU_TARGETS[key]))
@@ -286,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                              "each [auto; on a GPU: auto,batched, to see which update the "
                              "auto choice should take there]")
     parser.add_argument("--forward", default="auto", help="auto, vmap or bmm")
+    parser.add_argument("--families", default="adam",
+                        help="comma list of optimizer families with a stacked rule, each "
+                             "timed on its own (e.g. adam,muon: the Muon rows) [%(default)s]")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall-clock or process CPU seconds [%(default)s]")
     parser.add_argument("--out", default=None, help="write the rows as JSON")
@@ -314,13 +374,19 @@ def main(argv: list[str] | None = None) -> int:
         if update not in UPDATES:
             parser.error(f"--update takes {', '.join(UPDATES)} or a comma list of them, but "
                          f"got {update!r}")
+    args.families = args.families.split(",")
+    for family in args.families:
+        reason = _unstackable(family)
+        if reason is not None:
+            parser.error(f"--families: {family} cannot be timed as a population: {reason}")
     if args.clock == "cpu":
         if gpu:
             parser.error("--clock cpu times the CPU; a GPU's work is timed by the wall clock")
         args.processes = 1  # several processes' CPU seconds are not this process's
     where = torch.cuda.get_device_name(args.device) if gpu else f"{cores()} core(s)"
     print(f"{torch.get_num_threads()} torch thread(s), {where}; "
-          f"update={','.join(args.updates)}, forward={args.forward}, {args.clock} clock")
+          f"update={','.join(args.updates)}, forward={args.forward}, {args.clock} clock, "
+          f"families {','.join(args.families)}")
     rows = [row for name in args.tasks.split(",")
             for row in _task_rows(name.strip(), args, ks, reps, limit)]
     for line in (_gpu_targets(rows) if gpu else _cpu_target(rows)):

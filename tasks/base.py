@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.data import TaskData
-from tasks.losses import LOSSES, objective
+from tasks.losses import LOSSES, Direction, objective
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +80,7 @@ class Task:
         return objective(self.loss)[0]
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Direction:
         return objective(self.loss)[1]
 
     def read_data(self, *, data_dir: str | Path | None = None) -> TaskData:

@@ -11,15 +11,18 @@ same mean the training loss takes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
 
 LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
+# Which way the objective goes; defined here, beside the loss that decides it, because tasks sit
+# below the study. tuner.study.direction holds what follows from it (comparisons, wording).
+Direction = Literal["maximize", "minimize"]
 
 
-def objective(loss: str) -> tuple[str, str]:
+def objective(loss: str) -> tuple[str, Direction]:
     """(metric, direction) of a task with this loss."""
     return ("val_acc", "maximize") if loss == "cross_entropy" else ("val_mse", "minimize")
 

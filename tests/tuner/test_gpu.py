@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from tuner.cli.commands import cli
 from tuner.search.runner import search
-from tuner.study.records import OWNER_ATTR
+from tuner.study.trial_attrs import OWNER_ATTR
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(),
                                  reason="needs a CUDA device (torch.cuda.is_available())"),

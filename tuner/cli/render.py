@@ -20,7 +20,6 @@ from rich.text import Text
 
 from tuner.results.paired import paired_text
 from tuner.results.records import (
-    TRAINING_KEYS,
     BestTrial,
     Comparison,
     GroupStats,
@@ -34,7 +33,9 @@ from tuner.results.records import (
 )
 from tuner.search.events import NullObserver, TrialOutcome
 from tuner.space.families import ALL_PARAM_NAMES, AUTHORS_DEFAULTS
+from tuner.study.direction import short, wording
 from tuner.study.stores import redact
+from tuner.study.trial_record import TRAINING_KEYS
 
 if TYPE_CHECKING:
     from tuner.results.benchmark_profile import TaskProfile
@@ -133,7 +134,7 @@ def print_tasks(tasks: list[TaskSummary]) -> None:
     for column in ("task", "what it trains", "data", "model", "params", "objective"):
         table.add_column(column, no_wrap=column in ("task", "objective"))
     for t in tasks:
-        objective = f"{t.metric} ({'max' if t.direction == 'maximize' else 'min'})"
+        objective = f"{t.metric} ({short(t.direction)})"
         model = t.model + ("\ntask params: " + ", ".join(
             f"{k}={v}" for k, v in t.hyperparams.items()) if t.hyperparams else "")
         table.add_row(t.name, t.summary, t.data, model, _count(t.parameters), objective)
@@ -237,9 +238,8 @@ def print_search_summary(result: SearchResult, summary: SearchSummary) -> None:
                       f"runs more.")
         return
     if summary.top:
-        better = "higher" if summary.direction == "maximize" else "lower"
-        table = Table(title=f"Top trials of {summary.study} ({summary.metric}, {better} is "
-                            f"better)", title_justify="left")
+        table = Table(title=f"Top trials of {summary.study} ({summary.metric}, "
+                            f"{wording(summary.direction)})", title_justify="left")
         for column in ("trial", summary.metric, "optimizer", "config", "epochs", "seconds"):
             table.add_column(column)
         for r in summary.top:
@@ -371,7 +371,7 @@ def print_best(best: BestTrial) -> None:
     t = best.trial
     console.print(f"Best trial of [bold]{best.study}[/]: #{t.number}, {t.metric} = "
                   f"[bold]{_fmt(t.value)}[/] "
-                  f"({'higher' if best.direction == 'maximize' else 'lower'} is better)")
+                  f"({wording(best.direction)})")
     table = _table("Configuration", ("parameter", "value"))
     table.add_row("optimizer", str(t.optimizer))
     for key, value in [*t.params.items(), ("batch_size", t.batch_size), ("epochs", t.epochs),
@@ -407,8 +407,7 @@ def print_compare(result: Comparison) -> None:
     by, studies = result.by, result.studies
     if len(studies) == 1:
         s = studies[0]
-        better = "higher" if s.direction == "maximize" else "lower"
-        table = _table(f"{s.study}: {s.metric} by {by} ({better} is better; median and IQR of "
+        table = _table(f"{s.study}: {s.metric} by {by} ({wording(s.direction)}; median and IQR of "
                        f"complete trials; gain = tuned best vs PyTorch defaults)",
                        (by, "trials", "complete", "pruned", "failed", "best", "median", "IQR",
                         "defaults", "gain", "mean s"), wide=(by,))
@@ -583,11 +582,10 @@ def print_benchmark(report: BenchmarkReport) -> None:
     Adam), the headline comparison, how to read them, files."""
     from tuner.results.benchmark_files import reading, target_text
 
-    better = "higher" if report.direction == "maximize" else "lower"
     several = len(report.schedules) > 1
     target = "-" if report.target is None else f"{report.target:.4f}"
     table = _table(f"Benchmark {report.benchmark} · task {report.task} · {report.metric} on "
-                   f"the test split, {report.seeds} seed(s) per cell ({better} is better)",
+                   f"the test split, {report.seeds} seed(s) per cell ({wording(report.direction)})",
                    (*(("schedule",) if several else ()), "optimizer", "budget", "median",
                     "min–max", "diverged", "vs " + (report.baseline or "baseline"),
                     "paired\n[95% CI]", f"to {target}\nepochs / s", "trials", "setting",
@@ -607,9 +605,9 @@ def print_benchmark(report: BenchmarkReport) -> None:
         console.print(f"Best one-shot by validation ({head.schedule}): {head.oneshot}. Tuned "
                       f"({head.budget}) against it, paired: {rows}", markup=False)
     if report.baseline is None:
-        console.print("No change column: it compares each cell with one-shot Adam, which this "
-                      "benchmark does not run (add adam to --optimizers and oneshot to "
-                      "--budgets).", style="dim")
+        console.print("No change column: it compares each cell with a one-shot cell (Adam's, "
+                      "else the first optimizer's), which this benchmark does not run (add "
+                      "oneshot to --budgets).", style="dim")
     console.print(reading(report), style="dim", markup=False)
     console.print(f"Searches: {', '.join(report.studies) or 'none (one-shot only)'} · data: "
                   f"{report.data_source}", style="dim")

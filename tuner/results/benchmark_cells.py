@@ -3,7 +3,7 @@ the statistics the protocol asks for.
 
 Rules (each in one place, here):
 
-* **Every seed counts.** A re-run that diverged scores the worst value (:func:`worst_value`:
+* **Every seed counts.** A re-run that diverged scores the worst value (``direction.worst_value``:
   accuracy 0, the lowest it can be; for a minimised metric such as MSE, +inf), so a cell's
   median, range and paired interval include it, and the cell says ``k/n diverged``.
 * **The change** of a cell is against one-shot Adam *under the same schedule*, so a schedule
@@ -38,7 +38,6 @@ from tuner.results.benchmark_report import (
     chosen_trial,
     families_under,
     family_study,
-    is_benchmark,
     oneshot_key,
     trial_source,
     within_budget,
@@ -46,18 +45,19 @@ from tuner.results.benchmark_report import (
 from tuner.results.paired import paired_change
 from tuner.results.profile import median_time_to_target
 from tuner.results.tunability import tunability_curve
+from tuner.study import trial_attrs
+from tuner.study.direction import (
+    Direction,
+    as_direction,
+    best_of,
+    improvement,
+    unbounded_worst,
+    worst_value,
+)
+from tuner.study.meta import is_benchmark
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
-
-
-def worst_value(metric: str, direction: str) -> float:
-    """What a diverged re-run scores: the worst its metric can be. Accuracy cannot go below
-    0; an objective minimised without an upper bound (MSE) is +inf; maximised without a lower
-    bound, -inf."""
-    if direction == "maximize":
-        return 0.0 if metric.endswith("acc") else -math.inf
-    return math.inf
 
 
 def read_report(storage: Any, name: str) -> BenchmarkReport:
@@ -75,12 +75,13 @@ def read_report(storage: Any, name: str) -> BenchmarkReport:
 
 def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkReport:
     """The report of the benchmark whose record has user attributes `attrs`."""
-    from tuner.study.records import exists, load_study, objective_of
+    from tuner.study.meta import objective_of
+    from tuner.study.records import exists, load_study
 
     settings = attrs["settings"]
     budgets = [Budget(b["label"], b["trials"]) for b in settings["budgets"]]
     seeds, schedules = int(settings["seeds"]), list(settings["schedules"])
-    metric, direction = attrs["objective"]["metric"], attrs["objective"]["direction"]
+    metric, direction = attrs["objective"]["metric"], as_direction(attrs["objective"]["direction"])
     worst = worst_value(metric, direction)
     reruns = {k[len(RERUN_PREFIX):]: v for k, v in attrs.items() if k.startswith(RERUN_PREFIX)}
     cells: list[BenchmarkCell] = []
@@ -106,15 +107,17 @@ def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkR
                                    validation=(attrs.get(oneshot_key(family, schedule))
                                                or {}).get("value"),
                                    direction=direction, worst=worst))
-    cells = _with_changes(cells, direction, worst)
-    target, target_source = _target(settings, cells, schedules[0])
+    reference = reference_family(settings["optimizers"])
+    cells = _with_changes(cells, direction, worst, reference=reference)
+    target, target_source = _target(settings, cells, schedules[0], reference)
     if target is not None:
         cells = [_with_target(c, target, direction) for c in cells]
     mlflow = attrs.get("mlflow", {})
     return BenchmarkReport(
         benchmark=name, task=attrs["task"], metric=metric, direction=direction,
         budgets=[b.label for b in budgets], seeds=seeds,
-        baseline=" ".join(BASELINE) if any(_is_baseline(c) for c in cells) else None,
+        baseline=f"{reference} {ONESHOT}" if any(_is_baseline(c, reference) for c in cells)
+        else None,
         cells=cells, studies=studies, data_source=attrs["data_source"],
         run_id=mlflow.get("run_id", ""), experiment_id=mlflow.get("experiment_id", ""),
         tunability=curves, tuning_metric=tuning_metric, schedules=schedules, worst=worst,
@@ -125,7 +128,7 @@ def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkR
 
 def _cell(family: str, schedule: str, budget: Budget, trials: list[FrozenTrial],
           reruns: Mapping[str, Any], *, seeds: int, oneshot: dict[str, Any],
-          validation: float | None, direction: str, worst: float) -> BenchmarkCell:
+          validation: float | None, direction: Direction, worst: float) -> BenchmarkCell:
     tuned = within_budget(trials, budget.trials)
     tuning = sum(t.duration.total_seconds() for t in tuned if t.duration is not None)
     chosen = chosen_trial(trials, budget.trials, direction) if budget.trials else None
@@ -135,7 +138,7 @@ def _cell(family: str, schedule: str, budget: Budget, trials: list[FrozenTrial],
     elif budget.trials and chosen is None:
         missing = f"none of its {budget.trials} trials completed"
     source = ONESHOT if not budget.trials else (trial_source(chosen.number) if chosen else "")
-    setting = dict(chosen.user_attrs.get("config", {})) if chosen else dict(oneshot)
+    setting = (trial_attrs.config(chosen) or {}) if chosen else dict(oneshot)
     scores = [_score(reruns[key]) for i in range(seeds)
               if source and (key := f"{family}:{schedule}:{source}:{i}") in reruns]
     if missing is None and len(scores) < seeds:
@@ -164,22 +167,29 @@ def _scored(score: SeedScore, worst: float) -> float:
     return worst if score.value is None else float(score.value)
 
 
-def _is_baseline(cell: BenchmarkCell) -> bool:
-    return (cell.optimizer, cell.budget) == BASELINE
+def reference_family(optimizers: Sequence[str]) -> str:
+    """The optimizer whose one-shot cells every change is against: Adam, the paper's reference
+    point, when the benchmark compares it; else the first optimizer given (a benchmark of
+    newer optimizers still gets a change column, against the one the user named first)."""
+    return BASELINE[0] if BASELINE[0] in optimizers or not optimizers else optimizers[0]
 
 
-def _with_changes(cells: list[BenchmarkCell], direction: str,
-                  worst: float | None = None) -> list[BenchmarkCell]:
-    """Each cell's median against its schedule's one-shot Adam: positive is better, for an
-    objective maximised (accuracy) or minimised (MSE) alike, as `compare`'s gain; and its
-    re-runs against Adam's paired by seed index, with a bootstrap interval (`paired`)."""
+def _is_baseline(cell: BenchmarkCell, reference: str = BASELINE[0]) -> bool:
+    return (cell.optimizer, cell.budget) == (reference, ONESHOT)
+
+
+def _with_changes(cells: list[BenchmarkCell], direction: Direction,
+                  worst: float | None = None, *,
+                  reference: str = BASELINE[0]) -> list[BenchmarkCell]:
+    """Each cell's median against its schedule's one-shot `reference` (Adam): positive is
+    better, for an objective maximised (accuracy) or minimised (MSE) alike, as `compare`'s
+    gain; and its re-runs against the reference's paired by seed index, with a bootstrap
+    interval (`paired`)."""
     import dataclasses
 
-    from tuner.study.records import improvement
-
     if worst is None:
-        worst = -math.inf if direction == "maximize" else math.inf
-    baselines = {c.schedule: c for c in cells if _is_baseline(c)}
+        worst = unbounded_worst(direction)
+    baselines = {c.schedule: c for c in cells if _is_baseline(c, reference)}
     out: list[BenchmarkCell] = []
     for c in cells:
         base = baselines.get(c.schedule)
@@ -200,16 +210,17 @@ def _by_seed(cell: BenchmarkCell, worst: float) -> dict[int, float]:
 
 
 def _target(settings: Mapping[str, Any], cells: Sequence[BenchmarkCell],
-            first: str) -> tuple[float | None, str]:
+            first: str, reference: str) -> tuple[float | None, str]:
     if settings.get("target") is not None:
         return float(settings["target"]), "--target"
-    base = next((c for c in cells if _is_baseline(c) and c.schedule == first), None)
+    base = next((c for c in cells if _is_baseline(c, reference) and c.schedule == first),
+                None)
     if base is None or base.median is None or base.missing:
         return None, ""
-    return base.median, f"one-shot Adam's median ({first})"
+    return base.median, f"one-shot {reference}'s median ({first})"
 
 
-def _with_target(cell: BenchmarkCell, target: float, direction: str) -> BenchmarkCell:
+def _with_target(cell: BenchmarkCell, target: float, direction: Direction) -> BenchmarkCell:
     import dataclasses
 
     if not cell.scores:
@@ -219,20 +230,19 @@ def _with_target(cell: BenchmarkCell, target: float, direction: str) -> Benchmar
 
 
 def _headline(cells: Sequence[BenchmarkCell], schedules: Sequence[str],
-              budgets: Sequence[Budget], direction: str, worst: float) -> list[Headline]:
+              budgets: Sequence[Budget], direction: Direction, worst: float) -> list[Headline]:
     """Per schedule: the one-shot cell whose setting validated best, against each optimizer's
     cell at the smallest tuning budget (see the module docstring)."""
     tuned = [b for b in budgets if b.trials]
     if not tuned or not any(b.trials == 0 for b in budgets):
         return []
-    sign = 1.0 if direction == "maximize" else -1.0
     out: list[Headline] = []
     for schedule in schedules:
         oneshots = [c for c in cells if c.schedule == schedule and c.budget == ONESHOT
                     and c.validation is not None and math.isfinite(c.validation)]
         if not oneshots:
             continue
-        best = max(oneshots, key=lambda c: sign * float(c.validation or 0.0))
+        best = best_of(oneshots, key=lambda c: float(c.validation or 0.0), direction=direction)
         rows = {c.optimizer: paired_change(_by_seed(c, worst), _by_seed(best, worst),
                                            direction=direction)
                 for c in cells if c.schedule == schedule and c.budget == tuned[0].label}

@@ -11,6 +11,7 @@ from typing import Any
 from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
 from tuner.results.paired import paired_text
 from tuner.results.records import to_json_data
+from tuner.study.direction import short
 from tuner.study.names import folder_name
 
 
@@ -82,15 +83,16 @@ def target_text(cell: BenchmarkCell) -> str:
 def reading(report: BenchmarkReport) -> str:
     """How to read the table, in one paragraph (also under the terminal's table)."""
     worst = f"{report.worst:g}"
-    target = ("no target (no one-shot Adam cell, and no --target)" if report.target is None
+    target = ("no target (no one-shot reference cell, and no --target)"
+              if report.target is None
               else f"the target {report.target:.4f} is {report.target_source}")
+    base = report.baseline or "baseline"
     return (f"Every re-run counts: a diverged one scores {worst}, the worst {report.metric} "
-            f"can be. vs {report.baseline or 'baseline'}: the median minus one-shot Adam's "
-            f"under the same schedule. paired: the mean of the per-seed differences from that "
-            f"Adam cell, with a 95% percentile bootstrap interval; * marks an interval that "
-            f"excludes 0, the only changes this table supports. Positive is better. Time to "
-            f"target: median epochs and training seconds to first reach it on the test split; "
-            f"{target}.")
+            f"can be. vs {base}: the median minus {base}'s under the same schedule. paired: "
+            f"the mean of the per-seed differences from that cell, with a 95% percentile "
+            f"bootstrap interval; * marks an interval that excludes 0, the only changes this "
+            f"table supports. Positive is better. Time to target: median epochs and training "
+            f"seconds to first reach it on the test split; {target}.")
 
 
 def _num(value: float | None, *, sign: bool = False) -> str:
@@ -184,7 +186,7 @@ def _tunability_png(report: BenchmarkReport, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     metric = report.tuning_metric or "validation value"
-    best = "max" if report.direction == "maximize" else "min"
+    best = short(report.direction)
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     try:
         for schedule, curves in report.tunability.items():

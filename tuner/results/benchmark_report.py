@@ -19,10 +19,9 @@ from tuner.errors import OpttuneError
 from tuner.results.paired import PairedChange
 from tuner.results.profile import TargetTime
 from tuner.results.records import HIDDEN
-from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
+from tuner.study.direction import Direction
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.trial import FrozenTrial
 
 RERUN_PREFIX = "rerun:"
@@ -168,7 +167,7 @@ class BenchmarkReport:
     benchmark: str
     task: str
     metric: str  # test_acc or test_mse
-    direction: str
+    direction: Direction
     budgets: list[str]
     seeds: int
     baseline: str | None  # "adam oneshot" when it is part of the benchmark
@@ -192,10 +191,6 @@ class BenchmarkReport:
     headline: list[Headline] = field(default_factory=list)
 
 
-def is_benchmark(study: optuna.Study | Any) -> bool:
-    return bool(study.user_attrs.get(KIND_ATTR) == BENCHMARK_KIND)
-
-
 def check_protocol(name: str, settings: Mapping[str, Any]) -> None:
     """Refuse a record written under the first protocol: its cells mean something else."""
     if settings.get("protocol") != PROTOCOL:
@@ -206,7 +201,7 @@ def check_protocol(name: str, settings: Mapping[str, Any]) -> None:
 
 
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
-                 direction: str) -> FrozenTrial | None:
+                 direction: Direction) -> FrozenTrial | None:
     """The best complete trial within the budget: the setting its re-runs train."""
     from tuner.study.records import best_complete
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuner.study.meta import is_benchmark, mlflow_ids_of, settings_of
 from tuner.study.stores import redact
 
 
@@ -25,7 +26,7 @@ def _describe(study: Any) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     return {"study": study.study_name, "trials": len(trials),
             "running": sum(t.state.name == "RUNNING" for t in trials),
-            "experiment_id": (study.user_attrs.get("mlflow") or {}).get("experiment_id")}
+            "experiment_id": mlflow_ids_of(study).experiment_id or None}
 
 
 def delete_study(name: str, *, home: str | Path | None = None, storage: str | None = None,
@@ -33,23 +34,24 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
     """Remove study `name` from the Optuna store and mark its MLflow experiment deleted."""
     import optuna
 
-    from tuner.results.benchmark_report import is_benchmark, search_studies
+    from tuner.results.benchmark_report import search_studies
     from tuner.results.queries import open_study
     from tuner.study.optuna_adapter import storage_of
 
     stores, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
     info = _describe(study)
-    settings = study.user_attrs.get("settings") or {}
-    if is_benchmark(study):  # the benchmark, with its searches
+    benchmark = is_benchmark(study)
+    settings = study.user_attrs.get("settings") or {}  # a benchmark's: its own kind
+    of_benchmark = not benchmark and settings_of(study).benchmark  # read before it goes
+    if benchmark:  # the benchmark, with its searches
         # A first-protocol benchmark's searches were NAME.FAMILY: those go too.
         stored = set(_names(study))
         for search in {*search_studies(name, settings),
                        *(f"{name}.{family}" for family in settings.get("optimizers", []))}:
             if search in stored:
                 optuna.delete_study(study_name=search, storage=storage_of(study))
-    benchmark = is_benchmark(study)
     optuna.delete_study(study_name=name, storage=storage_of(study))
-    if settings.get("benchmark") and not benchmark:
+    if of_benchmark:
         # One search of a benchmark: its runs go, the benchmark's experiment stays.
         info["mlflow"] = _delete_runs(stores, info["experiment_id"], name)
     else:

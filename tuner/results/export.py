@@ -8,9 +8,10 @@ from pathlib import Path
 
 from tuner.errors import OpttuneError
 from tuner.results.queries import open_study
-from tuner.results.records import StudyTrials, WrittenFile, read_trial, to_csv_rows, to_json_data
-from tuner.study.records import objective_of
+from tuner.results.records import StudyTrials, WrittenFile, to_csv_rows, to_json_data
+from tuner.study.meta import objective_of, task_of
 from tuner.study.stores import redact
+from tuner.study.trial_record import read_trial
 
 
 def export_study(name: str, output: str | Path, *, home: str | Path | None = None,
@@ -25,7 +26,7 @@ def export_study(name: str, output: str | Path, *, home: str | Path | None = Non
     records = [read_trial(t, metric=metric) for t in study.get_trials(deepcopy=False)]
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "json":
-        document = StudyTrials(study=name, task=study.user_attrs.get("task"), metric=metric,
+        document = StudyTrials(study=name, task=task_of(study), metric=metric,
                                direction=direction, storage=redact(stores.storage_url),
                                trials=records)
         path.write_text(json.dumps(to_json_data(document), indent=2, default=str) + "\n",

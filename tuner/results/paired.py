@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.study.direction import Direction, improvement
+
 
 @dataclass(frozen=True)
 class PairedChange:
@@ -41,14 +43,12 @@ class PairedChange:
     differs: bool  # the interval excludes 0
 
 
-def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direction: str,
+def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direction: Direction,
                   level: float = 0.95, resamples: int = 10_000,
                   seed: int = 0) -> PairedChange | None:
     """`ours` against `base`, both by seed index, paired on the indices with a value (not
     None or NaN; +-inf counts) on both sides; None with fewer than 2 pairs."""
     import numpy as np
-
-    from tuner.study.records import improvement
 
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, not {level!r}")

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import OpttuneError
-from tuner.results.records import WrittenFile, read_trial
+from tuner.results.records import WrittenFile
+from tuner.study.direction import best_of
+from tuner.study.trial_record import read_trial
 
 KINDS = ("history", "importance", "parallel", "slice", "contour", "curves")
 STATIC_SUFFIXES = (".png", ".svg", ".pdf")
@@ -32,7 +34,7 @@ def write_plot(name: str, *, kind: str, output: str | Path,
                storage: str | None = None, tracking_uri: str | None = None) -> WrittenFile:
     """Draw `kind` for study `name` into `output`; its suffix picks HTML or a static image."""
     from tuner.results.queries import open_study
-    from tuner.study.records import objective_of
+    from tuner.study.meta import objective_of
 
     path = Path(output).expanduser()
     suffix = path.suffix.lower()
@@ -176,18 +178,19 @@ def best_curves(study: Any) -> list[tuple[str, list[int], list[float]]]:
     """(label, epochs, values) for the best trial of each family: :func:`best_complete`'s pick,
     or, for a family without one, the trial with the best last value (labelled with its
     state)."""
-    from tuner.study.records import best_complete, objective_of
+    from tuner.study.meta import objective_of
+    from tuner.study.records import best_complete
 
     _, direction = objective_of(study)
-    sign = 1.0 if direction == "maximize" else -1.0
     families: dict[str, list[Any]] = {}
     for t in study.get_trials(deepcopy=False):
         if t.intermediate_values:
             families.setdefault(str(read_trial(t).optimizer or "trial"), []).append(t)
     out = []
     for family, trials in families.items():
-        t = best_complete(trials, direction) or max(
-            trials, key=lambda t: sign * t.intermediate_values[max(t.intermediate_values)])
+        t = best_complete(trials, direction) or best_of(
+            trials, key=lambda t: t.intermediate_values[max(t.intermediate_values)],
+            direction=direction)
         steps = sorted(t.intermediate_values)
         state = "" if t.state.name == "COMPLETE" else f", {t.state.name.lower()}"
         out.append((f"{family} (trial {t.number}{state})", [s + 1 for s in steps],
@@ -250,7 +253,7 @@ def log_study_plots(study: Any, *, tracker: Any, run_id: str) -> list[str]:
         return []
     import plotly.io as pio
 
-    from tuner.study.records import objective_of
+    from tuner.study.meta import objective_of
 
     metric, _ = objective_of(study)
     parts: list[str] = []

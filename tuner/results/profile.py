@@ -45,7 +45,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-DIRECTIONS = ("maximize", "minimize")
+from tuner.study.direction import Direction, as_direction, reaches
+
 TAU_MAX = 4.0  # AlgoPerf's r_max
 
 
@@ -79,33 +80,33 @@ class Profile:
 
 
 def time_to_target(curve: Sequence[tuple[int, float, float]], *, target: float,
-                   direction: str) -> tuple[int, float] | None:
+                   direction: Direction) -> tuple[int, float] | None:
     """(epoch, seconds) of the first epoch of `curve` (epoch from 1, value, seconds since
     training began at the end of that epoch) whose value reaches `target`: ``>=`` for
     ``maximize``, ``<=`` for ``minimize``. None if no epoch does; a non-finite value never
     reaches."""
-    _check_direction(direction)
+    as_direction(direction)  # a caller's typo fails here, not as "never reaches"
     if not math.isfinite(target):
         raise ValueError(f"target must be finite, but got target={target!r}")
     for epoch, value, seconds in sorted(curve, key=lambda point: point[0]):
         value = float(value)
         if not math.isfinite(value):
             continue
-        if value >= target if direction == "maximize" else value <= target:
+        if reaches(value, target, direction):
             return int(epoch), float(seconds)
     return None
 
 
 def median_time_to_target(runs: Sequence[Sequence[tuple[int, float, float]]], *,
-                          target: float, direction: str) -> TargetTime:
+                          target: float, direction: Direction) -> TargetTime:
     """The median over `runs` of each run's time to target, a run that never reaches counting
     as infinitely slow (+inf, AlgoPerf's rule). The median of an even number of runs is the
     mean of the middle two, so it is finite exactly when more than half of the runs reached
     (3 of 5 or 3 of 4 yes, 2 of 4 no); epochs and seconds take their medians separately."""
     if not runs:
         raise ValueError("runs must hold at least one run, but got 0 runs")
-    reaches = [time_to_target(curve, target=target, direction=direction) for curve in runs]
-    hits = [r for r in reaches if r is not None]
+    first_reach = [time_to_target(curve, target=target, direction=direction) for curve in runs]
+    hits = [r for r in first_reach if r is not None]
     never = [math.inf] * (len(runs) - len(hits))
     return TargetTime(epochs=_median([float(e) for e, _ in hits] + never),
                       seconds=_median([s for _, s in hits] + never),
@@ -165,11 +166,6 @@ def profile_png(profile: Profile, path: Path, *, title: str) -> None:
         figure.savefig(str(path), dpi=110, bbox_inches="tight")
     finally:
         plt.close(figure)
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, but got {direction!r}")
 
 
 def _median(values: list[float]) -> float | None:

@@ -18,25 +18,35 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tuner.errors import OpttuneError
 from tuner.results.records import (
-    STATES,
-    TRAINING_KEYS,
     BestTrial,
     Comparison,
     GroupStats,
     SearchSummary,
-    State,
     StudyComparison,
     StudyList,
     StudySummary,
     TaskSummary,
     TrialList,
+)
+from tuner.space.families import ALL_PARAM_NAMES
+from tuner.study.direction import Direction, improvement, sign
+from tuner.study.meta import (
+    data_source_of,
+    objective_of,
+    settings_of,
+    space_of,
+    task_of,
+)
+from tuner.study.records import best_complete, load_study
+from tuner.study.stores import Stores, open_storage, redact, resolve_stores
+from tuner.study.trial_record import (
+    STATES,
+    TRAINING_KEYS,
+    State,
     TrialRecord,
     iso,
     read_trial,
 )
-from tuner.space.families import ALL_PARAM_NAMES
-from tuner.study.records import best_complete, improvement, load_study, objective_of, space_of
-from tuner.study.stores import Stores, open_storage, redact, resolve_stores
 from tuner.training.seeds import trial_seed
 
 if TYPE_CHECKING:
@@ -72,19 +82,18 @@ def list_studies(*, home: str | Path | None = None, storage: str | None = None,
     out = []
     for frozen in sorted(storage_obj.get_all_studies(), key=lambda s: s.study_name):
         trials = storage_obj.get_all_trials(optuna_adapter.study_id(frozen), deepcopy=False)
-        attrs = frozen.user_attrs
         metric, direction = objective_of(frozen)
         best = best_complete(trials, direction)
         counts = _state_counts(trials)
         times = [d for t in trials for d in (t.datetime_start, t.datetime_complete) if d]
         out.append(StudySummary(
-            study=frozen.study_name, task=attrs.get("task"), metric=metric,
+            study=frozen.study_name, task=task_of(frozen), metric=metric,
             direction=direction, trials=len(trials), complete=counts["COMPLETE"],
             pruned=counts["PRUNED"], failed=counts["FAIL"], running=counts["RUNNING"],
-            waiting=counts["WAITING"], budget=(attrs.get("settings") or {}).get("n_trials"),
+            waiting=counts["WAITING"], budget=settings_of(frozen).n_trials,
             best_value=best.value if best else None, best_trial=best.number if best else None,
             last_activity=iso(max(times)) if times else None,
-            data_source=attrs.get("data_source")))
+            data_source=data_source_of(frozen)))
     return StudyList(storage=label, studies=out)
 
 
@@ -111,11 +120,11 @@ def list_trials(name: str, *, states: Sequence[str] | None = None, sort: str = "
     rows = [read_trial(t, metric=metric) for t in study.get_trials(deepcopy=False)
             if not wanted or t.state.name in wanted]
     if sort == "value":
-        sign = -1.0 if direction == "maximize" else 1.0
+        lower_first = -sign(direction)  # best first, whichever way the objective goes
 
         def rank(r: TrialRecord) -> tuple[bool, float, int]:
             finite = r.value is not None and math.isfinite(r.value)
-            return not finite, sign * float(r.value or 0.0) if finite else 0.0, r.number
+            return not finite, lower_first * float(r.value or 0.0) if finite else 0.0, r.number
 
         rows.sort(key=rank)
     elif sort == "duration":
@@ -152,7 +161,7 @@ def best_trial(name: str, *, home: str | Path | None = None, storage: str | None
     if best is None:
         raise OpttuneError(no_best_reason(name, trials, metric=metric))
     record = read_trial(best, metric=metric)
-    return BestTrial(study=name, direction=direction, task=study.user_attrs.get("task"),
+    return BestTrial(study=name, direction=direction, task=task_of(study),
                      trial=record, command=rerun_command(name, study, record, home=home))
 
 
@@ -168,10 +177,10 @@ def rerun_command(name: str, study: optuna.Study, record: TrialRecord, *,
                   home: str | Path | None) -> str:
     """`opttune search …` that trains exactly `record`'s configuration, with its seed, as a
     one-trial study: on the same device it reproduces the trial's value."""
-    settings = study.user_attrs.get("settings") or {}
+    settings = settings_of(study)
     space = space_of(study)
     task_params = set(space.task_params) if space else set()
-    parts = ["opttune", "search", "--task", str(study.user_attrs.get("task")),
+    parts = ["opttune", "search", "--task", str(task_of(study)),
              "--study", f"{name}-best", "--optimizers", str(record.optimizer)]
     for key, value in record.params.items():
         if key in ALL_PARAM_NAMES:
@@ -184,11 +193,11 @@ def rerun_command(name: str, study: optuna.Study, record: TrialRecord, *,
             parts += [f"--{key.replace('_', '-')}", _exact(value)]
     # The trial's own seed, pinned: a one-trial study would otherwise seed its trial 0.
     parts += ["--no-defaults", "--n-trials", "1", "--trial-seed",
-              str(trial_seed(settings, record.number))]
-    if settings.get("device") not in (None, "auto"):
-        parts += ["--device", str(settings["device"])]
-    if settings.get("data_dir"):
-        parts += ["--data-dir", str(settings["data_dir"])]
+              str(trial_seed(record.number, seed=settings.seed, pinned=settings.trial_seed))]
+    if settings.device != "auto":
+        parts += ["--device", settings.device]
+    if settings.data_dir:
+        parts += ["--data-dir", settings.data_dir]
     if home is not None:
         parts += ["--home", str(Path(home).expanduser().resolve())]
     return shlex.join(parts)
@@ -214,7 +223,7 @@ def compare(names: Sequence[str], *, by: str = "optimizer", home: str | Path | N
         metric, direction = objective_of(study)
         members = _members(study, metric=metric)
         out.append(StudyComparison(
-            study=name, task=study.user_attrs.get("task"), metric=metric, direction=direction,
+            study=name, task=task_of(study), metric=metric, direction=direction,
             trials=len(members),
             groups=_group_stats(name, members, by=by, direction=direction,
                                 space=space_of(study))))
@@ -227,7 +236,7 @@ def _members(study: optuna.Study, *, metric: str) -> list[_Member]:
             if t.state.name != "WAITING"]
 
 
-def _group_stats(name: str, members: list[_Member], *, by: str, direction: str,
+def _group_stats(name: str, members: list[_Member], *, by: str, direction: Direction,
                  space: Space | None) -> list[GroupStats]:
     """One GroupStats per value of `by`: families in the space's order, others sorted."""
     _check_by(name, by, [r for _, r in members])
@@ -276,7 +285,7 @@ def _no_gain_reason(by: str, key: Any, default: TrialRecord | None, best: float 
     return "its defaults trial has not run yet"
 
 
-def _one_group(by: str, key: Any, members: list[_Member], direction: str, *,
+def _one_group(by: str, key: Any, members: list[_Member], direction: Direction, *,
                space: Space | None = None) -> GroupStats:
     records = {r.number: r for _, r in members}
     best = best_complete([t for t, _ in members], direction)
@@ -329,7 +338,7 @@ def search_summary(name: str, *, top: int = 5, home: str | Path | None = None,
     members = _members(study, metric=metric)
     best = best_complete([t for t, _ in members], direction)
     ranked = sorted((r for _, r in members if r.state == "COMPLETE" and _finite(r.value)),
-                    key=lambda r: float(r.value or 0.0), reverse=direction == "maximize")
+                    key=lambda r: -sign(direction) * float(r.value or 0.0))
     return SearchSummary(
         study=name, metric=metric, direction=direction, trials=len(members),
         best=None if best is None else next(r for t, r in members if t is best),

@@ -1,9 +1,6 @@
-"""The typed records that reading a study back returns, the one reader of a stored trial, and
-the two shapes programs get them in (JSON for ``--format json`` and exports, flat CSV rows).
-
-A trial's configuration comes from its `config` user attribute (plain names, the values it
-trained with, fixed ones included), which is richer than Optuna's own `params`; a trial
-without one (not made by opttune, or failed before it was sampled) falls back to `params`.
+"""The typed records that reading a study back returns, and the two shapes programs get them
+in (JSON for ``--format json`` and exports, flat CSV rows). A single trial's record, and its
+one reader, are tuner.study.trial_record's.
 """
 
 from __future__ import annotations
@@ -11,19 +8,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import Any
 
 from tuner.space.families import ALL_PARAM_NAMES
-from tuner.space.searchspace import DEFAULTS_ATTR
-
-if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
-
-State = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
-STATES: tuple[State, ...] = get_args(State)
-TRAINING_KEYS = ("batch_size", "epochs", "scheduler")  # config keys that are not the optimizer's
+from tuner.study.direction import Direction
+from tuner.study.trial_record import TRAINING_KEYS, State, TrialRecord
 
 # How a field shows in JSON, as its `metadata`. Users' scripts read these documents, so their
 # keys stay as they were when the records were plain dicts.
@@ -36,67 +26,6 @@ WHOLE: Mapping[str, str] = {_JSON: "whole"}  # the document is this field alone 
 def named_by(other: str) -> Mapping[str, str]:
     """The field's JSON key is the value of the field `other` (e.g. ``"optimizer": "adam"``)."""
     return {_JSON: "named_by", "field": other}
-
-
-# -- trials -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrialRecord:
-    """One stored trial, as :func:`read_trial` reads it."""
-
-    number: int
-    state: State
-    value: float | None
-    metric: str
-    optimizer: str | None
-    params: dict[str, Any]  # the optimizer's hyperparameters, then the task's
-    batch_size: int | None
-    epochs: int | None
-    scheduler: str | None
-    epochs_run: int
-    seconds: float | None
-    started: str | None  # ISO 8601, to the second
-    finished: str | None
-    run_id: str | None  # its MLflow run
-    reason: str | None  # why it was pruned or failed
-    defaults_trial: bool  # it ran its family's PyTorch defaults
-    retry_of: int | None  # the trial whose parameters it runs again
-    intermediate: dict[int, float]  # the objective after each epoch (0-based)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The flat configuration it trained with, laid out as ``TrialConfig.flat()`` does."""
-        hyper = {k: v for k, v in self.params.items() if k in ALL_PARAM_NAMES}
-        task = {k: v for k, v in self.params.items() if k not in ALL_PARAM_NAMES}
-        training = {"batch_size": self.batch_size, "epochs": self.epochs,
-                    "scheduler": self.scheduler}
-        head = {} if self.optimizer is None else {"optimizer": self.optimizer}
-        return {**head, **hyper, **{k: v for k, v in training.items() if v is not None}, **task}
-
-
-def read_trial(t: FrozenTrial, *, metric: str = "value") -> TrialRecord:
-    """A stored trial as a record: the one place that reads a trial's attributes."""
-    attrs = t.user_attrs
-    config = dict(attrs.get("config") or t.params)
-    optimizer = config.pop("optimizer", None)
-    training = {k: config.pop(k, None) for k in TRAINING_KEYS}
-    seconds = attrs.get("seconds")
-    if seconds is None and t.datetime_start and t.datetime_complete:
-        seconds = round((t.datetime_complete - t.datetime_start).total_seconds(), 3)
-    state = cast(State, t.state.name)  # Optuna's five state names are exactly these
-    return TrialRecord(
-        number=t.number, state=state, value=t.value, metric=metric, optimizer=optimizer,
-        params=config, batch_size=training["batch_size"], epochs=training["epochs"],
-        scheduler=training["scheduler"],
-        epochs_run=int(attrs.get("epochs_run", len(t.intermediate_values))),
-        seconds=seconds, started=iso(t.datetime_start), finished=iso(t.datetime_complete),
-        run_id=attrs.get("mlflow_run_id"),
-        reason=attrs.get("prune_reason") or attrs.get("fail_reason"),
-        defaults_trial=bool(attrs.get(DEFAULTS_ATTR, False)), retry_of=attrs.get("retry_of"),
-        intermediate={int(k): v for k, v in sorted(t.intermediate_values.items())})
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment else None
 
 
 @dataclass(frozen=True)
@@ -115,7 +44,7 @@ class StudyTrials:
     study: str
     task: str | None
     metric: str
-    direction: str
+    direction: Direction
     storage: str  # redacted
     trials: list[TrialRecord]
 
@@ -128,7 +57,7 @@ class StudySummary:
     study: str
     task: str | None
     metric: str
-    direction: str
+    direction: Direction
     trials: int
     complete: int
     pruned: int
@@ -155,7 +84,7 @@ class BestTrial:
     """The best trial of a study, and the command that trains exactly its configuration."""
 
     study: str
-    direction: str
+    direction: Direction
     task: str | None
     trial: TrialRecord = field(metadata=INLINE)
     command: str
@@ -192,7 +121,7 @@ class StudyComparison:
     study: str
     task: str | None
     metric: str
-    direction: str
+    direction: Direction
     trials: int
     groups: list[GroupStats]
 
@@ -211,7 +140,7 @@ class SearchSummary:
 
     study: str
     metric: str
-    direction: str
+    direction: Direction
     trials: int  # every trial that ran or runs (not those still waiting)
     best: TrialRecord | None
     top: list[TrialRecord]  # the best complete trials, best first
@@ -243,7 +172,7 @@ class TaskSummary:
     parameters: int | None  # of its model, with the task hyperparameters' defaults
     hyperparams: dict[str, Any]
     metric: str
-    direction: str
+    direction: Direction
 
 
 # -- the shapes programs read -----------------------------------------------------------------

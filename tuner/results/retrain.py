@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError, StoreError
+from tuner.study import trial_attrs
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from tuner.study.records import StudyMeta
+    from tuner.study.meta import StudyMeta
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -58,8 +59,8 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     split once; save and log the model. `epochs` overrides the trial's epochs."""
     from tasks.registry import get_task
     from tuner.results.queries import open_study
+    from tuner.study.meta import StudyMeta, study_tracking_uri
     from tuner.study.names import folder_name
-    from tuner.study.records import StudyMeta, study_tracking_uri
     from tuner.training.devices import check_device_spec, resolve_device
     from tuner.training.seeds import trial_seed
 
@@ -72,12 +73,11 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     logged_to = study_tracking_uri(name, meta, tracking_uri)
     if logged_to is not None:  # the model's run goes beside the study's runs
         stores = dataclasses.replace(stores, tracking_uri=logged_to)
-    chosen = _choose_trial(study, meta, trial)
-    flat = dict(chosen.user_attrs["config"])
+    chosen, flat = _choose_trial(study, meta, trial)
     if epochs is not None:
         flat["epochs"] = epochs
     task = get_task(meta.task)
-    data_dir = meta.settings.get("data_dir")
+    data_dir = meta.settings.data_dir
     data = task.read_data(data_dir=Path(data_dir) if data_dir else None)
     if data.notice and notice is not None:
         notice(data.notice)
@@ -85,8 +85,8 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
         raise OpttuneError(f"study {name!r} was tuned on data from {meta.data_source!r}, but "
                            f"the data now comes from {data.source!r}; retrain on the same data "
                            f"(give the study's --data-dir), or tune a new study on this data")
-    dev = resolve_device(device or meta.settings.get("device") or "auto")
-    seed = trial_seed(meta.settings, chosen.number)
+    dev = resolve_device(device or meta.settings.device)
+    seed = trial_seed(chosen.number, seed=meta.settings.seed, pinned=meta.settings.trial_seed)
     started = time.perf_counter()
     model, epochs_log = train_full(task, data, flat, device=dev, seed=seed)
     test = score_test(task, model, data, dev, meta.metric)
@@ -107,8 +107,9 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
                          run_id=run_id)
 
 
-def _choose_trial(study: optuna.Study, meta: StudyMeta, number: int | None) -> FrozenTrial:
-    """Trial `number`, or the best one (the pick of `opttune best`)."""
+def _choose_trial(study: optuna.Study, meta: StudyMeta,
+                  number: int | None) -> tuple[FrozenTrial, trial_attrs.FlatConfig]:
+    """Trial `number`, or the best one (the pick of `opttune best`), and its configuration."""
     from tuner.results.queries import no_best_reason
     from tuner.study.records import best_complete
 
@@ -124,10 +125,11 @@ def _choose_trial(study: optuna.Study, meta: StudyMeta, number: int | None) -> F
             raise OpttuneError(f"--trial {number}: study {study.study_name!r} has trials 0 to "
                                f"{len(trials) - 1}; see `opttune trials {study.study_name}`")
         chosen = found[0]
-    if not chosen.user_attrs.get("config"):
+    flat = trial_attrs.config(chosen)
+    if flat is None:
         raise OpttuneError(f"trial {chosen.number} of study {study.study_name!r} has no "
                            f"configuration (it never started training); choose another --trial")
-    return chosen
+    return chosen, flat
 
 
 class RetrainDiverged(OpttuneError):
@@ -189,7 +191,7 @@ def _save_and_log(stores: Any, meta: Any, name: str, trial: Any, record: dict[st
     tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     run_id = ""
     try:
-        experiment = meta.mlflow.get("experiment_id", "")
+        experiment = meta.mlflow.experiment_id
         if not experiment or not tracker.experiment_exists(experiment):
             experiment = tracker.ensure_experiment(name, tags={"opttune.task": meta.task})
         flat = record["config"]
@@ -197,7 +199,7 @@ def _save_and_log(stores: Any, meta: Any, name: str, trial: Any, record: dict[st
             experiment, name=f"retrain · trial {trial.number} · {flat.get('optimizer')}",
             tags={"opttune.role": "retrain", "study": name, "trial_number": str(trial.number),
                   "optimizer": str(flat.get("optimizer")),
-                  "source_run_id": str(trial.user_attrs.get("mlflow_run_id", ""))},
+                  "source_run_id": trial_attrs.run_id(trial) or ""},
             params={**flat, "trained_on": "train+validation", "seed": record["seed"]})
         for r in epochs_log:
             tracker.log_epoch(run_id, r.epoch, {"train_loss": r.train_loss, "lr": r.lr,

@@ -21,19 +21,18 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tuner.study.direction import Direction, as_direction, sign
+
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-DIRECTIONS = ("maximize", "minimize")
 
-
-def expected_best(values: Sequence[float], *, direction: str,
+def expected_best(values: Sequence[float], *, direction: Direction,
                   k_max: int | None = None) -> list[float]:
     """E[best of k draws with replacement from `values`] for k = 1..`k_max` (default N, the
     number of values): index k-1 holds k's. The best is the maximum for ``maximize``, the
     minimum for ``minimize``. No values: an empty curve."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, but got {direction!r}")
+    as_direction(direction)  # a caller's typo fails here, not as a minimised curve
     n = len(values)
     if k_max is None:
         k_max = n
@@ -42,7 +41,7 @@ def expected_best(values: Sequence[float], *, direction: str,
     if n == 0:
         return []
     # Worst first: v_(1) is the smallest value when maximising, the largest when minimising.
-    ordered = sorted((float(v) for v in values), reverse=direction == "minimize")
+    ordered = sorted((float(v) for v in values), reverse=sign(direction) < 0)
     curve: list[float] = []
     for k in range(1, k_max + 1):
         # The chance that the best of k draws is the i-th worst value (1-based): (i/n)^k is
@@ -64,7 +63,7 @@ def validation_values(trials: Sequence[FrozenTrial]) -> list[float]:
             and math.isfinite(t.value)]
 
 
-def tunability_curve(trials: Sequence[FrozenTrial], *, direction: str) -> list[float]:
+def tunability_curve(trials: Sequence[FrozenTrial], *, direction: Direction) -> list[float]:
     """A search's curve: the expected best validation value after k = 1..N of its trials,
     N its COMPLETE trials with a finite value among `trials` (a budget's trials)."""
     return expected_best(validation_values(trials), direction=direction)

@@ -19,6 +19,7 @@ from typing import Any
 
 from tuner.errors import OpttuneError, StoreError
 from tuner.signals import sigterm_as_interrupt
+from tuner.study.meta import mlflow_ids_of
 from tuner.study.stores import redact, resolve_stores, sqlite_path
 
 HOST = "127.0.0.1"  # never other interfaces: the UI can change and delete runs
@@ -62,7 +63,7 @@ def plan_ui(name: str | None = None, *, port: int = 5000, home: str | Path | Non
         from tuner.results.queries import open_study
 
         _, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
-        experiment_id = (study.user_attrs.get("mlflow") or {}).get("experiment_id")
+        experiment_id = mlflow_ids_of(study).experiment_id or None
         if not experiment_id:
             raise OpttuneError(f"study {name!r} has no MLflow experiment recorded; run "
                                f"`opttune check {name} --fix` to recreate it")

@@ -34,7 +34,6 @@ from tuner.results.benchmark_report import (
     chosen_trial,
     families_under,
     family_study,
-    is_benchmark,
     parse_budgets,
     trial_source,
     within_budget,
@@ -42,7 +41,8 @@ from tuner.results.benchmark_report import (
 from tuner.search.events import NullObserver, Observer
 from tuner.search.oneshot_validation import validate_oneshots
 from tuner.search.reruns import Rerun, run_reruns
-from tuner.study.records import BENCHMARK_KIND, KIND_ATTR
+from tuner.study import trial_attrs
+from tuner.study.meta import BENCHMARK_KIND, KIND_ATTR, is_benchmark
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
 
 DEFAULT_BUDGETS = "oneshot,small"
@@ -309,7 +309,8 @@ def _reruns_to_do(record: Any, plan: Sequence[Budget], families: Sequence[str],
                     if chosen is None or len(within_budget(trials, budget.trials)) \
                             < budget.trials:
                         continue  # the report says why (e.g. workers still hold trials)
-                    source, config = trial_source(chosen.number), chosen.user_attrs["config"]
+                    source = trial_source(chosen.number)
+                    config = trial_attrs.config(chosen) or {}  # set before it trained
                 for index in range(seeds):
                     rerun = Rerun(family, schedule, source, index, dict(config))
                     if rerun.key not in record.user_attrs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tuner.results.records import TrialRecord, read_trial
+from tuner.study.trial_record import State, TrialRecord, read_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -18,7 +18,7 @@ class TrialOutcome:
     """A finished trial as the display shows it; a stored one comes from :meth:`from_record`."""
 
     number: int
-    state: str  # COMPLETE, PRUNED or FAIL (a tuner.results.records.State)
+    state: State  # COMPLETE, PRUNED or FAIL; RUNNING in a study's list while others train
     value: float | None
     config: dict[str, Any]
     reason: str | None = None

@@ -3,8 +3,8 @@
 `--jobs N` starts N worker processes (processes, not threads: training holds the GIL, and a
 trial that crashes or is killed takes only its own process down). Each joins the study
 through its store as `opttune worker` does, claims trials under the study's lock
-(tuner.budget) and trains on the device of its slot; this process only starts them, relays
-what they report to the display, and stops them cleanly on Ctrl-C or SIGTERM.
+(tuner.study.claims) and trains on the device of its slot; this process only starts them,
+relays what they report to the display, and stops them cleanly on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import OpttuneError
 from tuner.search.events import Observer, TrialOutcome
-from tuner.search.session import SearchResult
+from tuner.search.session import SearchResult, finish_result, study_start
 from tuner.signals import Interrupted, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     import optuna
 
-    from tuner.study.records import StudyMeta
+    from tuner.study.meta import StudyMeta
     from tuner.study.stores import Stores
 
 
@@ -157,10 +157,7 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
              announced: Iterable[str] = (), population: int = 1) -> SearchResult:
     """Run study `name` in one process per slot until it has `target` trials; no slots:
     nothing runs (the study is created or its budget updated, for workers to run)."""
-    from optuna.trial import TrialState
-
-    from tuner.search.events import outcome_of
-    from tuner.study.records import best_complete, counted
+    from tuner.study.records import counted
 
     threads = cpu_threads(len(slots))
     result = SearchResult(study=name, metric=meta.metric, direction=meta.direction,
@@ -168,21 +165,15 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
                           stores=stores, target=target)
     errors: list[str] = []
     if slots:
-        observer.study_start({"study": name, "device": result.device, "target": target,
-                              "done": counted(study.get_trials(deepcopy=False)),
-                              "space": meta.space, "metric": meta.metric,
-                              "data_source": meta.data_source, "stores": stores,
-                              "pruner": meta.settings.get("pruner")})
+        observer.study_start(study_start(
+            name=name, device=result.device, target=target, meta=meta, stores=stores,
+            done=counted(study.get_trials(deepcopy=False))))
         spec = {"name": name, "home": str(stores.home), "storage": stores.storage_url,
                 "tracking_uri": stores.tracking_uri, "timeout": timeout, "threads": threads,
                 "population": population}  # a resume's override reaches every process
         jobs = [_start(i, device, spec) for i, device in enumerate(slots)]
         errors = _supervise(name, jobs, observer, result.trials, set(announced))
-    trials = study.get_trials(deepcopy=False)
-    result.total_counted = counted(trials)
-    result.all_trials = [outcome_of(t) for t in trials if t.state != TrialState.WAITING]
-    best = best_complete(trials, meta.direction)
-    result.best = None if best is None else outcome_of(best)
+    finish_result(result, study)
     if errors:
         raise OpttuneError("; ".join(dict.fromkeys(errors)))
     return result

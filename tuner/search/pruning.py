@@ -46,10 +46,10 @@ from collections.abc import Sequence
 
 import optuna
 from optuna.pruners import BasePruner
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import OpttuneError
+from tuner.study.direction import Direction, as_direction, as_loss
 
 PRUNERS = ("median", "hyperband", "none")
 STARTUP_TRIALS = 3
@@ -78,13 +78,6 @@ def family_of(trial: FrozenTrial) -> str | None:
     return None if family is None else str(family)
 
 
-def _loss(value: float, direction: StudyDirection) -> float:
-    """The value as a loss (lower is better); NaN is the worst of all."""
-    if math.isnan(value):
-        return math.inf
-    return -value if direction == StudyDirection.MAXIMIZE else value
-
-
 class _FamilyPruner(BasePruner):
     """The rules shared by both pruners; subclasses judge a trial against its family."""
 
@@ -106,11 +99,11 @@ class _FamilyPruner(BasePruner):
                   if t.number != trial.number and family_of(t) == family]
         if sum(t.state == TrialState.COMPLETE for t in others) < self.n_startup_trials:
             return False
-        return self._judge(trial, step, others, study.direction)
+        return self._judge(trial, step, others, as_direction(study.direction.name.lower()))
 
     @abc.abstractmethod
     def _judge(self, trial: FrozenTrial, step: int, family: Sequence[FrozenTrial],
-               direction: StudyDirection) -> bool:
+               direction: Direction) -> bool:
         """Whether ``trial``, at ``step`` and past the family's startup, is pruned."""
 
 
@@ -128,11 +121,11 @@ class FamilyMedianPruner(_FamilyPruner):
         self.warmup_epochs = warmup_epochs
 
     def _judge(self, trial: FrozenTrial, step: int, family: Sequence[FrozenTrial],
-               direction: StudyDirection) -> bool:
+               direction: Direction) -> bool:
         if step + 1 < self.warmup_epochs:
             return False
-        value = _loss(trial.intermediate_values[step], direction)
-        peers = [_loss(t.intermediate_values[step], direction) for t in family
+        value = as_loss(trial.intermediate_values[step], direction)
+        peers = [as_loss(t.intermediate_values[step], direction) for t in family
                  if t.state in _FINISHED and step in t.intermediate_values]
         peers = [p for p in peers if not math.isinf(p)]
         if not peers:
@@ -174,14 +167,14 @@ class FamilyHyperbandPruner(_FamilyPruner):
         return self._rungs[bracket:]
 
     def _judge(self, trial: FrozenTrial, step: int, family: Sequence[FrozenTrial],
-               direction: StudyDirection) -> bool:
+               direction: Direction) -> bool:
         bracket = self.bracket_of(trial.number)
         if step + 1 not in self.rungs(bracket):
             return False
-        losses = [_loss(t.intermediate_values[step], direction) for t in family
+        losses = [as_loss(t.intermediate_values[step], direction) for t in family
                   if t.state in _REACHED and step in t.intermediate_values
                   and self.bracket_of(t.number) == bracket]
-        value = _loss(trial.intermediate_values[step], direction)
+        value = as_loss(trial.intermediate_values[step], direction)
         losses = sorted([*losses, value])
         kept = max(1, len(losses) // self.reduction_factor)
         return value > losses[kept - 1]

@@ -8,6 +8,7 @@ queued again before the process exits.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,15 @@ from tuner.search.events import NullObserver, Observer
 from tuner.search.session import SearchResult, Session
 from tuner.space.searchspace import Space
 from tuner.study import records as studies
+from tuner.study.meta import StudyMeta, set_settings, set_space, study_tracking_uri
+from tuner.study.settings import MlflowIds, StudySettings
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from tasks.base import Task
+    from tasks.data import TaskData
     from tuner.study.tracker import Tracker
 
 
@@ -95,11 +102,12 @@ def search(
                         task_params=task_obj.param_specs(task_params))
     observer.space_ready(space)  # shown before any data is read or store is touched
     name = study or task_obj.name
-    settings = {"sampler": sampler, "pruner": pruner, "seed": seed, "trial_seed": trial_seed,
-                "device": device, "n_trials": n_trials, "population": population,
-                "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
-    if benchmark is not None:
-        settings["benchmark"], settings["benchmark_run_id"] = benchmark
+    benchmark_name, benchmark_run_id = benchmark if benchmark is not None else (None, None)
+    settings = StudySettings(
+        sampler=sampler, pruner=pruner, seed=seed, trial_seed=trial_seed, device=device,
+        n_trials=n_trials, population=population,
+        data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+        benchmark=benchmark_name, benchmark_run_id=benchmark_run_id)
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)  # a damaged store fails now, before the data is read
     return _prepare_and_run(name=name, task_obj=task_obj, space=space, settings=settings,
@@ -129,13 +137,11 @@ def resume(
     raises for every process of the study); `jobs`, `devices`, `trials_per_device` as in
     :func:`search`; `population` overrides the stored one for this run (None keeps it).
     """
-    import dataclasses
-
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     check_store_files(stores)
     storage_obj = studies_storage(stores, create=False)
-    meta = studies.StudyMeta.from_study(studies.load_study(storage_obj, name))
-    logged_to = studies.study_tracking_uri(name, meta, tracking_uri)
+    meta = StudyMeta.from_study(studies.load_study(storage_obj, name))
+    logged_to = study_tracking_uri(name, meta, tracking_uri)
     if logged_to is not None:  # where the study's runs are, not this home's default
         stores = dataclasses.replace(stores, tracking_uri=logged_to)
     return continue_study(name, stores=stores, n_trials=n_trials, timeout=timeout,
@@ -170,17 +176,18 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
     if storage_obj is None:
         storage_obj = studies_storage(stores, create=False)
     study = studies.load_study(storage_obj, name)
-    meta = studies.StudyMeta.from_study(study)
-    settings = dict(meta.settings)
+    meta = StudyMeta.from_study(study)
+    settings = meta.settings
     if device is not None:
-        settings["device"] = device
+        settings = dataclasses.replace(settings, device=device)
     if population is not None:  # for this run (and its --jobs processes) only, like --device
-        settings["population"] = population
+        settings = dataclasses.replace(settings, population=population)
     # Without --devices, --jobs uses the study's device (or the override) on this machine.
-    slots = plan_slots(jobs=jobs, device=None if devices else settings.get("device"),
+    slots = plan_slots(jobs=jobs, device=None if devices else settings.device,
                        devices=devices, trials_per_device=trials_per_device)
     done = studies.counted(study.get_trials(deepcopy=False))
-    target = done + n_trials if n_trials is not None else int(settings.get("n_trials", done))
+    stored_budget = settings.n_trials if settings.n_trials is not None else done
+    target = done + n_trials if n_trials is not None else stored_budget
     task_obj = get_task(meta.task)
     return _prepare_and_run(name=name, task_obj=task_obj, space=meta.space, settings=settings,
                             stores=stores, target=target, timeout=timeout,
@@ -197,7 +204,7 @@ def studies_storage(stores: Stores, *, create: bool) -> Any:
                         heartbeat=is_server_url(stores.storage_url))
 
 
-def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[str, Any],
+def _prepare_and_run(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
                      stores: Stores, target: int, timeout: float | None,
                      allow_changed_space: bool, observer: Observer, must_exist: bool,
                      storage_obj: Any = None, slots: list[str] | None = None,
@@ -222,7 +229,7 @@ def _prepare_and_run(*, name: str, task_obj: Any, space: Space, settings: dict[s
         return run(tracker=process)
 
 
-def _prepare_and_run_with(*, name: str, task_obj: Any, space: Space, settings: dict[str, Any],
+def _prepare_and_run_with(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
                           stores: Stores, target: int, timeout: float | None,
                           allow_changed_space: bool, observer: Observer, must_exist: bool,
                           storage_obj: Any, slots: list[str] | None, seed_salt: int,
@@ -233,10 +240,10 @@ def _prepare_and_run_with(*, name: str, task_obj: Any, space: Space, settings: d
 
     # slots: None, trials run here one by one; [d], here on d; else in len(slots) processes.
     if slots is None:
-        device = resolve_device(settings.get("device") or "auto")
+        device = resolve_device(settings.device)
     else:
         device = slots[0] if len(slots) == 1 else "cpu"
-    data_dir = settings.get("data_dir")
+    data_dir = settings.data_dir
     task_data = task_obj.read_data(data_dir=Path(data_dir) if data_dir else None)
     if task_data.notice:
         observer.notice(task_data.notice)
@@ -255,41 +262,38 @@ def _prepare_and_run_with(*, name: str, task_obj: Any, space: Space, settings: d
     if not server_first:  # opens while the study is read; its errors come before any trial
         tracker = open_tracker(tracker, stores, wait=False)
     assert tracker is not None
-    seed = settings.get("seed")
-    population = int(settings.get("population") or 1)  # a study made before it: 1
+    seed, population = settings.seed, settings.population
     families = list(space.families)
-    pruner = pruning.make_pruner(settings["pruner"], epochs=space.epochs)
+    pruner = pruning.make_pruner(settings.pruner, epochs=space.epochs)
 
     if studies.exists(storage_obj, name):
         probe = studies.load_study(storage_obj, name)
-        meta = studies.StudyMeta.from_study(probe)
+        meta = StudyMeta.from_study(probe)
         _check_same_study(name, meta, task_obj, space, task_data.source, allow_changed_space,
                           probe.get_trials(deepcopy=False))
         n_before = len(probe.trials)
-        sampler = sampling.make_sampler(settings["sampler"], families=families,
+        sampler = sampling.make_sampler(settings.sampler, families=families,
                                         seed=_sampler_seed(seed, n_before, seed_salt),
                                         searched=space.searched(), population=population)
         study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
         if allow_changed_space and meta.space != space:
-            study.set_user_attr("space", studies.StudyMeta(
-                meta.task, space, meta.data_source, meta.metric, meta.direction,
-                meta.settings, meta.mlflow).user_attrs()["space"])
-            meta = studies.StudyMeta.from_study(study)
-        if target != meta.settings.get("n_trials"):  # the budget every process works to
-            study.set_user_attr("settings", {**meta.settings, "n_trials": target})
+            set_space(study, space)
+            meta = StudyMeta.from_study(study)
+        if target != meta.settings.n_trials:  # the budget every process works to
+            set_settings(study, dataclasses.replace(meta.settings, n_trials=target))
     else:
         if must_exist:
             raise StoreError(f"study {name!r} disappeared from the store")
         experiment_id, parent = tracker.start_study(
-            name, task=task_obj.ref, data_source=task_data.source, settings=settings,
-            space=space.to_dict())
-        meta = studies.StudyMeta(
+            name, task=task_obj.ref, data_source=task_data.source,
+            settings=settings.to_attrs(), space=space.to_dict())
+        meta = StudyMeta(
             task=task_obj.ref, space=space, data_source=task_data.source,
             metric=task_obj.metric, direction=task_obj.direction, settings=settings,
-            mlflow={"experiment_id": experiment_id, "parent_run_id": parent,
-                    "tracking_uri": redact(stores.tracking_uri),
-                    "tracking_uri_given": str(stores.tracking_uri_given).lower()})
-        sampler = sampling.make_sampler(settings["sampler"], families=families, seed=seed,
+            mlflow=MlflowIds(experiment_id=experiment_id, parent_run_id=parent,
+                             tracking_uri=redact(stores.tracking_uri),
+                             tracking_uri_given=stores.tracking_uri_given))
+        sampler = sampling.make_sampler(settings.sampler, families=families, seed=seed,
                                         searched=space.searched(), population=population)
         study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
 
@@ -349,9 +353,9 @@ def _sampler_seed(seed: int | None, n_before: int, salt: int) -> int | None:
     return (seed + n_before + 1_000_003 * salt) % 2**32
 
 
-def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: Space,
+def _check_same_study(name: str, meta: StudyMeta, task_obj: Task, space: Space,
                       source: str, allow_changed_space: bool,
-                      trials: Sequence[Any] = ()) -> None:
+                      trials: Sequence[FrozenTrial] = ()) -> None:
     if meta.task != task_obj.ref:
         raise OpttuneError(f"study {name!r} tunes task {meta.task!r}, not {task_obj.ref!r}; "
                            f"choose another --study name")
@@ -367,7 +371,7 @@ def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: 
                            f"to keep the stored space, pass --allow-changed-space to continue "
                            f"with the new one, or choose another --study name")
     if meta.space != space:
-        from tuner.space.diff import optuna_conflicts, recorded_distributions
+        from tuner.study.space_conflicts import optuna_conflicts, recorded_distributions
 
         conflicts = optuna_conflicts(recorded_distributions(trials), space)
         if conflicts:  # Optuna would refuse at the first trial, with a cryptic error
@@ -378,7 +382,7 @@ def _check_same_study(name: str, meta: studies.StudyMeta, task_obj: Any, space: 
                                f"freed); choose another --study name for this space")
 
 
-def _check_task(task_obj: Any, data: Any, space: Space) -> None:
+def _check_task(task_obj: Task, data: TaskData, space: Space) -> None:
     """One forward pass and loss on two samples (with the task hyperparameters' defaults),
     so that a broken task fails with its precise reason before any study is touched."""
     from tasks.checks import check_model

@@ -24,10 +24,9 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import OpttuneError
-from tuner.study import optuna_adapter
+from tuner.study import optuna_adapter, trial_attrs
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
-FAMILY_ATTR = "opttune:family"
 
 
 def _family_view(study: optuna.Study, family: str,
@@ -78,7 +77,7 @@ class FamilySampler(BaseSampler):
             dist = CategoricalDistribution(self._families)
             family = self._base.sample_independent(study, trial, "optimizer", dist)
         self._chosen[trial.number] = str(family)
-        optuna_adapter.set_trial_system_attr(study, trial, FAMILY_ATTR, str(family))
+        trial_attrs.set_family(study, trial, str(family))
         if self._sampler(str(family)) is not self._base:
             self._sampler(str(family)).before_trial(self._view(study, str(family)), trial)
 

@@ -1,4 +1,5 @@
-"""What a run of trials works with (:class:`Session`) and what it returns (:class:`SearchResult`).
+"""What a run of trials works with (:class:`Session`) and what it returns (:class:`SearchResult`),
+and the two records both ways of running trials (here, or in `--jobs` processes) build alike.
 
 Shared by the runner, the trial loop and the `--jobs` supervisor, so that none of them needs
 another's module for its types.
@@ -9,12 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tuner.search.events import TrialOutcome
+from optuna.trial import TrialState
+
+from tuner.search.events import TrialOutcome, outcome_of
 from tuner.space.searchspace import Space
-from tuner.study.records import StudyMeta
+from tuner.study.direction import Direction
+from tuner.study.meta import StudyMeta
+from tuner.study.records import best_complete, counted
+from tuner.study.settings import StudySettings
 from tuner.study.stores import Stores
 
 if TYPE_CHECKING:
+    import optuna
+
     from tasks.base import Task
     from tuner.training.loop import DeviceData
 
@@ -23,7 +31,7 @@ if TYPE_CHECKING:
 class SearchResult:
     study: str
     metric: str
-    direction: str
+    direction: Direction
     device: str
     data_source: str
     stores: Stores
@@ -45,4 +53,24 @@ class Session:
     data: DeviceData
     device: str
     stores: Stores
-    settings: dict[str, Any]
+    settings: StudySettings  # the study's, with this run's overrides (--device, --population)
+
+
+def study_start(*, name: str, device: str, target: int, done: int, meta: StudyMeta,
+                stores: Stores) -> dict[str, Any]:
+    """What an observer's `study_start` is told: the same from one process and from `--jobs`
+    (whose processes pipe it, as JSON but for the space and stores, to the display)."""
+    return {"study": name, "device": device, "target": target, "done": done,
+            "space": meta.space, "metric": meta.metric, "data_source": meta.data_source,
+            "pruner": meta.settings.pruner, "stores": stores}
+
+
+def finish_result(result: SearchResult, study: optuna.Study) -> SearchResult:
+    """`result` with what the whole study holds at the end of a run: its counted trials, its
+    best trial and every trial that ran or runs."""
+    trials = study.get_trials(deepcopy=False)
+    result.total_counted = counted(trials)
+    best = best_complete(trials, result.direction)
+    result.best = None if best is None else outcome_of(best)
+    result.all_trials = [outcome_of(t) for t in trials if t.state != TrialState.WAITING]
+    return result

@@ -25,6 +25,7 @@ from tuner.signals import Interrupted
 from tuner.space.searchspace import Space
 
 if TYPE_CHECKING:
+    from tuner.study.settings import MlflowIds
     from tuner.study.tracker import Tracker
 
 
@@ -40,6 +41,7 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
     from tuner.search import runner
     from tuner.study import records as studies
     from tuner.study import tracker_process
+    from tuner.study.meta import StudyMeta, is_benchmark, study_tracking_uri
     from tuner.study.stores import resolve_stores
 
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
@@ -49,17 +51,17 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
             if tracker_process.wanted() else None
         storage_obj = runner.studies_storage(stores, create=False)
         found = studies.load_study(storage_obj, name)
-        if found.user_attrs.get(studies.KIND_ATTR) == studies.BENCHMARK_KIND:
+        if is_benchmark(found):
             stack.close()
             return _work_on_benchmark(found, home=home, storage=storage,
                                       tracking_uri=tracking_uri, device=device, jobs=jobs,
                                       devices=devices, trials_per_device=trials_per_device,
                                       timeout=timeout, population=population, observer=observer)
-        meta = studies.StudyMeta.from_study(found)
-        stored = studies.study_tracking_uri(name, meta, tracking_uri, always=True)
+        meta = StudyMeta.from_study(found)
+        stored = study_tracking_uri(name, meta, tracking_uri, always=True)
         if stored is not None:
             stores = replace(stores, tracking_uri=stored)
-        if meta.mlflow.get("experiment_id"):
+        if meta.mlflow.experiment_id:
             _check_experiment_file(name, stores.tracking_uri)
         tracker = runner.open_tracker(process, stores, wait=True)
         _check_experiment(name, tracker, meta.mlflow)
@@ -101,11 +103,11 @@ def _check_experiment_file(name: str, tracking_uri: str) -> None:
                          f"on a shared disk, or an MLflow or database server)")
 
 
-def _check_experiment(name: str, tracker: Tracker, ids: dict[str, str]) -> None:
+def _check_experiment(name: str, tracker: Tracker, ids: MlflowIds) -> None:
     """Runs must hang under the study's parent run: refuse an MLflow store without it."""
     from tuner.study.stores import redact
 
-    experiment = ids.get("experiment_id")
+    experiment = ids.experiment_id
     if experiment and not tracker.experiment_exists(experiment):
         raise StoreError(f"the MLflow store {redact(tracker.tracking_uri)} has no experiment "
                          f"{experiment} of study {name!r}; give the study's MLflow store with "

@@ -3,7 +3,8 @@
 A :class:`Space` is resolved once from the built-in family table, a space file and the
 command line; it is stored with the study as JSON and asked for one :class:`TrialConfig` per
 trial. Each family's hyperparameters only exist in that family's trials (no momentum on an
-Adam trial); :mod:`tuner.sampling` makes the sampler model each family on its own trials.
+Adam trial); :mod:`tuner.search.sampling` makes the sampler model each family on its own
+trials.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup")
 # 5 seeds) this choice raised the median best from 0.8765 (no schedule) to 0.8867. The
 # defaults trials run without one, as PyTorch's defaults do.
 DEFAULT_SCHEDULERS = "none,cosine"
-DEFAULTS_ATTR = "defaults_trial"  # user attribute that marks a family's PyTorch-defaults trial
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,10 @@ class Space:
     task_params: dict[str, ParamSpace] = field(default_factory=dict)
 
     # -- per trial -------------------------------------------------------------------------
-    def suggest(self, trial: Any) -> TrialConfig:
-        """Ask an Optuna trial for one configuration; conditional on the chosen family."""
-        use_defaults = bool(trial.user_attrs.get(DEFAULTS_ATTR))
+    def suggest(self, trial: Any, *, use_defaults: bool = False) -> TrialConfig:
+        """Ask an Optuna trial for one configuration; conditional on the chosen family.
+        `use_defaults`: the trial runs its family's defaults (queued with their values), so
+        a default that its range leaves out (weight decay 0 in a log range) is taken as is."""
         family = trial.suggest_categorical("optimizer", list(self.families))
         hyper = {name: _suggest(trial, name, ps, use_defaults)
                  for name, ps in self.families[family].items()}

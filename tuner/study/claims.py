@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study import optuna_adapter
+from tuner.study import optuna_adapter, trial_attrs
 from tuner.study import records as studies
 from tuner.study.stores import sqlite_path
 
@@ -137,11 +137,10 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
                 _prefer_retries(study)
                 trial = study.ask()
             try:
-                optuna_adapter.set_trial_system_attr(study, trial, studies.OWNER_ATTR,
-                                                     studies.owner_record())
+                trial_attrs.set_owner(study, trial, studies.owner_record())
                 optuna_adapter.record_heartbeat(study, trial)  # stale-detectable from birth
             except BaseException:  # Ctrl-C right after ask: never leave it RUNNING
-                trial.set_user_attr("fail_reason", "interrupted")
+                trial_attrs.set_fail_reason(trial, "interrupted")
                 studies.requeue(study, study.tell(trial, state=TrialState.FAIL))
                 raise
             return Claim(trial=trial, done=done, running=len(running))
@@ -161,17 +160,17 @@ def _prefer_retries(study: optuna.Study) -> None:
 
 
 def _retries_first(trial: FrozenTrial) -> tuple[bool, int]:
-    return "retry_of" not in trial.user_attrs, trial.number
+    return trial_attrs.retry_of(trial) is None, trial.number
 
 
-def _may_come_back(trial: Any, heartbeats: bool) -> bool:
+def _may_come_back(trial: FrozenTrial, heartbeats: bool) -> bool:
     """Whether a running trial could still fail and need a re-run we should wait for.
 
     Only trials whose death we can notice: another process on this machine (its pid), or any
     machine's when the store keeps heartbeats. A trial of unknown origin is not waited for.
     """
-    owner = trial.system_attrs.get(studies.OWNER_ATTR)
-    if not isinstance(owner, dict):
+    owner = trial_attrs.owner(trial)
+    if owner is None:
         return False
     if owner.get("host") == socket.gethostname():
         return bool(owner.get("pid") != os.getpid())

@@ -1,83 +1,30 @@
-"""Study lifecycle: create or load a study, its stored metadata, and repairs after a crash.
-
-Everything `resume` and `worker` need lives in the study's user attributes: the task, the
-space, the data source, the objective and the settings, and the MLflow ids.
+"""Study lifecycle: create or load a study, count and pick its trials, queue the ones that run
+first or again, and find the trials of dead processes. What a study stores about itself is
+tuner.study.meta's; what it stores on each trial, tuner.study.trial_attrs'.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner._version import __version__
-from tuner.errors import OpttuneError, StoreError, StudyNotFoundError
-from tuner.space.searchspace import DEFAULTS_ATTR, Space
-from tuner.study import optuna_adapter
+from tuner.errors import StudyNotFoundError
+from tuner.study import optuna_adapter, trial_attrs
+from tuner.study.direction import Direction, best_of
+from tuner.study.meta import StudyMeta, space_of
 from tuner.study.stores import redact
 
-OWNER_ATTR = "opttune:owner"
 # A population's members that ran out of memory together run again in smaller populations.
 POPULATION_OUT_OF_MEMORY = "out of memory in a population"
 KILLED_FAILS = ("killed", "interrupted")
 UNCOUNTED_FAILS = (*KILLED_FAILS, POPULATION_OUT_OF_MEMORY)  # failures that run again
-KIND_ATTR = "kind"  # "benchmark" on a benchmark's record (a study with no trials of its own)
-BENCHMARK_KIND = "benchmark"
 UNOWNED_GRACE_S = 120  # a RUNNING trial with no owner record this old was killed right after ask
-
-
-@dataclass(frozen=True)
-class StudyMeta:
-    """What a study stores about itself."""
-
-    task: str
-    space: Space
-    data_source: str
-    metric: str
-    direction: str
-    settings: dict[str, Any]
-    mlflow: dict[str, str]
-
-    def user_attrs(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "space": json.dumps(self.space.to_dict()),  # key order is choice order
-            "data_source": self.data_source,
-            "objective": {"metric": self.metric, "direction": self.direction},
-            "settings": self.settings,
-            "mlflow": self.mlflow,
-            "opttune_version": __version__,
-        }
-
-    @classmethod
-    def from_study(cls, study: optuna.Study) -> StudyMeta:
-        attrs = study.user_attrs
-        if attrs.get(KIND_ATTR) == BENCHMARK_KIND:
-            raise OpttuneError(f"{study.study_name!r} is a benchmark, not a study: run its "
-                               f"`opttune benchmark` command again to continue it; its searches "
-                               f"are the studies {study.study_name}.FAMILY")
-        missing = [k for k in ("task", "space", "data_source") if k not in attrs]
-        if missing:
-            raise OpttuneError(f"study {study.study_name!r} was not made by opttune (no "
-                               f"{', '.join(missing)} attribute); it cannot be resumed here")
-        metric, direction = objective_of(study)
-        return cls(task=attrs["task"], space=Space.from_dict(json.loads(attrs["space"])),
-                   data_source=attrs["data_source"], metric=metric, direction=direction,
-                   settings=dict(attrs.get("settings", {})), mlflow=dict(attrs.get("mlflow", {})))
-
-
-def objective_of(study: optuna.Study | Any) -> tuple[str, str]:
-    """(metric, direction) of a study: as stored by opttune, else Optuna's direction and the
-    metric named "value" (a study opttune did not make)."""
-    objective = study.user_attrs.get("objective") or {}
-    direction = objective.get("direction") or study.direction.name.lower()
-    return str(objective.get("metric", "value")), str(direction)
 
 
 def study_names(storage: Any) -> list[str]:
@@ -103,15 +50,9 @@ def create_study(storage: Any, name: str, meta: StudyMeta, *, sampler: Any,
     direction = optuna.study.StudyDirection[meta.direction.upper()]
     study = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                 sampler=sampler, pruner=pruner)
-    for key, value in meta.user_attrs().items():
+    for key, value in meta.to_attrs().items():
         study.set_user_attr(key, value)
     return study  # each family's defaults trial is queued when it is claimed (claims.py)
-
-
-def space_of(study: optuna.Study) -> Space | None:
-    """The search space stored with the study; None for a study opttune did not make."""
-    stored = study.user_attrs.get("space")
-    return Space.from_dict(json.loads(stored)) if stored else None
 
 
 def family_of(trial: FrozenTrial) -> str | None:
@@ -138,11 +79,11 @@ def queue_next_defaults(study: optuna.Study, trials: list[FrozenTrial]) -> bool:
     space = space_of(study)
     if space is None or not space.defaults_first:
         return False
-    have = {family_of(t) for t in trials if t.user_attrs.get(DEFAULTS_ATTR)}
+    have = {family_of(t) for t in trials if trial_attrs.is_defaults(t)}
     for family in space.families:
         if family not in have and space.runs_defaults(family):
-            study.enqueue_trial(space.defaults_params(family), user_attrs={DEFAULTS_ATTR: True},
-                                skip_if_exists=False)
+            study.enqueue_trial(space.defaults_params(family),
+                                user_attrs=trial_attrs.queued(defaults=True), skip_if_exists=False)
             return True
     return False
 
@@ -157,12 +98,14 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def owner_record() -> dict[str, Any]:
+def owner_record() -> trial_attrs.Owner:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
 
 
-def _owner_dead(owner: dict[str, Any]) -> bool:
+def owner_gone(owner: Mapping[str, Any]) -> bool:
+    """Whether the process of an owner record (see :func:`owner_record`) has ended; another
+    machine's never is (its heartbeat decides)."""
     if owner.get("host") != socket.gethostname():
         return False  # another machine's trial: its heartbeat decides
     pid = int(owner.get("pid", -1))
@@ -186,34 +129,25 @@ def counted(trials: list[FrozenTrial]) -> int:
     for t in trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             n += 1
-        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in UNCOUNTED_FAILS:
+        elif t.state == TrialState.FAIL and trial_attrs.fail_reason(t) not in UNCOUNTED_FAILS:
             n += 1
     return n
 
 
-def best_complete(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+def best_complete(trials: list[FrozenTrial], direction: Direction) -> FrozenTrial | None:
     """The best COMPLETE trial with a finite value (never an inf or NaN), or None."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE
                 and t.value is not None and math.isfinite(t.value)]
     if not complete:
         return None
-    pick = max if direction == "maximize" else min
-    return pick(complete, key=lambda t: float(t.value or 0.0))
-
-
-def improvement(value: float, reference: float, direction: str) -> float:
-    """How much better `value` is than `reference`: positive is better, whichever way the
-    objective goes (`compare`'s gain over defaults and the benchmark's change both use it)."""
-    return value - reference if direction == "maximize" else reference - value
+    return best_of(complete, key=lambda t: float(t.value or 0.0), direction=direction)
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Enqueue `trial`'s parameters once more, unless a retry of it already exists."""
-    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+    if any(trial_attrs.retry_of(t) == trial.number for t in study.get_trials(deepcopy=False)):
         return False
-    attrs: dict[str, Any] = {"retry_of": trial.number}
-    if trial.user_attrs.get(DEFAULTS_ATTR):
-        attrs[DEFAULTS_ATTR] = True
+    attrs = trial_attrs.queued(defaults=trial_attrs.is_defaults(trial), retry_of=trial.number)
     # An enqueued trial interrupted while sampling has only some params: keep its fixed ones.
     params = {**optuna_adapter.enqueued_params(trial), **trial.params}
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
@@ -229,9 +163,9 @@ def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
     late = set(optuna_adapter.stale_trial_ids(study))
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.system_attrs.get(OWNER_ATTR)
+        owner = trial_attrs.owner(t)
         if optuna_adapter.trial_id(t) in late or \
-                (isinstance(owner, dict) and _owner_dead(owner)) or \
+                (owner is not None and owner_gone(owner)) or \
                 (owner is None and _unowned_too_long(t)):
             out.append(t)
     return out
@@ -246,11 +180,6 @@ def _unowned_too_long(trial: FrozenTrial) -> bool:
         UNOWNED_GRACE_S
 
 
-def owner_gone(owner: dict[str, Any]) -> bool:
-    """Whether the process of an owner record (see :func:`owner_record`) has ended."""
-    return _owner_dead(owner)
-
-
 def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed") -> None:
     """Mark a dead process's trial FAIL and queue its parameters to run again once.
 
@@ -258,32 +187,8 @@ def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed
     decides that the trial does not count and runs again.
     """
     try:
-        optuna_adapter.set_trial_user_attr(study, trial, "fail_reason", reason)
+        trial_attrs.set_fail_reason_of(study, trial, reason)
         study.tell(trial.number, state=TrialState.FAIL)
     except (RuntimeError, ValueError):  # UpdateFinishedTrialError; "cannot tell a COMPLETE"
         return  # finished meanwhile by someone else
     requeue(study, trial)
-
-
-def study_tracking_uri(name: str, meta: StudyMeta, given: str | None, *,
-                       always: bool = False) -> str | None:
-    """The MLflow store a command on study `name` logs to: `given` (--tracking-uri), else the
-    one the study was made with when that was given explicitly then (or `always`: a worker on
-    another machine has no home of the study's), so that resume, workers and retrain never
-    log elsewhere. None: the home's own store, as for a study made without --tracking-uri (a
-    copied home logs to its copy), or when the stored one is an SQLite file that is gone.
-    A stored URI with a password was stored masked."""
-    from tuner.study.stores import sqlite_path
-
-    if given is not None:
-        return given
-    if not (always or meta.mlflow.get("tracking_uri_given") == "true"):
-        return None
-    stored = meta.mlflow.get("tracking_uri", "")
-    path = sqlite_path(stored)
-    if path is not None and not path.exists():
-        return None
-    if "***" in stored:
-        raise StoreError(f"study {name!r} logs to the MLflow store {stored}, whose password "
-                         f"is not stored; give it with --tracking-uri")
-    return stored or None

@@ -14,11 +14,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study import records as studies
+from tuner.study import trial_attrs
+from tuner.study.meta import StudyMeta, set_mlflow_ids, study_tracking_uri
 from tuner.study.stores import redact
 
 if TYPE_CHECKING:
@@ -28,14 +30,16 @@ if TYPE_CHECKING:
 
 ORPHAN_TAG = "opttune.orphan"
 OWNER_TAG = "opttune.owner"  # the process that set the parent run RUNNING
-_RESULT_TAGS = ("prune_reason", "fail_reason", "diverged_step", "diverged_epoch",
-                "diverged_loss", "epochs_run")
+
+
+# What `opttune check` can find; `repair` has one branch for each.
+ProblemKind = Literal["stale-trial", "not-requeued", "run-status", "trial-without-run",
+                      "run-without-trial", "parent-running", "no-experiment"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # stale-trial, not-requeued, run-status, trial-without-run, run-without-trial,
-    #            parent-running, no-experiment
+    kind: ProblemKind
     found: str  # what is wrong, for people
     repair: str  # what the fix does
     trial: int | None = None
@@ -65,13 +69,13 @@ def check(name: str, *, fix: bool = False, home: str | Path | None = None,
 
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     study = studies.load_study(open_storage(stores.storage_url, create=False), name)
-    meta = studies.StudyMeta.from_study(study)
-    logged_to = studies.study_tracking_uri(name, meta, tracking_uri)
+    meta = StudyMeta.from_study(study)
+    logged_to = study_tracking_uri(name, meta, tracking_uri)
     if logged_to is not None:  # where the study's runs are, not this home's default
         stores = dataclasses.replace(stores, tracking_uri=logged_to)
     tracker = Tracker(stores.tracking_uri, stores.artifact_root)
     report = inspect_study(study, tracker, meta)
-    stored = meta.mlflow.get("tracking_uri")
+    stored = meta.mlflow.tracking_uri
     if stored and stored != redact(stores.tracking_uri):
         report.notes.append(f"the study was logged to MLflow at {stored}; this check looked at "
                             f"{redact(stores.tracking_uri)} (give --tracking-uri or --home)")
@@ -85,18 +89,18 @@ def check(name: str, *, fix: bool = False, home: str | Path | None = None,
 def expected_run(trial: FrozenTrial) -> tuple[str, str]:
     """(MLflow status, trial_state tag) that a finished trial's run must have."""
     if trial.state == TrialState.FAIL:
-        if trial.user_attrs.get("fail_reason") in studies.KILLED_FAILS:
+        if trial_attrs.fail_reason(trial) in studies.KILLED_FAILS:
             return "KILLED", "KILLED"
         return "FAILED", "FAIL"
     return "FINISHED", trial.state.name
 
 
-def inspect_study(study: optuna.Study, tracker: Tracker, meta: studies.StudyMeta, *,
+def inspect_study(study: optuna.Study, tracker: Tracker, meta: StudyMeta, *,
                   parent: bool = True) -> CheckReport:
     """Every problem of `study`, without changing anything. `parent`: look at its run too."""
     trials = study.get_trials(deepcopy=False)
     report = CheckReport(study=study.study_name, trials=len(trials))
-    experiment = meta.mlflow.get("experiment_id", "")
+    experiment = meta.mlflow.experiment_id
     if not experiment or not tracker.experiment_exists(experiment):
         report.problems.append(Problem(
             "no-experiment", f"the MLflow experiment of the study ({experiment or 'none'}) is "
@@ -110,7 +114,7 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: studies.StudyMeta
     for r in runs:
         by_number.setdefault(r.tags.get("trial_number", ""), []).append(r)
     stale = {t.number for t in studies.stale_trials(study)}
-    retried = {t.user_attrs.get("retry_of") for t in trials}
+    retried = {trial_attrs.retry_of(t) for t in trials}
     claimed: set[str] = set()
     for t in trials:
         if t.state == TrialState.WAITING:
@@ -120,8 +124,8 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: studies.StudyMeta
             claimed.add(run.run_id)
         if t.state == TrialState.RUNNING:
             if t.number in stale:
-                owner = t.system_attrs.get(studies.OWNER_ATTR) or {}
-                who = f"pid {owner['pid']}" if "pid" in owner else "no owner recorded"
+                owner = trial_attrs.owner(t)
+                who = f"pid {owner['pid']}" if owner and "pid" in owner else "no owner recorded"
                 report.problems.append(Problem(
                     "stale-trial", f"trial {t.number} is RUNNING but its process ({who}) is "
                     f"gone", "mark it FAIL (killed), end its run as KILLED and queue its "
@@ -139,10 +143,11 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: studies.StudyMeta
                 "run-status", f"trial {t.number} is {t.state.name} but its MLflow run "
                 f"{run.run_id} is {run.status}", f"end the run as {status}", t.number,
                 run.run_id))
+        why = trial_attrs.fail_reason(t)
         if t.state == TrialState.FAIL and t.number not in retried and \
-                t.user_attrs.get("fail_reason") in studies.UNCOUNTED_FAILS:
+                why in studies.UNCOUNTED_FAILS:
             report.problems.append(Problem(
-                "not-requeued", f"trial {t.number} was {t.user_attrs['fail_reason']} but its "
+                "not-requeued", f"trial {t.number} was {why} but its "
                 f"parameters were never queued again", "queue its parameters once more",
                 t.number))
     for r in runs:
@@ -152,7 +157,7 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: studies.StudyMeta
             "run-without-trial", f"MLflow run {r.run_id} (trial_number "
             f"{r.tags.get('trial_number', '?')}, {r.status}) belongs to no trial of the study",
             f"end it as KILLED if running and tag it {ORPHAN_TAG}", run_id=r.run_id))
-    parent_id = meta.mlflow.get("parent_run_id", "")
+    parent_id = meta.mlflow.parent_run_id
     if parent and parent_id and not report.running:
         record = tracker.run_record(parent_id)
         if record is not None and record.status == "RUNNING" and _owner_gone(record):
@@ -166,7 +171,7 @@ def run_of(trial: FrozenTrial, by_id: dict[str, RunRecord],
            by_number: dict[str, list[RunRecord]], claimed: set[str]) -> RunRecord | None:
     """The trial's run: the one it names, else one tagged with its number (a kill can land
     between creating the run and recording its id on the trial)."""
-    named = by_id.get(str(trial.user_attrs.get("mlflow_run_id")))
+    named = by_id.get(str(trial_attrs.run_id(trial)))
     if named is not None:
         return named
     candidates = [r for r in by_number.get(str(trial.number), []) if r.run_id not in claimed]
@@ -214,26 +219,27 @@ def _settle_run(study: optuna.Study, tracker: Tracker, trial: FrozenTrial | None
     """End `trial`'s run with the trial's outcome, logging the run first if it has none."""
     if trial is None or not trial.state.is_finished():
         return
-    meta = studies.StudyMeta.from_study(study)  # the experiment may just have been recreated
+    meta = StudyMeta.from_study(study)  # the experiment may just have been recreated
     if run_id is None:
         run_id = tracker.start_trial(
-            meta.mlflow["experiment_id"], parent_run_id=meta.mlflow.get("parent_run_id", ""),
+            meta.mlflow.experiment_id, parent_run_id=meta.mlflow.parent_run_id,
             study=study.study_name, number=trial.number,
-            config=trial.user_attrs.get("config") or dict(trial.params))
+            config=trial_attrs.config(trial) or dict(trial.params))
         tracker.set_tags(run_id, {"opttune.logged_by": "opttune check, from the study store"})
         for step, value in sorted(trial.intermediate_values.items()):
             tracker.log_epoch(run_id, step, {meta.metric: value})
     _, tag = expected_run(trial)
-    tags = {k: trial.user_attrs[k] for k in _RESULT_TAGS if k in trial.user_attrs}
+    tags = trial_attrs.result_tags(trial)
     metrics = {"value": trial.value} if trial.value is not None else {}
     tracker.end_trial(run_id, state=tag, tags=tags, metrics=metrics)
 
 
 def _recreate_experiment(study: optuna.Study, tracker: Tracker) -> None:
-    meta = studies.StudyMeta.from_study(study)
+    meta = StudyMeta.from_study(study)
     experiment, parent = tracker.start_study(study.study_name, task=meta.task,
                                              data_source=meta.data_source,
-                                             settings=meta.settings, space=meta.space.to_dict())
-    study.set_user_attr("mlflow", {**meta.mlflow, "experiment_id": experiment,
-                                   "parent_run_id": parent,
-                                   "tracking_uri": redact(tracker.tracking_uri)})
+                                             settings=meta.settings.to_attrs(),
+                                             space=meta.space.to_dict())
+    set_mlflow_ids(study, dataclasses.replace(meta.mlflow, experiment_id=experiment,
+                                              parent_run_id=parent,
+                                              tracking_uri=redact(tracker.tracking_uri)))

@@ -1,25 +1,23 @@
 """A trial's seed: one rule for the search, `opttune best`'s re-run command and `retrain`.
 
-The seed depends on the study's settings and the trial's number only, so a trial trains the
+The seed depends on the study's seed and the trial's number only, so a trial trains the
 same way wherever and whenever it runs (another process, a worker, a resume, a retrain).
 A study made to re-run one trial exactly pins it with ``trial_seed`` in its settings
-(`opttune search --trial-seed`, which `opttune best` prints).
+(`opttune search --trial-seed`, which `opttune best` prints). Training knows nothing of
+studies: callers pass the two numbers from the study's settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 _STRIDE = 100_003  # a prime, so that studies with nearby seeds do not share trial seeds
 
 
-def trial_seed(settings: Mapping[str, Any], number: int) -> int:
-    """The seed that trial `number` of a study with these settings trains with."""
-    pinned = settings.get("trial_seed")
+def trial_seed(number: int, *, seed: int | None, pinned: int | None = None) -> int:
+    """The seed that trial `number` of a study with seed `seed` trains with: `pinned` (the
+    study's ``trial_seed``) where the study pins one."""
     if pinned is not None:
         return int(pinned)
-    return int(settings.get("seed") or 0) * _STRIDE + number
+    return int(seed or 0) * _STRIDE + number
 
 
 def rerun_seed(seed: int | None, index: int) -> int:

@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 
 from tuner.cli.commands import cli
 from tuner.results.queries import rerun_command
-from tuner.results.records import read_trial
 from tuner.space.families import FAMILIES
+from tuner.study.trial_record import read_trial
 
 RECENT = ["muon", "schedulefree", "lion", "prodigy", "adafactor"]
 

@@ -8,10 +8,10 @@ import statistics
 
 import pytest
 
-from tuner.results.benchmark_cells import _headline, _with_changes, _with_target, worst_value
+from tuner.results.benchmark_cells import _headline, _with_changes, _with_target
 from tuner.results.benchmark_report import BASELINE, BenchmarkCell, Budget, SeedScore
 from tuner.results.paired import paired_change
-from tuner.study.records import improvement
+from tuner.study.direction import improvement, worst_value
 
 
 def _cell(optimizer: str, budget: str, median: float | None, *, schedule: str = "none",
@@ -120,3 +120,16 @@ def test_the_headline_pairs_each_tuned_cell_with_the_best_validated_one_shot() -
     minimized = _headline(cells, ["none"], [Budget("oneshot", 0), Budget("small", 25)],
                           "minimize", math.inf)
     assert minimized[0].oneshot == "sgd"  # lower validation wins when minimising
+
+
+def test_without_adam_the_first_optimizers_one_shot_cells_are_the_reference() -> None:
+    from tuner.results.benchmark_cells import reference_family
+
+    assert reference_family(["sgd", "adam"]) == "adam"  # the paper's reference when compared
+    assert reference_family(["adamw", "lion", "muon"]) == "adamw"
+    cells = [_cell("adamw", "oneshot", 0.87, values=[0.87, 0.86]),
+             _cell("lion", "small", 0.88, values=[0.88, 0.88])]
+    changed = _with_changes(cells, "maximize", 0.0, reference="adamw")
+    assert changed[1].change == pytest.approx(0.01)
+    assert changed[1].paired is not None and changed[1].paired.mean == pytest.approx(0.015)
+    assert [c.change for c in _with_changes(cells, "maximize", 0.0)] == [None, None]

@@ -17,7 +17,8 @@ from helpers.small_study import small_study_copy
 from tuner.errors import OpttuneError, StudyNotFoundError
 from tuner.results import queries as inspect
 from tuner.results.export import export_study
-from tuner.results.records import read_trial, to_json_data
+from tuner.results.records import to_json_data
+from tuner.study.trial_record import read_trial
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,10 @@ def _score_saved_model(folder: Path) -> float:
 def _study_data(study: optuna.Study) -> Any:
     """The data of the study's task, read as the study read it (its data folder, if any)."""
     from tasks.registry import get_task
-    from tuner.study.records import StudyMeta
+    from tuner.study.meta import StudyMeta
 
     meta = StudyMeta.from_study(study)
-    data_dir = meta.settings.get("data_dir")
+    data_dir = meta.settings.data_dir
     return get_task(meta.task).read_data(data_dir=Path(data_dir) if data_dir else None)
 
 

@@ -26,8 +26,9 @@ from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.cli.commands import cli
-from tuner.study.records import OWNER_ATTR, counted
+from tuner.study.records import counted
 from tuner.study.stores import open_storage
+from tuner.study.trial_attrs import OWNER_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # How long killed or signalled jobs may take to stop: a bound for a failure, never waited out

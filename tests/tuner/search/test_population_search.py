@@ -349,7 +349,7 @@ def test_jobs_and_a_worker_claim_populations_within_one_budget(
     """An `opttune worker` and then `resume --jobs 2` train populations of one study side by
     side (the worker and both jobs each hold a stacked population at the gate at once): the
     budget stays exact, both sides trained stacked trials, each its own run."""
-    from tuner.study.records import OWNER_ATTR
+    from tuner.study.trial_attrs import OWNER_ATTR
 
     gate = tmp_path / "gate"
     # One schedule kind (schedules may differ within a population; pinned all the same).

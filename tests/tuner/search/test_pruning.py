@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import OpttuneError
 from tuner.search.pruning import FamilyHyperbandPruner, FamilyMedianPruner, make_pruner
-from tuner.space.searchspace import DEFAULTS_ATTR
+from tuner.study.trial_attrs import DEFAULTS_ATTR
 
 ROOT = Path(__file__).resolve().parents[3]
 FAMILIES = ["sgd", "adam"]

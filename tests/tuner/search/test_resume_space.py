@@ -15,8 +15,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from tuner.cli.commands import cli
 from tuner.search.runner import search
-from tuner.space.diff import diff_lines, optuna_conflicts
+from tuner.space.diff import diff_lines
 from tuner.space.searchspace import build_space
+from tuner.study.space_conflicts import optuna_conflicts
 
 
 def test_each_kind_of_change_is_named() -> None:

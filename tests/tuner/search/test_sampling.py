@@ -13,8 +13,9 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState, create_trial
 
 from tuner.errors import OpttuneError
-from tuner.search.sampling import FAMILY_ATTR, FamilySampler, make_sampler
-from tuner.space.searchspace import DEFAULTS_ATTR, build_space
+from tuner.search.sampling import FamilySampler, make_sampler
+from tuner.space.searchspace import build_space
+from tuner.study.trial_attrs import DEFAULTS_ATTR, FAMILY_ATTR, is_defaults
 
 FAMILIES = ["sgd", "adam"]
 DISTS = {"optimizer": CategoricalDistribution(FAMILIES),
@@ -82,13 +83,13 @@ def test_enqueued_fixed_params_are_honoured() -> None:
     study.enqueue_trial({"optimizer": "momentum", "lr": 0.0123, "momentum": 0.77})
     study.enqueue_trial(space.defaults_params("adam"), user_attrs={DEFAULTS_ATTR: True})
     first = study.ask()
-    config = space.suggest(first)
+    config = space.suggest(first, use_defaults=is_defaults(first))
     assert config.optimizer == "momentum"
     assert config.hyper["lr"] == 0.0123 and config.hyper["momentum"] == 0.77
     assert first.params["optimizer"] == "momentum"
     study.tell(first, 0.5)
     second = study.ask()
-    config = space.suggest(second)
+    config = space.suggest(second, use_defaults=is_defaults(second))
     assert config.optimizer == "adam" and config.hyper["lr"] == 1e-3
     assert (config.hyper["beta1"], config.hyper["beta2"]) == (0.9, 0.999)
     study.tell(second, 0.6)
@@ -103,7 +104,7 @@ def run_space(sampler_name: str, seed: int | None, n: int = 14) -> list[dict[str
         study.enqueue_trial(space.defaults_params(family), user_attrs={DEFAULTS_ATTR: True})
     for _ in range(n):
         trial = study.ask()
-        config = space.suggest(trial)
+        config = space.suggest(trial, use_defaults=is_defaults(trial))
         assert set(config.hyper) == set(space.families[config.optimizer])
         # A smooth made-up objective: each family has its own best lr.
         best = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}[config.optimizer]
@@ -179,7 +180,7 @@ def _study_of(space_families: list[str], sampler_name: str, *, trials: int,
         study.enqueue_trial(space.defaults_params(family), user_attrs={DEFAULTS_ATTR: True})
 
     def objective(trial: optuna.Trial) -> float:
-        config = space.suggest(trial)
+        config = space.suggest(trial, use_defaults=is_defaults(trial))
         lr, wd = config.hyper["lr"], config.hyper["weight_decay"]
         if config.optimizer == "sgd":
             return 0.2 - 0.01 * abs(math.log10(lr) + 1)

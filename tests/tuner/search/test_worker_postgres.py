@@ -34,7 +34,8 @@ from optuna.trial import TrialState
 from tuner.cli.commands import cli
 from tuner.study import optuna_adapter
 from tuner.study.claims import claim_next
-from tuner.study.records import OWNER_ATTR, counted
+from tuner.study.records import counted
+from tuner.study.trial_attrs import OWNER_ATTR
 
 ROOT = Path(__file__).resolve().parents[3]
 URL_ENV = "OPTTUNE_TEST_POSTGRES_URL"

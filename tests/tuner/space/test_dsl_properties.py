@@ -61,7 +61,9 @@ from tuner.space.searchspace import (
     build_space,
     parse_task_params,
 )
-from tuner.study.records import StudyMeta, create_study
+from tuner.study.meta import StudyMeta
+from tuner.study.records import create_study
+from tuner.study.settings import MlflowIds, StudySettings
 
 PARSING = settings(max_examples=100, deadline=None, database=None)
 BUILDING = settings(max_examples=30, deadline=None, database=None)
@@ -381,7 +383,7 @@ def test_space_round_trips_through_the_study_record(flags: Flags) -> None:
     space = build_space(**flags.kwargs())
     assert Space.from_dict(json.loads(json.dumps(space.to_dict()))) == space
     meta = StudyMeta(task="digits-mlp", space=space, data_source="sklearn", metric="accuracy",
-                     direction="maximize", settings={}, mlflow={})
+                     direction="maximize", settings=StudySettings(), mlflow=MlflowIds())
     study = create_study(optuna.storages.InMemoryStorage(), "s", meta, sampler=None,
                          pruner=None)
     assert StudyMeta.from_study(study).space == space

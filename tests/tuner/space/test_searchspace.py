@@ -12,7 +12,8 @@ from tuner.search.sampling import make_sampler
 from tuner.space.config import TrialConfig
 from tuner.space.dsl import Choice, Fixed, Range
 from tuner.space.families import DEFAULT_FAMILIES, FAMILIES
-from tuner.space.searchspace import DEFAULTS_ATTR, Space, build_space
+from tuner.space.searchspace import Space, build_space
+from tuner.study.trial_attrs import DEFAULTS_ATTR
 
 ADAM_FAMILY = {"adam", "adamw", "nadam", "radam"}
 
@@ -196,7 +197,7 @@ def _run_defaults(space: Space, family: str) -> tuple[optuna.Study, TrialConfig]
                                                      seed=0))
     study.enqueue_trial(space.defaults_params(family), user_attrs={DEFAULTS_ATTR: True})
     trial = study.ask()
-    config = space.suggest(trial)
+    config = space.suggest(trial, use_defaults=True)
     assert config.optimizer == family
     study.tell(trial, 0.5)
     return study, config

@@ -15,8 +15,9 @@ import pytest
 
 from tuner.study import optuna_adapter
 from tuner.study.claims import claim_next
-from tuner.study.records import OWNER_ATTR, fail_stale, stale_trials
+from tuner.study.records import fail_stale, stale_trials
 from tuner.study.stores import open_storage
+from tuner.study.trial_attrs import OWNER_ATTR
 
 
 def test_claims_stop_at_the_budget_wait_for_live_trials_and_refill_dead_ones(

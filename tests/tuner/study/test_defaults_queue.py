@@ -11,25 +11,28 @@ from click.testing import CliRunner
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.cli.commands import cli
-from tuner.space.searchspace import DEFAULTS_ATTR, Space, build_space
+from tuner.space.searchspace import Space, build_space
 from tuner.study import records as studies
 from tuner.study.claims import claim_next
+from tuner.study.meta import StudyMeta, space_of
+from tuner.study.settings import MlflowIds, StudySettings
 from tuner.study.stores import open_storage
+from tuner.study.trial_attrs import DEFAULTS_ATTR
 
 FAMILIES = ["sgd", "adam", "rmsprop"]
 
 
 def make_study(tmp_path: Path, *, defaults_first: bool = True) -> optuna.Study:
     space = build_space(optimizers=FAMILIES, default_epochs=1, defaults_first=defaults_first)
-    meta = studies.StudyMeta(task="digits-mlp", space=space, data_source="test",
-                             metric="val_acc", direction="maximize", settings={}, mlflow={})
+    meta = StudyMeta(task="digits-mlp", space=space, data_source="test", metric="val_acc",
+                     direction="maximize", settings=StudySettings(), mlflow=MlflowIds())
     storage = open_storage(f"sqlite:///{tmp_path / 'opttune.db'}", create=True)
     return studies.create_study(storage, "q", meta, sampler=optuna.samplers.RandomSampler(0),
                                 pruner=None)
 
 
 def space(study: optuna.Study) -> Space:
-    found = studies.space_of(study)
+    found = space_of(study)
     assert found is not None
     return found
 
@@ -38,7 +41,7 @@ def claim(study: optuna.Study, *, target: int = 10) -> optuna.Trial:
     """Claim one trial and sample its configuration, as the trial loop does."""
     got = claim_next(study, target=target, recover=lambda: None)
     assert got.trial is not None
-    space(study).suggest(got.trial)
+    space(study).suggest(got.trial, use_defaults=is_defaults(got.trial))
     return got.trial
 
 

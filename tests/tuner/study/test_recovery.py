@@ -27,6 +27,7 @@ from tuner.study import optuna_adapter
 from tuner.study import records as studies
 from tuner.study.recovery import check
 from tuner.study.tracker import Tracker
+from tuner.study.trial_attrs import OWNER_ATTR
 
 NAME = "c"
 
@@ -110,7 +111,7 @@ def test_every_kind_of_crash_damage_is_found_then_fixed(stores: Path) -> None:
     mlflow.set_tag(trial0.user_attrs["mlflow_run_id"], "trial_state", "RUNNING")
     # SIGKILL mid-trial: RUNNING in Optuna (owner gone) and in MLflow.
     stale = study.ask()
-    optuna_adapter.set_trial_system_attr(study, stale, studies.OWNER_ATTR, dead_owner())
+    optuna_adapter.set_trial_system_attr(study, stale, OWNER_ATTR, dead_owner())
     stale.suggest_categorical("optimizer", ["sgd"])
     stale.suggest_float("lr", 1e-4, 1.0, log=True)
     stale_run = track.start_trial(experiment, parent_run_id=parent, study=NAME,
@@ -180,7 +181,7 @@ def test_every_kind_of_crash_damage_is_found_then_fixed(stores: Path) -> None:
 def test_a_live_trial_is_left_alone(stores: Path) -> None:
     study, track = load(stores), tracker(stores)
     live = study.ask()  # this test process owns it, and is alive
-    optuna_adapter.set_trial_system_attr(study, live, studies.OWNER_ATTR,
+    optuna_adapter.set_trial_system_attr(study, live, OWNER_ATTR,
                                          studies.owner_record())
     run = track.start_trial(ids(stores)["experiment_id"], parent_run_id="", study=NAME,
                             number=live.number, config={"optimizer": "sgd"})
@@ -194,7 +195,7 @@ def test_a_run_created_before_the_kill_is_matched_by_trial_number(stores: Path) 
     """Killed between MLflow's create_run and recording its id: the run is the trial's."""
     study, track = load(stores), tracker(stores)
     stale = study.ask()
-    optuna_adapter.set_trial_system_attr(study, stale, studies.OWNER_ATTR, dead_owner())
+    optuna_adapter.set_trial_system_attr(study, stale, OWNER_ATTR, dead_owner())
     stale.suggest_categorical("optimizer", ["sgd"])
     run = track.start_trial(ids(stores)["experiment_id"], parent_run_id="", study=NAME,
                             number=stale.number, config={"optimizer": "sgd"})

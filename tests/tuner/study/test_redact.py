@@ -204,9 +204,9 @@ def test_cli_errors_are_masked_whatever_wrapped_them() -> None:
 
 def test_a_trials_fail_reason_is_masked() -> None:
     """The reason is stored: a trial attribute and an MLflow tag."""
-    from tuner.search.trial_loop import _ending
+    from tuner.search.trial_steps import ending_of
 
-    ending = _ending(RuntimeError("could not reach http://u:s3cret@mlflow:5000/api\nmore"))
+    ending = ending_of(RuntimeError("could not reach http://u:s3cret@mlflow:5000/api\nmore"))
     assert ending.state == "FAIL"
     assert ending.reason == "RuntimeError: could not reach http://u:***@mlflow:5000/api"
 
@@ -236,11 +236,13 @@ def test_the_mlflow_process_answers_masked(monkeypatch: pytest.MonkeyPatch) -> N
 def test_a_stored_masked_tracking_uri_asks_for_the_real_one(stored: str) -> None:
     """A study keeps its tracking URI masked; resume then asks for it, in every form."""
     from tuner.space import build_space
-    from tuner.study.records import StudyMeta, study_tracking_uri
+    from tuner.study.meta import StudyMeta, study_tracking_uri
+    from tuner.study.settings import MlflowIds, StudySettings
 
     meta = StudyMeta(task="t", space=build_space(optimizers=["adam"]),
-                     data_source="d", metric="m", direction="maximize", settings={},
-                     mlflow={"tracking_uri": stored, "tracking_uri_given": "true"})
+                     data_source="d", metric="m", direction="maximize",
+                     settings=StudySettings(),
+                     mlflow=MlflowIds(tracking_uri=stored, tracking_uri_given=True))
     with pytest.raises(StoreError, match="whose password is not stored; give it with "
                                          "--tracking-uri"):
         study_tracking_uri("s", meta, None)

@@ -128,7 +128,8 @@ def test_each_name_has_its_own_experiment_and_artifact_folder(
     """Guards the MLflow side of names: one experiment per name (the study's), and one artifact
     folder per name, directly under the home's artifact root ("a/b" makes no folder "a"),
     holding that study's runs and plots."""
-    from tuner.study.records import StudyMeta, load_study
+    from tuner.study.meta import StudyMeta
+    from tuner.study.records import load_study
     from tuner.study.stores import open_storage
 
     home, _ = named
@@ -139,11 +140,11 @@ def test_each_name_has_its_own_experiment_and_artifact_folder(
     for name in NAMES:
         meta = StudyMeta.from_study(load_study(storage, name))
         experiment = experiments[name]  # an experiment of exactly that name ...
-        assert experiment.experiment_id == meta.mlflow["experiment_id"]  # ... the study's
+        assert experiment.experiment_id == meta.mlflow.experiment_id  # ... the study's
         assert experiment.lifecycle_stage == "active"
         folder = _artifact_folder(home, name)
         assert folder.parent == root, (name, folder)
-        plots = folder / meta.mlflow["parent_run_id"] / "artifacts" / "plots"
+        plots = folder / meta.mlflow.parent_run_id / "artifacts" / "plots"
         assert (plots / "study_plots.html").is_file(), (name, list(folder.rglob("*")))
         folders[name] = folder
     assert len(set(folders.values())) == len(NAMES), folders

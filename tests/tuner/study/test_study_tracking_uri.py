@@ -1,5 +1,5 @@
 """Commands on a study log where the study logs: the MLflow store it was made with, unless
---tracking-uri says otherwise (tuner.study.records.study_tracking_uri)."""
+--tracking-uri says otherwise (tuner.study.meta.study_tracking_uri)."""
 
 from __future__ import annotations
 

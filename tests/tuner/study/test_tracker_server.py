@@ -29,8 +29,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tuner.cli.commands import cli
-from tuner.study.records import OWNER_ATTR
 from tuner.study.tracker import Tracker, is_tracking_server
+from tuner.study.trial_attrs import OWNER_ATTR
 
 START_SECONDS = 180  # the longest we wait for the server to answer
 

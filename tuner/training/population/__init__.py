@@ -59,10 +59,18 @@ in place, data-dependent control flow, forwards that fail under vmap or read ten
 are not their parameters) are detected by a cheap check before training:
 :func:`stack_check` returns the reason, :func:`fit_population` raises :class:`CannotStack`.
 
+Muon (the `muon` family) has a batched rule of its own: each member's hidden weight matrices
+stacked as (K, m, n) are orthogonalised together by the Newton-Schulz iteration in bfloat16
+batched matrix products (``bmm``/``baddbmm``), on each matrix as torch holds it (out, in)
+whatever the stack's layout; the member's momentum, decay and lr adjustment are (K, 1, 1)
+tensors, and its AdamW side (the other parameters) is the adam rule with each member's AdamW
+group at that group's own scheduled learning rate.
+
 Modules: ``_grouping`` (which configs can share a step), ``_stack`` (the stacked model
 and the check that a model can be stacked), ``_updates`` (per-member optimizer state)
-with ``_batched`` (batched update rules) and ``_fused`` (torch's fused kernels per
-member, and the choice between them), ``_fit`` (:func:`fit_population`, the training
+with ``_batched`` (batched update rules), ``_lion`` and ``_muon`` (the recent families'),
+and ``_fused`` (torch's fused kernels per member, and the choice between them), ``_mixed``
+(rules side by side in one population), ``_fit`` (:func:`fit_population`, the training
 loop), ``_errors`` (:class:`CannotStack`).
 """
 

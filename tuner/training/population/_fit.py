@@ -18,6 +18,7 @@ from tuner.space.config import TrialConfig
 from tuner.space.families import FAMILIES
 from tuner.training import optimizers
 from tuner.training.loop import DeviceData, Diverged, EpochResult
+from tuner.training.muon import split_params
 from tuner.training.population._errors import CannotStack
 from tuner.training.population._grouping import _RULES, _shared_step_reason, _torch_group
 from tuner.training.population._mixed import make_update
@@ -121,24 +122,36 @@ class _Population:
         self.bs, self.epochs = first.batch_size, first.epochs
         self.n = len(data.train_x)
         self.steps_per_epoch = math.ceil(self.n / self.bs)
+        # Muon's side: the model's hidden matrices (the same for every member), as fit's
+        # optimizer splits them, among the parameters that train.
+        matrices = {id(p) for p in split_params(stack.base)[0]}
+        held = [(id(stack.base.get_parameter(name)) in matrices, transposed)
+                for name, transposed, p in zip(stack.param_names, stack.transposed,
+                                               stack.params, strict=True) if p.requires_grad]
         self.update = make_update([rules[k] for k in order], [groups[k] for k in order],
-                                  self._trainable(), update=update, device_type=dev.type)
-        # One param group per member, so that torch's scheduler gives each member the lr its
-        # own fit would see at every step (recursive schedules included); one holder and
-        # schedule per schedule kind among the members.
-        self.lr_groups: list[dict[str, Any]] = [{} for _ in configs]  # member → its group
+                                  self._trainable(), update=update, device_type=dev.type,
+                                  hidden=[h for h, _ in held], transposed=[t for _, t in held])
+        # One param group per param group of each member's own optimizer (one, or for muon
+        # Muon's and AdamW's, or AdamW's alone where the model has no hidden matrix), so that
+        # torch's scheduler gives each member the lrs its own fit would see at every step
+        # (recursive schedules included); one holder and schedule per schedule kind.
+        bases = [[groups[k]["lr"]] if rules[k] != "muon" else
+                 [groups[k]["lr"]] * bool(matrices) + [groups[k]["adamw"]["lr"]]
+                 for k in range(len(configs))]
+        self.lr_groups: list[list[dict[str, Any]]] = [[] for _ in configs]  # member → groups
         self.schedules: list[torch.optim.lr_scheduler.LRScheduler] = []
         for kind in dict.fromkeys(c.scheduler for c in configs):
             members = [k for k, c in enumerate(configs) if c.scheduler == kind]
-            holder = torch.optim.SGD(
-                [{"params": [torch.zeros(0)], "lr": groups[k]["lr"]} for k in members])
+            holder = torch.optim.SGD([{"params": [torch.zeros(0)], "lr": lr}
+                                      for k in members for lr in bases[k]])
             schedule = optimizers.build_scheduler(
                 kind, holder, total_steps=self.steps_per_epoch * self.epochs)
             # Marks the holder stepped (torch warns of a schedule stepped before its
             # optimizer); its parameters have no gradients, so nothing changes.
             holder.step()
-            for k, group in zip(members, holder.param_groups, strict=True):
-                self.lr_groups[k] = group
+            held_groups = iter(holder.param_groups)
+            for k in members:
+                self.lr_groups[k] = [next(held_groups) for _ in bases[k]]
             if schedule is not None:
                 self.schedules.append(schedule)
         self.generators = [torch.Generator(device=dev).manual_seed(seeds[k]) for k in order]
@@ -153,8 +166,9 @@ class _Population:
     def _trainable(self) -> list[torch.Tensor]:
         return [p for p in self.stack.params if p.requires_grad]
 
-    def _lrs(self) -> list[float]:
-        return [float(self.lr_groups[k]["lr"]) for k in self.alive]
+    def _lrs(self) -> list[list[float]]:
+        """Each training member's learning rates, one per param group of its optimizer."""
+        return [[float(g["lr"]) for g in self.lr_groups[k]] for k in self.alive]
 
     def _leave(self, leaving: dict[int, Exception]) -> None:
         """Members (by index) leave with what stopped them; the stacks shrink."""
@@ -181,7 +195,8 @@ class _Population:
                 break
             start = time.perf_counter()
             began = len(self.alive)
-            lrs_at_start = dict(zip(self.alive, self._lrs(), strict=True))
+            # fit reports its optimizer's first group's lr (Muon's, for muon)
+            lrs_at_start = {k: lrs[0] for k, lrs in zip(self.alive, self._lrs(), strict=True)}
             self.stack.train(True)
             self.perms = torch.stack([torch.randperm(self.n, device=self.dev, generator=g)
                                       for g in self.generators])
@@ -197,7 +212,7 @@ class _Population:
                 y = torch.index_select(data.train_y, 0, idx).view(k, -1, *label_shape)
                 losses = _member_losses(self.task.loss, self.stack.forward(x), y)
                 grads = torch.autograd.grad(losses.sum(), self._trainable(), allow_unused=True)
-                self.update.step(grads, self._lrs())
+                self.update.step_members(grads, self._lrs())
                 for schedule in self.schedules:
                     schedule.step()
                 recent.append(losses.detach())

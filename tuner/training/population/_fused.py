@@ -21,6 +21,7 @@ import torch
 
 from tuner.training.population._batched import _BATCHED
 from tuner.training.population._lion import _LionBatched
+from tuner.training.population._muon import _MuonWithAdamW
 from tuner.training.population._updates import _accumulator, _Update
 
 # Rules with a torch fused kernel, on these device types (as tuner.training.optimizers uses).
@@ -133,7 +134,8 @@ def _contiguous(t: torch.Tensor | None) -> torch.Tensor:
 
 
 def _make_update(rule: str, groups: list[dict[str, Any]], params: Sequence[torch.Tensor],
-                 *, update: str, device_type: str) -> _Update:
+                 *, update: str, device_type: str, hidden: Sequence[bool] = (),
+                 transposed: Sequence[bool] = ()) -> _Update:
     # A forced "fused" falls back to the batched rule where torch has no kernel, as
     # optimizers.build falls back to foreach.
     fusable = device_type in _FUSED_DEVICE_TYPES.get(rule, ())
@@ -143,4 +145,9 @@ def _make_update(rule: str, groups: list[dict[str, Any]], params: Sequence[torch
         return _Fused(rule, groups, params)
     if rule == "lion":  # no torch kernel: the batched rule on every device
         return _LionBatched(groups, params)
+    if rule == "muon":  # Muon's side batched on every device, AdamW's as the adam rule
+        return _MuonWithAdamW(
+            groups, params, hidden=hidden, transposed=transposed,
+            make_adamw=lambda side, ps: _make_update("adam", side, ps, update=update,
+                                                     device_type=device_type))
     return _BATCHED[rule](groups, params)

@@ -4,6 +4,7 @@ populations."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -20,10 +21,17 @@ from tuner.training.population._errors import _first_line
 # optimizer class (a family's torch_class) → the stacked update rule that implements it.
 # Families that map to the same rule share one update: sgd/momentum/nesterov (per-member
 # momentum and Nesterov flag), adam/adamw (per-member coupled or decoupled weight decay).
-# Rules may mix in one population (see _mixed). Muon, Schedule-Free, Prodigy (one step size
-# estimated over all parameters) and Adafactor (host-side norms per parameter) have none.
+# Rules may mix in one population (see _mixed). Muon's (its Newton-Schulz iteration on
+# stacked matrices, AdamW on the other parameters) is in _muon. Schedule-Free (its train/eval
+# switch), Prodigy (one step size estimated over all parameters) and Adafactor (host-side
+# norms per parameter) have none.
 _RULES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop",
-          "Adagrad": "adagrad", "NAdam": "nadam", "RAdam": "radam", "lion_pytorch:Lion": "lion"}
+          "Adagrad": "adagrad", "NAdam": "nadam", "RAdam": "radam", "lion_pytorch:Lion": "lion",
+          "Muon": "muon"}
+# Muon's Newton-Schulz settings: the family fixes them at torch's defaults, and members of
+# one population run the iteration together, so its rule takes those only.
+_MUON_NS = {name: inspect.signature(torch.optim.Muon).parameters[name].default
+            for name in ("ns_coefficients", "ns_steps", "eps")}
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,27 @@ class Grouping:
 
 def _torch_group(config: TrialConfig) -> dict[str, Any]:
     """Every hyperparameter of the torch optimizer `fit` would build for `config`, torch's
-    defaults filled in; raises what that constructor raises for invalid values."""
+    defaults filled in; raises what that constructor raises for invalid values. A `muon`
+    config's is its Muon group with its AdamW side's group under "adamw"."""
+    if config.optimizer == "muon":
+        return _muon_group(config)
     kwargs = optimizers.optimizer_kwargs(config)
     cls: Any = optimizers.optimizer_class(FAMILIES[config.optimizer])
     group = dict(cls([torch.zeros(1, requires_grad=True)], **kwargs).param_groups[0])
     group.pop("params")
     return group
+
+
+def _muon_group(config: TrialConfig) -> dict[str, Any]:
+    """The two param groups of the optimizer `fit` builds for a `muon` config, read from one
+    built (as fit builds it) over three plain matrices: the middle one is hidden."""
+    probe = [torch.nn.Parameter(torch.zeros(1, 1)) for _ in range(3)]
+    built = optimizers.build(config, probe)
+    muon, adamw = (dict(g) for g in built.param_groups)
+    muon.pop("params")
+    adamw.pop("params")
+    muon["adamw"] = adamw
+    return muon
 
 
 def _unsupported(rule: str, group: dict[str, Any]) -> str | None:
@@ -55,6 +78,11 @@ def _unsupported(rule: str, group: dict[str, Any]) -> str | None:
             return f"{key}={group[key]!r} has no stacked {rule} rule"
     if isinstance(group["lr"], torch.Tensor):
         return "a tensor learning rate has no stacked rule"
+    if rule == "muon":
+        for key, default in _MUON_NS.items():
+            if group[key] != default:
+                return f"{key}={group[key]!r} has no stacked muon rule (it takes {default!r})"
+        return _unsupported("adam", group["adamw"])
     return None
 
 

@@ -14,19 +14,25 @@ from tuner.training.population._updates import _Update
 
 
 def make_update(rules: Sequence[str], groups: list[dict[str, Any]],
-                params: Sequence[torch.Tensor], *, update: str, device_type: str) -> _Update:
+                params: Sequence[torch.Tensor], *, update: str, device_type: str,
+                hidden: Sequence[bool] = (), transposed: Sequence[bool] = ()) -> _Update:
     """The update of a stack whose row r follows `rules[r]` with torch group `groups[r]`
-    (rows of one rule adjacent)."""
+    (rows of one rule adjacent). The muon rule needs `hidden` (which parameters are the
+    hidden matrices Muon updates) and `transposed` (which are held as (K, in, out)), one
+    flag per parameter."""
     if len(set(rules)) == 1:
-        return _make_update(rules[0], groups, params, update=update, device_type=device_type)
-    return _Mixed(rules, groups, params, update=update, device_type=device_type)
+        return _make_update(rules[0], groups, params, update=update, device_type=device_type,
+                            hidden=hidden, transposed=transposed)
+    return _Mixed(rules, groups, params, update=update, device_type=device_type,
+                  hidden=hidden, transposed=transposed)
 
 
 class _Mixed(_Update):
     """One update per run of adjacent rows of one rule, each over views of those rows."""
 
     def __init__(self, rules: Sequence[str], groups: list[dict[str, Any]],
-                 params: Sequence[torch.Tensor], *, update: str, device_type: str) -> None:
+                 params: Sequence[torch.Tensor], *, update: str, device_type: str,
+                 hidden: Sequence[bool] = (), transposed: Sequence[bool] = ()) -> None:
         # No state of its own (super().__init__ would make some): the parts hold it.
         self.rules, self.groups = list(rules), groups
         self.data = [p.detach() for p in params]
@@ -41,12 +47,19 @@ class _Mixed(_Update):
                                  f"{self.rules[start]!r} is split: {self.rules}")
             self.parts.append((start, end, _make_update(
                 self.rules[start], groups[start:end], [p[start:end] for p in self.data],
-                update=update, device_type=device_type)))
+                update=update, device_type=device_type, hidden=hidden,
+                transposed=transposed)))
             start = end
 
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
         for start, end, part in self.parts:
             part.step([None if g is None else g[start:end] for g in grads], lrs[start:end])
+
+    def step_members(self, grads: Sequence[torch.Tensor | None],
+                     lrs: Sequence[Sequence[float]]) -> None:
+        for start, end, part in self.parts:
+            part.step_members([None if g is None else g[start:end] for g in grads],
+                              lrs[start:end])
 
     def keep(self, rows: torch.Tensor, positions: Sequence[int],
              params: Sequence[torch.Tensor]) -> None:

@@ -42,6 +42,9 @@ class _Stack:
             raise CannotStack(f"forward='bmm' needs an nn.Sequential of only Linear and ReLU on "
                               f"flat inputs, but got a {type(base).__name__}")
         self._layers: list[tuple[int, int | None] | None] = []  # (weight, bias) or None: ReLU
+        # Which parameters are held as the transpose of the member's own (Muon's rule acts on
+        # each matrix as torch holds it).
+        self.transposed = [False] * len(self.params)
         if self.bmm:
             index = {n: i for i, n in enumerate(self.param_names)}
             for name, module in base.named_children():
@@ -55,6 +58,7 @@ class _Stack:
                     with torch.no_grad():
                         self.params[w] = self.params[w].detach().transpose(1, 2).contiguous(
                             ).requires_grad_(self.params[w].requires_grad)
+                    self.transposed[w] = True
                 else:
                     self._layers.append(None)
         self._train = vmap(self._call, in_dims=(0, 0, 0), randomness="different")

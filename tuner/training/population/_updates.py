@@ -68,6 +68,13 @@ class _Update(abc.ABC):
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
         """One optimizer step of every member, at the members' learning rates `lrs`."""
 
+    def step_members(self, grads: Sequence[torch.Tensor | None],
+                     lrs: Sequence[Sequence[float]]) -> None:
+        """One step of every member, given each member's learning rates: one per param
+        group of the optimizer ``fit`` builds for it, in its order. A rule whose members
+        have one group (every rule but muon's) steps at the first."""
+        self.step(grads, [member[0] for member in lrs])
+
 
 
 def _accumulator(groups: Sequence[dict[str, Any]], p: torch.Tensor) -> torch.Tensor:
