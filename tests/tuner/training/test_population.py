@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.population_checks import assert_same as shared_assert_same
+from helpers.population_checks import digits_790
 
 from tasks.base import Task
 from tasks.digits import DIGITS_MLP
@@ -58,12 +60,7 @@ HYPER["nesterov"] = HYPER["momentum"]
 
 @pytest.fixture(scope="module")
 def digits() -> Iterator[DeviceData]:
-    """790 training digits: 25 steps of 32 per epoch (the last one short), 2 epochs = 50."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one summation order for the solo and the stacked runs
-    data = DIGITS_MLP.read_data()
-    yield DeviceData(data.train_x[:790], data.train_y[:790], data.val_x, data.val_y)
-    torch.set_num_threads(threads)
+    yield from digits_790()
 
 
 def configs(family: str, *, scheduler: str = "none", epochs: int = 2) -> list[TrialConfig]:
@@ -71,13 +68,7 @@ def configs(family: str, *, scheduler: str = "none", epochs: int = 2) -> list[Tr
 
 
 def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int) -> None:
-    assert len(member) == len(solo)
-    for ours, theirs in zip(member, solo, strict=True):
-        assert ours.epoch == theirs.epoch and ours.lr == theirs.lr
-        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=TRAIN_RTOL)
-        assert ours.val_loss == pytest.approx(theirs.val_loss, rel=RTOL)
-        # accuracy: a float tie could move one sample at most
-        assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
+    shared_assert_same(member, solo, n_val, rtol=RTOL, train_rtol=TRAIN_RTOL)
 
 
 _SOLO: dict[tuple[str, str, int], list[EpochResult]] = {}

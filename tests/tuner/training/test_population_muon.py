@@ -22,12 +22,13 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.population_checks import assert_same
 
 from tasks.base import Task
 from tasks.digits import DIGITS_MLP, load_digits_data
 from tasks.images import mlp
 from tuner.space.config import TrialConfig
-from tuner.training.loop import DeviceData, Diverged, EpochResult, fit
+from tuner.training.loop import DeviceData, Diverged, fit
 from tuner.training.muon import split_params
 from tuner.training.population import fit_population, group_configs
 from tuner.training.population._muon import _MuonBatched, zeropower_batched
@@ -76,16 +77,6 @@ def digits() -> Iterator[DeviceData]:
 @pytest.fixture(scope="module")
 def digits32() -> Iterator[DeviceData]:
     yield from _data(torch.float32)
-
-
-def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int, *,
-                rtol: float = RTOL) -> None:
-    assert len(member) == len(solo)
-    for ours, theirs in zip(member, solo, strict=True):
-        assert ours.epoch == theirs.epoch and ours.lr == theirs.lr
-        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=rtol)
-        assert ours.val_loss == pytest.approx(theirs.val_loss, rel=rtol)
-        assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
 
 
 def test_the_model_has_a_wide_and_a_tall_hidden_matrix() -> None:

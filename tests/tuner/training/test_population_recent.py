@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from helpers.population_checks import assert_same, digits_790
 
 from tasks.digits import DIGITS_MLP
 from tuner.space.config import TrialConfig
-from tuner.training.loop import DeviceData, EpochResult, fit
+from tuner.training.loop import DeviceData, fit
 from tuner.training.population import fit_population, group_configs
 
 # As tests/tuner/training/test_population.py: four float32 epsilons (README, Populations).
@@ -25,21 +26,9 @@ LION = [{"lr": 1e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
 
 @pytest.fixture(scope="module")
 def digits() -> Iterator[DeviceData]:
-    """790 training digits: 25 steps of 32 per epoch (the last one short), 2 epochs = 50."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one summation order for the solo and the stacked runs
-    data = DIGITS_MLP.read_data()
-    yield DeviceData(data.train_x[:790], data.train_y[:790], data.val_x, data.val_y)
-    torch.set_num_threads(threads)
+    yield from digits_790()
 
 
-def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int) -> None:
-    assert len(member) == len(solo)
-    for ours, theirs in zip(member, solo, strict=True):
-        assert ours.epoch == theirs.epoch and ours.lr == theirs.lr
-        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=RTOL)
-        assert ours.val_loss == pytest.approx(theirs.val_loss, rel=RTOL)
-        assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
 
 
 @pytest.mark.parametrize("update", ["fused", "batched"])  # Lion has no kernel: both batched
