@@ -68,14 +68,50 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     `population`: trials and re-runs trained at once as one stacked model; by default the
     searches train one trial at a time and each setting's `seeds` re-runs train together."""
     from tasks.registry import get_task
-    from tuner.search.runner import check_population, check_sampler_and_pruner
-    from tuner.space.crowded_valley import ONESHOT_SOURCES
     from tuner.space.searchspace import build_space
-    from tuner.training.devices import check_device_spec
 
     observer = observer or NullObserver()
     plan = parse_budgets(budgets)
     schedule_list = parse_schedules(schedules)
+    _check_options(seeds=seeds, jobs=jobs, oneshot=oneshot, space=space, target=target,
+                   sampler=sampler, pruner=pruner, population=population, device=device)
+    task_obj = get_task(task)
+    common: dict[str, Any] = {"epochs": epochs, "defaults_first": False,
+                              "default_batch_size": task_obj.batch_size,
+                              "task_params": task_obj.param_specs({})}
+    first = build_space(optimizers=optimizers, scheduler=schedule_list[0], **common)
+    families = list(first.families)
+    under = {s: families_under({"optimizers": families}, s) for s in schedule_list}
+    # Each search's own space, checked before any work: one family, one schedule fixed, and
+    # the paper's distributions with --space crowded-valley (a family at a time: the paper's
+    # log momentum and muon's linear one could not share one space).
+    searched = {(f, s): build_space(optimizers=[f], scheduler=s, params=_overrides(space, f),
+                                    **common) for s in schedule_list for f in under[s]}
+    _show_spaces(first if space == "opttune" else None, searched, under, observer)
+    settings: dict[str, Any] = {
+        "protocol": PROTOCOL, "optimizers": families, "schedules": schedule_list,
+        "space": space, "oneshot_source": oneshot, "epochs": first.epochs, "sampler": sampler,
+        "pruner": pruner, "seed": seed, "batch_size": task_obj.batch_size,
+        "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+        "budgets": [{"label": b.label, "trials": b.trials} for b in plan], "seeds": seeds,
+        "target": target,
+        "oneshot": {s: {f: oneshot_config(first, f, schedule=s, source=oneshot)
+                        for f in under[s]} for s in schedule_list}}
+    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    check_store_files(stores)
+    return _run(name or f"{task_obj.name}-benchmark", task=task, task_obj=task_obj,
+                settings=settings, plan=plan, stores=stores, device=device, jobs=jobs,
+                population=population, observer=observer)
+
+
+def _check_options(*, seeds: int, jobs: int | None, oneshot: str, space: str,
+                   target: float | None, sampler: str, pruner: str, population: int | None,
+                   device: str) -> None:
+    """Every option's rule, before any work."""
+    from tuner.search.runner import check_population, check_sampler_and_pruner
+    from tuner.space.crowded_valley import ONESHOT_SOURCES
+    from tuner.training.devices import check_device_spec
+
     if seeds < 1:
         raise OpttuneError(f"--seeds must be >= 1, but got seeds={seeds}")
     if jobs is not None and jobs < 1:
@@ -92,73 +128,63 @@ def benchmark(*, task: str, name: str | None = None, optimizers: Sequence[str] |
     if population is not None:
         check_population(population)
     check_device_spec(device)
-    task_obj = get_task(task)
-    common: dict[str, Any] = {"epochs": epochs, "defaults_first": False,
-                              "default_batch_size": task_obj.batch_size,
-                              "task_params": task_obj.param_specs({})}
-    first = build_space(optimizers=optimizers, scheduler=schedule_list[0], **common)
-    families = list(first.families)
-    under = {s: families_under({"optimizers": families}, s) for s in schedule_list}
-    # Each search's own space, checked before any work: one family, one schedule fixed, and
-    # the paper's distributions with --space crowded-valley (a family at a time: the paper's
-    # log momentum and muon's linear one could not share one space).
-    searched = {(f, s): build_space(optimizers=[f], scheduler=s, params=_overrides(space, f),
-                                    **common) for s in schedule_list for f in under[s]}
-    if space == "opttune":
-        observer.space_ready(first)  # every optimizer's space, before any data or store
+
+
+def _show_spaces(every: Any, searched: dict[tuple[str, str], Any],
+                 under: dict[str, list[str]], observer: Observer) -> None:
+    """Every optimizer's space (`every`, one space of them all, or each search's own), and
+    which optimizers a schedule leaves out, before any data or store."""
+    schedules = list(under)
+    families = list(dict.fromkeys(f for f, _ in searched))
+    if every is not None:
+        observer.space_ready(every)
     else:
         for family in families:
             observer.space_ready(next(v for (f, _), v in searched.items() if f == family))
-    left_out = [f for f in families if any(f not in under[s] for s in schedule_list)]
+    left_out = [f for f in families if any(f not in under[s] for s in schedules)]
     if left_out:
         observer.notice(f"{', '.join(left_out)} take(s) no learning-rate schedule: compared "
-                        f"under 'none' only" + ("" if "none" in schedule_list
+                        f"under 'none' only" + ("" if "none" in schedules
                                                 else " (not among --schedules: no cells)"))
-    name = name or f"{task_obj.name}-benchmark"
-    settings: dict[str, Any] = {
-        "protocol": PROTOCOL, "optimizers": families, "schedules": schedule_list,
-        "space": space, "oneshot_source": oneshot, "epochs": first.epochs, "sampler": sampler,
-        "pruner": pruner, "seed": seed, "batch_size": task_obj.batch_size,
-        "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-        "budgets": [{"label": b.label, "trials": b.trials} for b in plan], "seeds": seeds,
-        "target": target,
-        "oneshot": {s: {f: oneshot_config(first, f, schedule=s, source=oneshot)
-                        for f in under[s]} for s in schedule_list}}
-    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
-    check_store_files(stores)
-    data = task_obj.read_data(data_dir=Path(settings["data_dir"]) if data_dir else None)
+
+
+def _run(name: str, *, task: str, task_obj: Any, settings: dict[str, Any],
+         plan: Sequence[Budget], stores: Stores, device: str, jobs: int | None,
+         population: int | None, observer: Observer) -> BenchmarkReport:
+    """The benchmark's work, from its record on: searches, one-shot validations, re-runs,
+    report files. What a record already holds is not done again."""
+    import dataclasses
+
+    from tuner.results.benchmark_files import write_report_files
+    from tuner.study.optuna_adapter import storage_of
+
+    data = task_obj.read_data(data_dir=Path(settings["data_dir"]) if settings["data_dir"]
+                              else None)
     if data.notice:
         observer.notice(data.notice)
     started = time.perf_counter()
     record, tracker = _open_record(name, task_obj, settings, data.source, stores)
-    mlflow = record.user_attrs["mlflow"]
+    run_id = record.user_attrs["mlflow"]["run_id"]
     tuned = max(b.trials for b in plan)
-    searches = [(f, s) for s in schedule_list for f in under[s]] if tuned else []
+    searches = [(f, s) for s in settings["schedules"] for f in families_under(settings, s)]
     # Every search exists, with its budget, before any runs: workers may join any of them.
-    for family, schedule in searches:
-        _search_family(name, family, schedule, task=task, n_trials=tuned, settings=settings,
-                       stores=stores, device=device, jobs=0, population=population or 1,
-                       benchmark_run=mlflow["run_id"], observer=NullObserver())
-    for family, schedule in searches:
-        _search_family(name, family, schedule, task=task, n_trials=tuned, settings=settings,
-                       stores=stores, device=device, jobs=jobs, population=population or 1,
-                       benchmark_run=mlflow["run_id"], observer=observer)
+    for quiet in (True, False):
+        for family, schedule in searches if tuned else []:
+            _search_family(name, family, schedule, task=task, n_trials=tuned,
+                           settings=settings, stores=stores, device=device,
+                           jobs=0 if quiet else jobs, population=population or 1,
+                           benchmark_run=run_id, observer=NullObserver() if quiet else observer)
     if tuned and any(b.trials == 0 for b in plan):
         validate_oneshots(record, tracker=tracker, task_obj=task_obj, data=data,
                           settings=settings, device=device)
-    todo = _reruns_to_do(record, plan, families, settings, seeds=seeds)
+    todo = _reruns_to_do(record, plan, settings["optimizers"], settings,
+                         seeds=settings["seeds"])
     run_reruns(todo, record=record, tracker=tracker, task_obj=task_obj, data=data,
-               settings=settings, device=device, jobs=jobs, population=population or seeds,
-               observer=observer)
-    from tuner.study.optuna_adapter import storage_of
-
+               settings=settings, device=device, jobs=jobs,
+               population=population or settings["seeds"], observer=observer)
     report = read_report(storage_of(record), name)
-    from tuner.results.benchmark_files import write_report_files
-
     files = write_report_files(report, stores=stores, tracker=tracker,
                                seconds=time.perf_counter() - started)
-    import dataclasses
-
     return dataclasses.replace(report, files=files)
 
 
