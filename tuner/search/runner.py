@@ -25,6 +25,8 @@ from tuner.study.settings import MlflowIds, StudySettings
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
 
 if TYPE_CHECKING:
+    import optuna
+    from optuna.pruners import BasePruner
     from optuna.trial import FrozenTrial
 
     from tasks.base import Task
@@ -74,11 +76,34 @@ def search(
     `benchmark` (its name and MLflow run) makes the study one of a benchmark's: its runs go
     to the benchmark's experiment, under the benchmark's run.
     """
-    from tuner.space.files import load_space_file
-    from tuner.space.searchspace import build_space
+    observer = observer or NullObserver()
+    slots = _check_flags_and_plan_slots(
+        study=study, n_trials=n_trials, sampler=sampler, pruner=pruner, population=population,
+        device=device, jobs=jobs, devices=devices, trials_per_device=trials_per_device)
+    task_obj, space = _task_and_space(
+        task, space_file=space_file, optimizers=optimizers, params=params,
+        task_params=task_params, batch_size=batch_size, epochs=epochs, scheduler=scheduler,
+        defaults_first=defaults_first)
+    observer.space_ready(space)  # shown before any data is read or store is touched
+    settings = _search_settings(sampler=sampler, pruner=pruner, seed=seed, trial_seed=trial_seed,
+                                device=device, n_trials=n_trials, population=population,
+                                data_dir=data_dir, benchmark=benchmark)
+    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
+    check_store_files(stores)  # a damaged store fails now, before the data is read
+    return _prepare_and_run(name=study or task_obj.name, task_obj=task_obj, space=space,
+                            settings=settings, stores=stores, target=n_trials, timeout=timeout,
+                            allow_changed_space=allow_changed_space, observer=observer,
+                            must_exist=False, slots=slots)
+
+
+def _check_flags_and_plan_slots(*, study: str | None, n_trials: int, sampler: str, pruner: str,
+                                population: int, device: str, jobs: int | None,
+                                devices: str | Sequence[str] | None,
+                                trials_per_device: int) -> list[str] | None:
+    """Refuse bad flags of :func:`search` before any file is read; then the `--jobs` slots."""
+    from tuner.search.jobs import plan_slots
     from tuner.training.devices import check_device_spec
 
-    observer = observer or NullObserver()
     if n_trials < 1:
         raise OpttuneError(f"n_trials must be >= 1, but got n_trials={n_trials}")
     check_sampler_and_pruner(sampler, pruner)
@@ -88,32 +113,41 @@ def search(
         from tuner.study.names import check_study_name
 
         check_study_name(study)
-    from tuner.search.jobs import plan_slots
+    return plan_slots(jobs=jobs, device=device, devices=devices,
+                      trials_per_device=trials_per_device)
 
-    slots = plan_slots(jobs=jobs, device=device, devices=devices,
-                       trials_per_device=trials_per_device)
-    file_values = load_space_file(Path(space_file)) if space_file else None
+
+def _task_and_space(task: str, *, space_file: str | Path | None,
+                    optimizers: Sequence[str] | None,
+                    params: Mapping[str, Sequence[str]] | None,
+                    task_params: Mapping[str, str] | None, batch_size: str | None,
+                    epochs: int | None, scheduler: str | None,
+                    defaults_first: bool) -> tuple[Task, Space]:
+    """The task named `task` and the search space the flags and `space_file` give for it."""
     from tasks.registry import get_task
+    from tuner.space.files import load_space_file
+    from tuner.space.searchspace import build_space
 
+    file_values = load_space_file(Path(space_file)) if space_file else None
     task_obj = get_task(task)
     space = build_space(optimizers=optimizers, params=params, batch_size=batch_size,
                         epochs=epochs, scheduler=scheduler, file_values=file_values,
                         default_batch_size=task_obj.batch_size, defaults_first=defaults_first,
                         task_params=task_obj.param_specs(task_params))
-    observer.space_ready(space)  # shown before any data is read or store is touched
-    name = study or task_obj.name
+    return task_obj, space
+
+
+def _search_settings(*, sampler: str, pruner: str, seed: int | None, trial_seed: int | None,
+                     device: str, n_trials: int, population: int,
+                     data_dir: str | Path | None,
+                     benchmark: tuple[str, str] | None) -> StudySettings:
+    """The settings a new study stores (`data_dir` made absolute, so resume finds it)."""
     benchmark_name, benchmark_run_id = benchmark if benchmark is not None else (None, None)
-    settings = StudySettings(
+    return StudySettings(
         sampler=sampler, pruner=pruner, seed=seed, trial_seed=trial_seed, device=device,
         n_trials=n_trials, population=population,
         data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None,
         benchmark=benchmark_name, benchmark_run_id=benchmark_run_id)
-    stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
-    check_store_files(stores)  # a damaged store fails now, before the data is read
-    return _prepare_and_run(name=name, task_obj=task_obj, space=space, settings=settings,
-                            stores=stores, target=n_trials, timeout=timeout,
-                            allow_changed_space=allow_changed_space, observer=observer,
-                            must_exist=False, slots=slots)
 
 
 def resume(
@@ -234,21 +268,64 @@ def _prepare_and_run_with(*, name: str, task_obj: Task, space: Space, settings: 
                           allow_changed_space: bool, observer: Observer, must_exist: bool,
                           storage_obj: Any, slots: list[str] | None, seed_salt: int,
                           tracker: Tracker | None) -> SearchResult:
-    from tuner.search import pruning, sampling
-    from tuner.training.devices import resolve_device
+    from tuner.search import pruning
     from tuner.training.loop import DeviceData
 
-    # slots: None, trials run here one by one; [d], here on d; else in len(slots) processes.
-    if slots is None:
-        device = resolve_device(settings.device)
-    else:
-        device = slots[0] if len(slots) == 1 else "cpu"
+    device = _trial_device(settings, slots)
     data_dir = settings.data_dir
     task_data = task_obj.read_data(data_dir=Path(data_dir) if data_dir else None)
     if task_data.notice:
         observer.notice(task_data.notice)
     _check_task(task_obj, task_data, space)
+    tracker, storage_obj = _open_stores(stores, tracker=tracker, storage_obj=storage_obj)
+    pruner = pruning.make_pruner(settings.pruner, epochs=space.epochs)
 
+    if studies.exists(storage_obj, name):
+        study, meta = _load_existing_study(
+            name=name, task_obj=task_obj, space=space, settings=settings, target=target,
+            source=task_data.source, allow_changed_space=allow_changed_space,
+            storage_obj=storage_obj, pruner=pruner, seed_salt=seed_salt)
+    else:
+        if must_exist:
+            raise StoreError(f"study {name!r} disappeared from the store")
+        study, meta = _create_new_study(
+            name=name, task_obj=task_obj, space=space, settings=settings, stores=stores,
+            source=task_data.source, storage_obj=storage_obj, pruner=pruner, tracker=tracker)
+
+    tracker.ready()
+    if slots is not None and len(slots) != 1:
+        from tuner.search.jobs import run_jobs
+        from tuner.study.tracker_process import TrackerProcess
+
+        if isinstance(tracker, TrackerProcess):
+            tracker.close()  # each job tracks its own trials
+
+        return run_jobs(name=name, stores=stores, slots=slots, target=target, timeout=timeout,
+                        study=study, meta=meta, observer=observer,
+                        population=settings.population,
+                        announced=[task_data.notice] if task_data.notice else [])
+    session = Session(name=name, task=task_obj, space=meta.space, meta=meta,
+                      data=DeviceData.from_task_data(task_data, device), device=device,
+                      stores=stores, settings=settings)
+    from tuner.search.trial_loop import TrialRunner
+
+    runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
+    return runner.run(target=target, timeout=timeout)
+
+
+def _trial_device(settings: StudySettings, slots: list[str] | None) -> str:
+    """The device trials run on in this process."""
+    from tuner.training.devices import resolve_device
+
+    # slots: None, trials run here one by one; [d], here on d; else in len(slots) processes.
+    if slots is None:
+        return resolve_device(settings.device)
+    return slots[0] if len(slots) == 1 else "cpu"
+
+
+def _open_stores(stores: Stores, *, tracker: Tracker | None,
+                 storage_obj: Any) -> tuple[Tracker, Any]:
+    """The opened tracker and Optuna storage, in the order that fails best."""
     from tuner.study.stores import sqlite_path
 
     # Refuse a bad store before the other one is created; a server store (which creates no
@@ -262,59 +339,53 @@ def _prepare_and_run_with(*, name: str, task_obj: Task, space: Space, settings: 
     if not server_first:  # opens while the study is read; its errors come before any trial
         tracker = open_tracker(tracker, stores, wait=False)
     assert tracker is not None
-    seed, population = settings.seed, settings.population
-    families = list(space.families)
-    pruner = pruning.make_pruner(settings.pruner, epochs=space.epochs)
+    return tracker, storage_obj
 
-    if studies.exists(storage_obj, name):
-        probe = studies.load_study(storage_obj, name)
-        meta = StudyMeta.from_study(probe)
-        _check_same_study(name, meta, task_obj, space, task_data.source, allow_changed_space,
-                          probe.get_trials(deepcopy=False))
-        n_before = len(probe.trials)
-        sampler = sampling.make_sampler(settings.sampler, families=families,
-                                        seed=_sampler_seed(seed, n_before, seed_salt),
-                                        searched=space.searched(), population=population)
-        study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
-        if allow_changed_space and meta.space != space:
-            set_space(study, space)
-            meta = StudyMeta.from_study(study)
-        if target != meta.settings.n_trials:  # the budget every process works to
-            set_settings(study, dataclasses.replace(meta.settings, n_trials=target))
-    else:
-        if must_exist:
-            raise StoreError(f"study {name!r} disappeared from the store")
-        experiment_id, parent = tracker.start_study(
-            name, task=task_obj.ref, data_source=task_data.source,
-            settings=settings.to_attrs(), space=space.to_dict())
-        meta = StudyMeta(
-            task=task_obj.ref, space=space, data_source=task_data.source,
-            metric=task_obj.metric, direction=task_obj.direction, settings=settings,
-            mlflow=MlflowIds(experiment_id=experiment_id, parent_run_id=parent,
-                             tracking_uri=redact(stores.tracking_uri),
-                             tracking_uri_given=stores.tracking_uri_given))
-        sampler = sampling.make_sampler(settings.sampler, families=families, seed=seed,
-                                        searched=space.searched(), population=population)
-        study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
 
-    tracker.ready()
-    if slots is not None and len(slots) != 1:
-        from tuner.search.jobs import run_jobs
-        from tuner.study.tracker_process import TrackerProcess
+def _load_existing_study(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
+                         target: int, source: str, allow_changed_space: bool,
+                         storage_obj: Any, pruner: BasePruner,
+                         seed_salt: int) -> tuple[optuna.Study, StudyMeta]:
+    """Load study `name` after checking it is this one, updating its space and budget."""
+    from tuner.search import sampling
 
-        if isinstance(tracker, TrackerProcess):
-            tracker.close()  # each job tracks its own trials
+    probe = studies.load_study(storage_obj, name)
+    meta = StudyMeta.from_study(probe)
+    _check_same_study(name, meta, task_obj, space, source, allow_changed_space,
+                      probe.get_trials(deepcopy=False))
+    n_before = len(probe.trials)
+    sampler = sampling.make_sampler(settings.sampler, families=list(space.families),
+                                    seed=_sampler_seed(settings.seed, n_before, seed_salt),
+                                    searched=space.searched(), population=settings.population)
+    study = studies.load_study(storage_obj, name, sampler=sampler, pruner=pruner)
+    if allow_changed_space and meta.space != space:
+        set_space(study, space)
+        meta = StudyMeta.from_study(study)
+    if target != meta.settings.n_trials:  # the budget every process works to
+        set_settings(study, dataclasses.replace(meta.settings, n_trials=target))
+    return study, meta
 
-        return run_jobs(name=name, stores=stores, slots=slots, target=target, timeout=timeout,
-                        study=study, meta=meta, observer=observer, population=population,
-                        announced=[task_data.notice] if task_data.notice else [])
-    session = Session(name=name, task=task_obj, space=meta.space, meta=meta,
-                      data=DeviceData.from_task_data(task_data, device), device=device,
-                      stores=stores, settings=settings)
-    from tuner.search.trial_loop import TrialRunner
 
-    runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
-    return runner.run(target=target, timeout=timeout)
+def _create_new_study(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
+                      stores: Stores, source: str, storage_obj: Any, pruner: BasePruner,
+                      tracker: Tracker) -> tuple[optuna.Study, StudyMeta]:
+    """Start the study's MLflow parent run, then create study `name` in the store."""
+    from tuner.search import sampling
+
+    experiment_id, parent = tracker.start_study(
+        name, task=task_obj.ref, data_source=source,
+        settings=settings.to_attrs(), space=space.to_dict())
+    meta = StudyMeta(
+        task=task_obj.ref, space=space, data_source=source,
+        metric=task_obj.metric, direction=task_obj.direction, settings=settings,
+        mlflow=MlflowIds(experiment_id=experiment_id, parent_run_id=parent,
+                         tracking_uri=redact(stores.tracking_uri),
+                         tracking_uri_given=stores.tracking_uri_given))
+    sampler = sampling.make_sampler(settings.sampler, families=list(space.families),
+                                    seed=settings.seed, searched=space.searched(),
+                                    population=settings.population)
+    study = studies.create_study(storage_obj, name, meta, sampler=sampler, pruner=pruner)
+    return study, meta
 
 
 def open_tracker(tracker: Tracker | None, stores: Stores, *, wait: bool) -> Tracker:

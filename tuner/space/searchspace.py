@@ -186,15 +186,7 @@ def build_space(
     "adam=1e-5:1e-2"]``; flags are applied after the file's, so they win.
     """
     file_values = dict(file_values or {})
-    names = list(optimizers) if optimizers else list(file_values.get("optimizers") or
-                                                      DEFAULT_FAMILIES)
-    names = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
-    if not names:
-        raise SpaceError("--optimizers needs at least one family, e.g. --optimizers sgd,adam")
-    for name in names:
-        if name not in FAMILIES:
-            raise SpaceError(unknown_family_message(name))
-    check_installed(names)
+    names = _family_names(optimizers, file_values)
     if epochs is None:
         epochs = int(file_values.get("epochs", default_epochs))
     if epochs < 1:
@@ -221,14 +213,7 @@ def build_space(
     bs_text = batch_size if batch_size is not None else file_values.get("batch_size")
     bs_dist = dsl.parse_int_choice("batch_size", str(bs_text)) if bs_text is not None \
         else Fixed(default_batch_size)
-    sched_text = scheduler if scheduler is not None else file_values.get("scheduler",
-                                                                         DEFAULT_SCHEDULERS)
-    sched_dist = dsl.parse_word_choice("scheduler", str(sched_text), SCHEDULERS)
-    if scheduler is not None and all(not FAMILIES[n].schedule for n in names) \
-            and sched_dist != Fixed("none"):
-        raise SpaceError(f"--scheduler {scheduler}: {', '.join(names)} takes no learning-rate "
-                         f"schedule (its averaging replaces one); leave --scheduler out or "
-                         f"give none")
+    sched_dist = _scheduler_dist(scheduler, file_values, names)
     return Space(
         families=families,
         batch_size=ParamSpace(bs_dist, default_batch_size if bs_dist.contains(
@@ -238,6 +223,37 @@ def build_space(
         defaults_first=defaults_first,
         task_params=parse_task_params(task_params or {}),
     )
+
+
+def _family_names(optimizers: Sequence[str] | None,
+                  file_values: Mapping[str, Any]) -> list[str]:
+    """The space's families, from the flag or else the file or the defaults: checked, known,
+    installed and without repeats."""
+    names = list(optimizers) if optimizers else list(file_values.get("optimizers") or
+                                                      DEFAULT_FAMILIES)
+    names = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+    if not names:
+        raise SpaceError("--optimizers needs at least one family, e.g. --optimizers sgd,adam")
+    for name in names:
+        if name not in FAMILIES:
+            raise SpaceError(unknown_family_message(name))
+    check_installed(names)
+    return names
+
+
+def _scheduler_dist(scheduler: str | None, file_values: Mapping[str, Any],
+                    names: Sequence[str]) -> Dist:
+    """The schedules searched: the flag's, else the file's, else the default choice."""
+    sched_text = scheduler if scheduler is not None else file_values.get("scheduler",
+                                                                         DEFAULT_SCHEDULERS)
+    sched_dist = dsl.parse_word_choice("scheduler", str(sched_text), SCHEDULERS)
+    # A flag asking for a schedule no chosen family can use is a mistake, not a no-op.
+    if scheduler is not None and all(not FAMILIES[n].schedule for n in names) \
+            and sched_dist != Fixed("none"):
+        raise SpaceError(f"--scheduler {scheduler}: {', '.join(names)} takes no learning-rate "
+                         f"schedule (its averaging replaces one); leave --scheduler out or "
+                         f"give none")
+    return sched_dist
 
 
 def _applies(families: dict[str, dict[str, ParamSpace]], pname: str, text: str) -> bool:

@@ -100,14 +100,7 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: StudyMeta, *,
     """Every problem of `study`, without changing anything. `parent`: look at its run too."""
     trials = study.get_trials(deepcopy=False)
     report = CheckReport(study=study.study_name, trials=len(trials))
-    experiment = meta.mlflow.experiment_id
-    if not experiment or not tracker.experiment_exists(experiment):
-        report.problems.append(Problem(
-            "no-experiment", f"the MLflow experiment of the study ({experiment or 'none'}) is "
-            f"missing from {redact(tracker.tracking_uri)}", "create it with a new parent run"))
-        runs: list[RunRecord] = []
-    else:
-        runs = tracker.trial_runs(experiment, study=study.study_name)
+    runs = _study_trial_runs(study, tracker, meta, report)
     report.runs = len(runs)
     by_id = {r.run_id: r for r in runs}
     by_number: dict[str, list[RunRecord]] = {}
@@ -150,13 +143,7 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: StudyMeta, *,
                 "not-requeued", f"trial {t.number} was {why} but its "
                 f"parameters were never queued again", "queue its parameters once more",
                 t.number))
-    for r in runs:
-        if r.run_id in claimed or (r.tags.get(ORPHAN_TAG) and r.status != "RUNNING"):
-            continue
-        report.problems.append(Problem(
-            "run-without-trial", f"MLflow run {r.run_id} (trial_number "
-            f"{r.tags.get('trial_number', '?')}, {r.status}) belongs to no trial of the study",
-            f"end it as KILLED if running and tag it {ORPHAN_TAG}", run_id=r.run_id))
+    report.problems.extend(_runs_without_trial(runs, claimed))
     parent_id = meta.mlflow.parent_run_id
     if parent and parent_id and not report.running:
         record = tracker.run_record(parent_id)
@@ -165,6 +152,32 @@ def inspect_study(study: optuna.Study, tracker: Tracker, meta: StudyMeta, *,
                 "parent-running", f"the study's parent run {parent_id} is RUNNING but no "
                 f"process is running the study", "end it as KILLED", run_id=parent_id))
     return report
+
+
+def _study_trial_runs(study: optuna.Study, tracker: Tracker, meta: StudyMeta,
+                      report: CheckReport) -> list[RunRecord]:
+    """The MLflow runs of `study`'s trials; none, with a problem in `report`, when the
+    study's experiment is missing."""
+    experiment = meta.mlflow.experiment_id
+    if not experiment or not tracker.experiment_exists(experiment):
+        report.problems.append(Problem(
+            "no-experiment", f"the MLflow experiment of the study ({experiment or 'none'}) is "
+            f"missing from {redact(tracker.tracking_uri)}", "create it with a new parent run"))
+        return []
+    return tracker.trial_runs(experiment, study=study.study_name)
+
+
+def _runs_without_trial(runs: list[RunRecord], claimed: set[str]) -> list[Problem]:
+    """A problem for each run no trial claimed (unless already tagged an orphan and ended)."""
+    problems: list[Problem] = []
+    for r in runs:
+        if r.run_id in claimed or (r.tags.get(ORPHAN_TAG) and r.status != "RUNNING"):
+            continue
+        problems.append(Problem(
+            "run-without-trial", f"MLflow run {r.run_id} (trial_number "
+            f"{r.tags.get('trial_number', '?')}, {r.status}) belongs to no trial of the study",
+            f"end it as KILLED if running and tag it {ORPHAN_TAG}", run_id=r.run_id))
+    return problems
 
 
 def run_of(trial: FrozenTrial, by_id: dict[str, RunRecord],

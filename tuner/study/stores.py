@@ -170,18 +170,7 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
     import sqlalchemy.exc
 
     path = sqlite_path(url)
-    if path is not None:
-        if not path.exists() and not create:
-            raise StoreError(f"there is no study store at {path}; run `opttune search` first, "
-                             f"or give the right --home or --storage")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the store folder {path.parent}: "
-                             f"{exc.strerror or exc}; give a writable --home or --storage"
-                             ) from None
-    else:
-        check_password_encoded(url)
+    _check_store_location(url, path, create=create)
     engine_kwargs: dict[str, Any] = {}
     if path is not None:
         # Wait for the lock rather than fail at once when another process is writing.
@@ -225,6 +214,23 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
     except RuntimeError as exc:  # Optuna's schema-version check (server databases)
         raise StoreError(_schema_message(redact(url), older="storage upgrade" in str(exc))
                          ) from None
+
+
+def _check_store_location(url: str, path: Path | None, *, create: bool) -> None:
+    """Refuse a missing SQLite store (unless `create`) and make its folder; or refuse a server
+    URL that SQLAlchemy would misread (see check_password_encoded)."""
+    if path is not None:
+        if not path.exists() and not create:
+            raise StoreError(f"there is no study store at {path}; run `opttune search` first, "
+                             f"or give the right --home or --storage")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {path.parent}: "
+                             f"{exc.strerror or exc}; give a writable --home or --storage"
+                             ) from None
+    else:
+        check_password_encoded(url)
 
 
 _CREATE_ATTEMPTS = 8

@@ -77,24 +77,16 @@ def fit(
     torch.manual_seed(seed)
     dev = torch.device(device)
     model = task.build_model(config.task_params).to(dev)
-    n_all = n = len(data.train_x)
+    n_all = len(data.train_x)
     bs = config.batch_size
-    if n % bs == 1 and n > 1 and modes.has_batch_norm(model):
-        # BatchNorm cannot normalise a batch of one sample (torch raises in training mode), so
-        # the last, one-sample batch of each epoch is dropped: a different sample each epoch,
-        # as every epoch draws a new order.
-        n -= 1
+    n = _samples_per_epoch(n_all, batch_size=bs, model=model)
     steps_per_epoch = math.ceil(n / bs)
-    opt = optimizers.build(config, model, device_type=dev.type,
-                           total_steps=steps_per_epoch * config.epochs)
-    sched = optimizers.build_scheduler(config.scheduler, opt,
-                                       total_steps=steps_per_epoch * config.epochs)
+    opt, sched = _optimizer_and_schedule(config, model, dev=dev,
+                                         total_steps=steps_per_epoch * config.epochs)
     loss_fn = loss_function(task.loss)
     generator = torch.Generator(device=dev).manual_seed(seed)
     check_every = _CPU_DIVERGENCE_CHECK if dev.type == "cpu" else steps_per_epoch
-    # Batch sizes, to weight the mean loss: the last batch may be short.
-    sizes = torch.full((steps_per_epoch,), float(bs), device=dev)
-    sizes[-1] = n - bs * (steps_per_epoch - 1)
+    sizes = _batch_sizes(n, batch_size=bs, steps=steps_per_epoch, dev=dev)
     results: list[EpochResult] = []
     for epoch in range(config.epochs):
         start = time.perf_counter()
@@ -120,17 +112,52 @@ def fit(
         if checked < steps_per_epoch:
             _check_finite(losses, checked, epoch, steps_per_epoch)
         train_loss = float((torch.stack(losses).float() * sizes).sum() / n)
-        # A schedule-free optimizer is validated (and left, for a saved model) at x.
-        modes.to_eval(model, opt, modes.training_batches(data.train_x, perm, bs,
-                                                         steps_per_epoch))
-        val_loss, value = evaluate(task, model, data.val_x, data.val_y)
-        if not math.isfinite(val_loss):
-            raise Diverged(step=(epoch + 1) * steps_per_epoch, epoch=epoch, loss=val_loss)
+        val_loss, value = _validate_epoch(task, model, opt, data, perm=perm, batch_size=bs,
+                                          steps_per_epoch=steps_per_epoch, epoch=epoch)
         result = EpochResult(epoch, train_loss, val_loss, value, lr, time.perf_counter() - start)
         results.append(result)
         if on_epoch is not None:
             on_epoch(result)
     return results
+
+
+def _samples_per_epoch(n: int, *, batch_size: int, model: torch.nn.Module) -> int:
+    """How many of the `n` training samples each epoch trains on."""
+    if n % batch_size == 1 and n > 1 and modes.has_batch_norm(model):
+        # BatchNorm cannot normalise a batch of one sample (torch raises in training mode), so
+        # the last, one-sample batch of each epoch is dropped: a different sample each epoch,
+        # as every epoch draws a new order.
+        return n - 1
+    return n
+
+
+def _optimizer_and_schedule(
+    config: TrialConfig, model: torch.nn.Module, *, dev: torch.device, total_steps: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The trial's optimizer over `model` and its per-step learning-rate schedule (or None)."""
+    opt = optimizers.build(config, model, device_type=dev.type, total_steps=total_steps)
+    sched = optimizers.build_scheduler(config.scheduler, opt, total_steps=total_steps)
+    return opt, sched
+
+
+def _batch_sizes(n: int, *, batch_size: int, steps: int, dev: torch.device) -> torch.Tensor:
+    """Each step's batch size, to weight the mean loss: the last batch may be short."""
+    sizes = torch.full((steps,), float(batch_size), device=dev)
+    sizes[-1] = n - batch_size * (steps - 1)
+    return sizes
+
+
+def _validate_epoch(task: Task, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                    data: DeviceData, *, perm: torch.Tensor, batch_size: int,
+                    steps_per_epoch: int, epoch: int) -> tuple[float, float]:
+    """(val loss, objective) after epoch `epoch`; raises Diverged on a non-finite loss."""
+    # A schedule-free optimizer is validated (and left, for a saved model) at x.
+    modes.to_eval(model, opt, modes.training_batches(data.train_x, perm, batch_size,
+                                                     steps_per_epoch))
+    val_loss, value = evaluate(task, model, data.val_x, data.val_y)
+    if not math.isfinite(val_loss):
+        raise Diverged(step=(epoch + 1) * steps_per_epoch, epoch=epoch, loss=val_loss)
+    return val_loss, value
 
 
 def _check_finite(losses: list[torch.Tensor], start: int, epoch: int,
