@@ -8,8 +8,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tasks.base import Task
 from tasks.digits import DIGITS_MLP
-from tuner.training.loop import DeviceData, EpochResult
+from tuner.space.config import TrialConfig
+from tuner.training.loop import DeviceData, EpochResult, fit
+from tuner.training.population import fit_population
 
 # Four float32 epsilons: the stacked products and the epoch's mean of step losses add up in
 # another order than one model's.
@@ -37,3 +40,14 @@ def assert_same(member: list[EpochResult], solo: list[EpochResult], n_val: int, 
         assert ours.train_loss == pytest.approx(theirs.train_loss, rel=train_rtol or rtol)
         assert ours.val_loss == pytest.approx(theirs.val_loss, rel=rtol)
         assert ours.value == pytest.approx(theirs.value, abs=1.01 / n_val)
+
+
+def assert_population_matches_fit(task: Task, data: DeviceData, configs: list[TrialConfig],
+                                  seeds: list[int], *, rtol: float = RTOL,
+                                  **options: str) -> None:
+    """`configs` trained as one population (`options`: fit_population's forward/update)
+    against each trained alone by `fit` with its seed, member by member (assert_same)."""
+    members = fit_population(task, data, configs, device="cpu", seeds=seeds, **options)
+    for member, config, seed in zip(members, configs, seeds, strict=True):
+        solo = fit(task, data, config, device="cpu", seed=seed)
+        assert_same(member.unwrap(), solo, len(data.val_x), rtol=rtol)

@@ -18,7 +18,7 @@ from typing import Any
 
 from tuner.results.benchmark_report import BenchmarkReport
 from tuner.results.profile import TAU_MAX, Profile, performance_profile, profile_png
-from tuner.results.records import to_json_data
+from tuner.results.records import HIDDEN, to_json_data
 from tuner.study.names import folder_name
 
 
@@ -30,6 +30,7 @@ class TaskProfile:
     times: dict[str, dict[str, float | None]]  # task → entry → median seconds to its target
     scores: dict[str, float]  # entry → normalised area under its profile (1: always fastest)
     tau_max: float
+    profile: Profile = field(metadata=HIDDEN)  # the ratios and curves: its plot draws them
     files: list[Path] = field(default_factory=list)
 
 
@@ -48,7 +49,7 @@ def task_profile(reports: Sequence[BenchmarkReport], *, tau_max: float = TAU_MAX
             for c in report.cells}
     profile = performance_profile(times, tau_max=tau_max)
     return TaskProfile(reports=list(reports), times=times, scores=profile.scores,
-                       tau_max=profile.tau_max)
+                       tau_max=profile.tau_max, profile=profile)
 
 
 def write_profile_files(result: TaskProfile, *, home: Path, tracker: Any) -> TaskProfile:
@@ -64,8 +65,7 @@ def write_profile_files(result: TaskProfile, *, home: Path, tracker: Any) -> Tas
             "tasks": [r.task for r in result.reports], "tau_max": result.tau_max,
             "times": result.times, "scores": result.scores}
     json_path.write_text(json.dumps(to_json_data(data), indent=2) + "\n", encoding="utf-8")
-    profile: Profile = performance_profile(result.times, tau_max=result.tau_max)
-    profile_png(profile, png_path, title=f"Performance profile over {len(result.reports)} "
+    profile_png(result.profile, png_path, title=f"Performance profile over {len(result.reports)} "
                                          f"tasks: {', '.join(r.task for r in result.reports)}")
     for report in result.reports:
         if report.run_id:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 RERUN_PREFIX = "rerun:"
+ONESHOT_PREFIX = "oneshot-val:"
 ONESHOT = "oneshot"
 NAMED_BUDGETS: Mapping[str, int] = {ONESHOT: 0, "small": 25, "medium": 50}
 BASELINE = ("adam", ONESHOT)  # the paper's reference point: Adam at its defaults
@@ -91,7 +92,7 @@ def rerun_key(family: str, schedule: str, source: str, index: int) -> str:
 
 def oneshot_key(family: str, schedule: str) -> str:
     """The record's key of a one-shot setting's validation score (for choosing among them)."""
-    return f"oneshot-val:{family}:{schedule}"
+    return f"{ONESHOT_PREFIX}{family}:{schedule}"
 
 
 def trial_source(number: int) -> str:

@@ -177,8 +177,7 @@ def _run(name: str, *, task: str, task_obj: Any, settings: dict[str, Any],
     if tuned and any(b.trials == 0 for b in plan):
         validate_oneshots(record, tracker=tracker, task_obj=task_obj, data=data,
                           settings=settings, device=device)
-    todo = _reruns_to_do(record, plan, settings["optimizers"], settings,
-                         seeds=settings["seeds"])
+    todo = _reruns_to_do(record, plan, settings, seeds=settings["seeds"])
     run_reruns(todo, record=record, tracker=tracker, task_obj=task_obj, data=data,
                settings=settings, device=device, jobs=jobs,
                population=population or settings["seeds"], observer=observer)
@@ -313,8 +312,8 @@ def _search_family(name: str, family: str, schedule: str, *, task: str, n_trials
            population=population, benchmark=(name, benchmark_run), observer=observer)
 
 
-def _reruns_to_do(record: Any, plan: Sequence[Budget], families: Sequence[str],
-                  settings: dict[str, Any], *, seeds: int) -> list[Rerun]:
+def _reruns_to_do(record: Any, plan: Sequence[Budget], settings: dict[str, Any], *,
+                  seeds: int) -> list[Rerun]:
     """Each family's chosen setting per schedule and budget, times the seeds, less what is
     already done (one setting chosen by two budgets is trained once)."""
     from tuner.study.optuna_adapter import storage_of

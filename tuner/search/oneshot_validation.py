@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.results.benchmark_report import families_under, oneshot_key
+from tuner.results.benchmark_report import ONESHOT_PREFIX, families_under, oneshot_key
+from tuner.search.reruns import drop_unrecorded_runs
 
 ROLE = "oneshot-validation"
 
@@ -25,12 +26,8 @@ def validate_oneshots(record: Any, *, tracker: Any, task_obj: Any, data: Any,
     from tuner.training.devices import resolve_device
     from tuner.training.loop import DeviceData, Diverged, EpochResult, fit
 
+    drop_unrecorded_runs(record, tracker, role=ROLE, prefix=ONESHOT_PREFIX)
     mlflow = record.user_attrs["mlflow"]
-    recorded = {v["run_id"] for k, v in record.user_attrs.items() if k.startswith("oneshot-val:")}
-    for run in tracker.runs_with(mlflow["experiment_id"], role=ROLE,
-                                 tags={"benchmark": record.study_name}):
-        if run.run_id not in recorded:
-            tracker.delete_run(run.run_id)
     todo = [(family, schedule) for schedule in settings["schedules"]
             for family in families_under(settings, schedule)
             if oneshot_key(family, schedule) not in record.user_attrs]
@@ -38,7 +35,7 @@ def validate_oneshots(record: Any, *, tracker: Any, task_obj: Any, data: Any,
         return
     dev = resolve_device(device)
     split = DeviceData.from_task_data(data, dev)
-    metric = record.user_attrs["objective"]["metric"].replace("test_", "val_")
+    metric = task_obj.metric
     for family, schedule in todo:
         config = settings["oneshot"][schedule][family]
         epochs: list[EpochResult] = []

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from tuner.results.benchmark_report import rerun_key
+from tuner.results.benchmark_report import RERUN_PREFIX, rerun_key
 from tuner.search.events import Observer
 
 
@@ -60,10 +60,9 @@ def run_reruns(todo: Sequence[Rerun], *, record: Any, tracker: Any, task_obj: An
     """Train, score, log and record every re-run in `todo`."""
     from tuner.training.devices import resolve_device
 
-    _drop_unrecorded_runs(record, tracker)
+    drop_unrecorded_runs(record, tracker, role="rerun", prefix=RERUN_PREFIX)
     if not todo:
         return
-    metric = record.user_attrs["objective"]["metric"]
     groups = groups_of(todo, population)
     done, told = 0, set()  # the notices already given (one per reason)
 
@@ -81,13 +80,12 @@ def run_reruns(todo: Sequence[Rerun], *, record: Any, tracker: Any, task_obj: An
         split = rerun_data(data, dev)
         for group in groups:
             finish(group, train_and_score(task_obj, split, group[0].config, device=dev,
-                                          seeds=[_seed(settings, r) for r in group],
-                                          metric=metric))
+                                          seeds=[_seed(settings, r) for r in group]))
         return
     from tuner.search.jobs import cpu_threads
 
     spec = {"task": task_obj.ref, "data_dir": settings.get("data_dir"), "device": device,
-            "metric": metric, "threads": cpu_threads(jobs) if device in ("auto", "cpu") else 0}
+            "threads": cpu_threads(jobs) if device in ("auto", "cpu") else 0}
     import multiprocessing
 
     with ProcessPoolExecutor(max_workers=min(jobs, len(groups)),
@@ -116,12 +114,12 @@ def rerun_data(data: Any, device: str) -> Any:
 
 
 def train_and_score(task_obj: Any, split: Any, config: dict[str, Any], *, device: str,
-                    seeds: Sequence[int], metric: str) -> list[dict[str, Any]]:
+                    seeds: Sequence[int]) -> list[dict[str, Any]]:
     """Re-runs of `config`, one per seed, on `split` (rerun_data): as one population where
     the model stacks, else one at a time. A diverged re-run scores nothing and says so (a
     result of the setting, not an error). One outcome per seed, in order."""
     from tuner.space.config import TrialConfig
-    from tuner.training.loop import fit
+    from tuner.training.loop import Diverged, fit
     from tuner.training.population import CannotStack, fit_population
 
     trial = TrialConfig.from_flat(config, task_params=list(task_obj.hyperparams))
@@ -133,25 +131,21 @@ def train_and_score(task_obj: Any, split: Any, config: dict[str, Any], *, device
         except CannotStack as exc:
             notice = f"{config['optimizer']}'s re-runs train one at a time: {exc.reason}"
         else:
-            return [_outcome(m.seed, m.epochs, m.stopped, len(seeds), metric) for m in members]
+            return [_outcome(m.seed, m.epochs, m.stopped, len(seeds)) for m in members]
     outcomes = []
     for seed in seeds:
         epochs: list[Any] = []
+        stopped: Diverged | None = None
         try:
             fit(task_obj, split, trial, device=device, seed=seed, on_epoch=epochs.append)
-            stopped = None
-        except Exception as exc:  # noqa: BLE001 - Diverged; anything else propagates below
-            from tuner.training.loop import Diverged
-
-            if not isinstance(exc, Diverged):
-                raise
+        except Diverged as exc:
             stopped = exc
-        outcomes.append(_outcome(seed, epochs, stopped, 1, metric) | {"notice": notice})
+        outcomes.append(_outcome(seed, epochs, stopped, 1) | {"notice": notice})
     return outcomes
 
 
-def _outcome(seed: int, epochs: Sequence[Any], stopped: Exception | None, population: int,
-             metric: str) -> dict[str, Any]:
+def _outcome(seed: int, epochs: Sequence[Any], stopped: Exception | None,
+             population: int) -> dict[str, Any]:
     """A re-run's record: the last epoch's test score, unless it diverged."""
     from tuner.training.loop import Diverged
 
@@ -167,7 +161,7 @@ def _outcome(seed: int, epochs: Sequence[Any], stopped: Exception | None, popula
             "diverged": str(stopped) if stopped is not None else None,
             "seconds": round(elapsed, 3), "population": population, "curve": curve,
             "epochs": [[e.epoch, e.train_loss, e.val_loss, e.value, e.lr, e.seconds]
-                       for e in epochs], "metric": metric}
+                       for e in epochs]}
 
 
 def _seed(settings: dict[str, Any], rerun: Rerun) -> int:
@@ -181,7 +175,7 @@ def _finish(rerun: Rerun, outcome: dict[str, Any], record: Any, tracker: Any,
     """Log the re-run as a finished MLflow run, then record it (in that order: see above)."""
     mlflow = record.user_attrs["mlflow"]
     name = record.study_name
-    metric = outcome["metric"]
+    metric = record.user_attrs["objective"]["metric"]
     run_id = tracker.create_run(
         mlflow["experiment_id"],
         name=f"re-run · {rerun.family} · {rerun.schedule} · {rerun.source} · seed {rerun.index}",
@@ -205,12 +199,13 @@ def _finish(rerun: Rerun, outcome: dict[str, Any], record: Any, tracker: Any,
         observer.rerun_end(rerun, entry, done, total)
 
 
-def _drop_unrecorded_runs(record: Any, tracker: Any) -> None:
-    """Delete re-run runs that a killed benchmark left without a record (it will train them
-    again), so that MLflow never shows one re-run twice."""
+def drop_unrecorded_runs(record: Any, tracker: Any, *, role: str, prefix: str) -> None:
+    """Delete the benchmark's runs of `role` that a killed benchmark left without a record
+    (an entry whose key starts with `prefix`; it will train them again), so that MLflow never
+    shows one re-run or one-shot validation twice."""
     mlflow = record.user_attrs["mlflow"]
-    recorded = {v.get("run_id") for k, v in record.user_attrs.items() if k.startswith("rerun:")}
-    for run in tracker.runs_with(mlflow["experiment_id"], role="rerun",
+    recorded = {v.get("run_id") for k, v in record.user_attrs.items() if k.startswith(prefix)}
+    for run in tracker.runs_with(mlflow["experiment_id"], role=role,
                                  tags={"benchmark": record.study_name}):
         if run.run_id not in recorded:
             tracker.delete_run(run.run_id)
@@ -241,4 +236,4 @@ def _start_process(spec: dict[str, Any]) -> None:
 
 def _train_in_process(config: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
     return train_and_score(_PROCESS["task_obj"], _PROCESS["split"], config,
-                           device=_PROCESS["device"], seeds=seeds, metric=_PROCESS["metric"])
+                           device=_PROCESS["device"], seeds=seeds)

@@ -446,8 +446,8 @@ def test_reruns_in_a_population_equal_the_same_reruns_one_at_a_time() -> None:
     config = oneshot_config(space, "adam", schedule="cosine", source="paper")
     split = rerun_data(task.read_data(), "cpu")
     seeds = [11, 12, 13]
-    together = train_and_score(task, split, config, device="cpu", seeds=seeds, metric="test_acc")
-    alone = [train_and_score(task, split, config, device="cpu", seeds=[s], metric="test_acc")[0]
+    together = train_and_score(task, split, config, device="cpu", seeds=seeds)
+    alone = [train_and_score(task, split, config, device="cpu", seeds=[s])[0]
              for s in seeds]
     assert [o["population"] for o in together] == [3, 3, 3]
     assert [o["population"] for o in alone] == [1, 1, 1]
@@ -542,7 +542,7 @@ def test_reruns_of_a_model_that_cannot_stack_train_one_at_a_time_and_say_so() ->
     config = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 1,
               "scheduler": "none"}
     outcomes = train_and_score(task, rerun_data(task.read_data(), "cpu"), config,
-                               device="cpu", seeds=[1, 2], metric="test_acc")
+                               device="cpu", seeds=[1, 2])
     assert [o["population"] for o in outcomes] == [1, 1]
     assert all(o["value"] is not None for o in outcomes)
     assert outcomes[0]["notice"].startswith("adam's re-runs train one at a time: "

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers.population_checks import assert_same
+from helpers.population_checks import assert_population_matches_fit, assert_same
 
 from tasks.base import Task
 from tasks.digits import DIGITS_MLP, load_digits_data
@@ -167,20 +167,13 @@ def test_muon_shares_a_population_with_adam_and_lion(digits: DeviceData) -> None
             TrialConfig("lion", {"lr": 3e-4, "weight_decay": 0.1}, 32, 2, "cosine"),
             TrialConfig("muon", MUON[1], 32, 2, "cosine")]
     assert group_configs(cfgs).groups == [[0, 1, 2, 3]]
-    seeds = [0, 1, 2, 3]
-    members = fit_population(DEEP, digits, cfgs, device="cpu", seeds=seeds)
-    for member, config, seed in zip(members, cfgs, seeds, strict=True):
-        assert_same(member.unwrap(), fit(DEEP, digits, config, device="cpu", seed=seed),
-                    len(digits.val_x))
+    assert_population_matches_fit(DEEP, digits, cfgs, [0, 1, 2, 3])
 
 
 def test_a_float32_population_matches_within_what_muon_moves_alone(
         digits32: DeviceData) -> None:
-    cfgs = _configs("cosine")
-    members = fit_population(DEEP32, digits32, cfgs, device="cpu", seeds=SEEDS)
-    for member, config, seed in zip(members, cfgs, SEEDS, strict=True):
-        solo = fit(DEEP32, digits32, config, device="cpu", seed=seed)
-        assert_same(member.unwrap(), solo, len(digits32.val_x), rtol=FLOAT32_RTOL)
+    assert_population_matches_fit(DEEP32, digits32, _configs("cosine"), SEEDS,
+                                  rtol=FLOAT32_RTOL)
 
 
 def test_muon_without_a_hidden_matrix_trains_its_adamw_side_alone(

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from helpers.population_checks import assert_same, digits_790
+from helpers.population_checks import assert_population_matches_fit, digits_790
 
 from tasks.digits import DIGITS_MLP
 from tuner.space.config import TrialConfig
-from tuner.training.loop import DeviceData, fit
-from tuner.training.population import fit_population, group_configs
+from tuner.training.loop import DeviceData
+from tuner.training.population import group_configs
 
 # As tests/tuner/training/test_population.py: four float32 epsilons (README, Populations).
 RTOL = 4 * torch.finfo(torch.float32).eps
@@ -35,22 +35,14 @@ def digits() -> Iterator[DeviceData]:
 def test_lion_members_train_as_lion_alone(digits: DeviceData, update: str) -> None:
     cfgs = [TrialConfig("lion", h, 32, 2, "cosine" if i == 1 else "none")
             for i, h in enumerate(LION)]
-    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=SEEDS,
-                             update=update)
-    for member, config, seed in zip(members, cfgs, SEEDS, strict=True):
-        solo = fit(DIGITS_MLP, digits, config, device="cpu", seed=seed)
-        assert_same(member.unwrap(), solo, len(digits.val_x))
+    assert_population_matches_fit(DIGITS_MLP, digits, cfgs, SEEDS, update=update)
 
 
 def test_lion_shares_a_population_with_other_rules(digits: DeviceData) -> None:
     cfgs = [TrialConfig("adam", {"lr": 1e-3}, 32, 2), TrialConfig("lion", LION[1], 32, 2),
             TrialConfig("sgd", {"lr": 0.05}, 32, 2), TrialConfig("lion", LION[2], 32, 2)]
     assert group_configs(cfgs).groups == [[0, 1, 2, 3]]
-    seeds = [0, 1, 2, 3]
-    members = fit_population(DIGITS_MLP, digits, cfgs, device="cpu", seeds=seeds)
-    for member, config, seed in zip(members, cfgs, seeds, strict=True):
-        assert_same(member.unwrap(), fit(DIGITS_MLP, digits, config, device="cpu", seed=seed),
-                    len(digits.val_x))
+    assert_population_matches_fit(DIGITS_MLP, digits, cfgs, [0, 1, 2, 3])
 
 
 def test_the_other_recent_families_train_alone_and_say_why() -> None:
