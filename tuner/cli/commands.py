@@ -176,13 +176,13 @@ def worker(**kwargs: Any) -> None:
 
 
 def _run_search(kind: str, **kwargs: Any) -> None:
-    from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.cli import render
+    from tuner.results import queries
     from tuner.search import runner
     from tuner.signals import Interrupted
 
     quiet_libraries()
-    display = report.SearchDisplay()
+    display = render.SearchDisplay()
     create_only = kwargs.get("jobs") == 0
     try:
         with user_errors():
@@ -196,21 +196,21 @@ def _run_search(kind: str, **kwargs: Any) -> None:
                 result = runner.resume(kwargs.pop("name"), observer=display, **kwargs)
     except Interrupted as exc:
         display.close()
-        report.print_error(f"{exc}; finished trials are saved, the interrupted one is marked "
+        render.print_error(f"{exc}; finished trials are saved, the interrupted one is marked "
                            f"failed and will run again on resume")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # Ctrl-C before the first trial: nothing to mark
         display.close()
-        report.print_error("interrupted before any trial ran; what the stores hold is intact")
+        render.print_error("interrupted before any trial ran; what the stores hold is intact")
         sys.exit(130)
     finally:
         display.close()
     if create_only:
-        report.print_study_ready(result)
+        render.print_study_ready(result)
         return
     with user_errors():
-        summary = inspect.search_summary(result.study, storage=result.stores.storage_url)
-    report.print_search_summary(result, summary)
+        summary = queries.search_summary(result.study, storage=result.stores.storage_url)
+    render.print_search_summary(result, summary)
 
 
 def quiet_libraries() -> None:
@@ -225,12 +225,12 @@ def quiet_libraries() -> None:
               show_default=True)
 def tasks(fmt: str) -> None:
     """List the tasks: what each trains, on what data, and its objective."""
-    from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.cli import render
+    from tuner.results import queries
 
     with user_errors():
-        found = inspect.list_tasks()
-    report.emit(found, fmt=fmt, table=report.print_tasks)
+        found = queries.list_tasks()
+    render.emit(found, fmt=fmt, table=render.print_tasks)
 
 
 @cli.command("check")
@@ -245,13 +245,13 @@ def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
 
     Exits with 1 while problems remain (0 when none, or all were fixed).
     """
-    from tuner.cli import render as report
+    from tuner.cli import render
     from tuner.study.recovery import check
 
     quiet_libraries()
     with user_errors():
         result = check(name, fix=fix, **stores)
-    report.emit(result, fmt=fmt, table=report.print_check)
+    render.emit(result, fmt=fmt, table=render.print_check)
     if not result.clean:
         sys.exit(1)
 
@@ -269,13 +269,13 @@ def _format_option(*choices: str) -> Callable[[F], F]:
 @store_options
 def studies(fmt: str, **stores: Any) -> None:
     """List the studies: trials by state, best value, last activity, data source."""
-    from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.cli import render
+    from tuner.results import queries
 
     quiet_libraries()
     with user_errors():
-        found = inspect.list_studies(**stores)
-    report.emit(found, fmt=fmt, table=report.print_studies)
+        found = queries.list_studies(**stores)
+    render.emit(found, fmt=fmt, table=render.print_studies)
 
 
 @cli.command()
@@ -292,13 +292,13 @@ def studies(fmt: str, **stores: Any) -> None:
 def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt: str,
            **stores: Any) -> None:
     """One row per trial: state, value, optimizer and params, epochs, time, MLflow run."""
-    from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.cli import render
+    from tuner.results import queries
 
     quiet_libraries()
     with user_errors():
-        found = inspect.list_trials(name, states=states, sort=sort, limit=limit, **stores)
-    report.emit(found, fmt=fmt, table=report.print_trials)
+        found = queries.list_trials(name, states=states, sort=sort, limit=limit, **stores)
+    render.emit(found, fmt=fmt, table=render.print_trials)
 
 
 @cli.command()
@@ -307,13 +307,13 @@ def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt
 @store_options
 def best(name: str, fmt: str, **stores: Any) -> None:
     """The best trial: value, params, MLflow run, and the command that re-runs it."""
-    from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.cli import render
+    from tuner.results import queries
 
     quiet_libraries()
     with user_errors():
-        found = inspect.best_trial(name, **stores)
-    report.emit(found, fmt=fmt, table=report.print_best)
+        found = queries.best_trial(name, **stores)
+    render.emit(found, fmt=fmt, table=render.print_best)
 
 
 @cli.command()
@@ -327,13 +327,13 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
 
     Several studies (compare A B) are lined up side by side.
     """
-    from tuner.cli import render as report
-    from tuner.results import queries as inspect
+    from tuner.cli import render
+    from tuner.results import queries
 
     quiet_libraries()
     with user_errors():
-        result = inspect.compare(list(names), by=by.replace("-", "_"), **stores)
-    report.emit(result, fmt=fmt, table=report.print_compare)
+        result = queries.compare(list(names), by=by.replace("-", "_"), **stores)
+    render.emit(result, fmt=fmt, table=render.print_compare)
 
 
 @cli.command()
@@ -349,14 +349,14 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
 @store_options
 def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -> None:
     """Draw a plot of a study into an HTML or PNG file (no browser needed)."""
-    from tuner.cli import render as report
+    from tuner.cli import render
     from tuner.results import plots
 
     quiet_libraries()
     with user_errors():
         written = plots.write_plot(name, kind=kind, output=output,
                                    params=params.split(",") if params else None, **stores)
-    report.print_written(written)
+    render.print_written(written)
 
 
 @cli.command()
@@ -366,13 +366,13 @@ def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -
 @store_options
 def export(name: str, output: str, **stores: Any) -> None:
     """Write all trials (params, values, states, times, per-epoch values) to CSV or JSON."""
-    from tuner.cli import render as report
+    from tuner.cli import render
     from tuner.results.export import export_study
 
     quiet_libraries()
     with user_errors():
         written = export_study(name, output, **stores)
-    report.print_written(written)
+    render.print_written(written)
 
 
 @cli.command()
@@ -386,14 +386,14 @@ def export(name: str, output: str, **stores: Any) -> None:
 def retrain(name: str, trial: int | None, epochs: int | None, device: str | None, fmt: str,
             **stores: Any) -> None:
     """Train a config on train+validation, score the test split once, save the model."""
-    from tuner.cli import render as report
+    from tuner.cli import render
     from tuner.results.retrain import retrain as run_retrain
 
     quiet_libraries()
     with user_errors():
         result = run_retrain(name, trial=trial, epochs=epochs, device=device,
-                             notice=report.print_notice, **stores)
-    report.emit(result, fmt=fmt, table=report.print_retrain)
+                             notice=render.print_notice, **stores)
+    render.emit(result, fmt=fmt, table=render.print_retrain)
 
 
 @cli.command()
@@ -452,13 +452,13 @@ def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs
 
     Running the same command again continues an interrupted benchmark.
     """
-    from tuner.cli import render as report
+    from tuner.cli import render
     from tuner.search.benchmark import benchmark as run_benchmark
     from tuner.search.benchmark import benchmark_tasks
     from tuner.signals import Interrupted
 
     quiet_libraries()
-    display = report.BenchmarkDisplay(quiet=fmt == "json")
+    display = render.BenchmarkDisplay(quiet=fmt == "json")
     families = optimizers.split(",") if optimizers else None
     try:
         with user_errors():
@@ -470,13 +470,13 @@ def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs
                                          observer=display, **kwargs)
     except (Interrupted, KeyboardInterrupt) as exc:
         display.close()
-        report.print_error(f"{exc or 'interrupted'}; what finished is kept: run the same "
+        render.print_error(f"{exc or 'interrupted'}; what finished is kept: run the same "
                            f"command again to continue the benchmark")
         sys.exit(getattr(exc, "exit_code", 130))
     finally:
         display.close()
-    report.emit(result, fmt=fmt, table=report.print_benchmark if len(tasks) == 1
-                else report.print_task_profile)
+    render.emit(result, fmt=fmt, table=render.print_benchmark if len(tasks) == 1
+                else render.print_task_profile)
 
 
 @cli.command()
@@ -485,13 +485,13 @@ def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs
 @store_options
 def ui(name: str | None, port: int, **stores: Any) -> None:
     """Start the MLflow UI for the store on 127.0.0.1 and print the study's URL."""
-    from tuner.cli import render as report
-    from tuner.results import ui as mlflow_ui
+    from tuner.cli import render
+    from tuner.results import mlflow_ui
 
     with user_errors():
         plan = mlflow_ui.plan_ui(name, port=port, **stores)
-        report.print_ui(plan)
-        code = mlflow_ui.serve(plan, ready=lambda: report.print_ui_ready(plan))
+        render.print_ui(plan)
+        code = mlflow_ui.serve(plan, ready=lambda: render.print_ui_ready(plan))
     sys.exit(code)
 
 
@@ -504,14 +504,14 @@ def dashboard(name: str | None, port: int, **stores: Any) -> None:
 
     Needs the optional optuna-dashboard package: pip install 'opttune[dashboard]'.
     """
-    from tuner.cli import render as report
-    from tuner.results import dashboard as optuna_dashboard
+    from tuner.cli import render
+    from tuner.results import dashboard_server
 
     quiet_libraries()
     with user_errors():
-        plan = optuna_dashboard.plan_dashboard(name, port=port, **stores)
-        report.print_dashboard(plan)
-        code = optuna_dashboard.serve(plan, ready=lambda: report.print_dashboard_ready(plan))
+        plan = dashboard_server.plan_dashboard(name, port=port, **stores)
+        render.print_dashboard(plan)
+        code = dashboard_server.serve(plan, ready=lambda: render.print_dashboard_ready(plan))
     sys.exit(code)
 
 
@@ -521,17 +521,17 @@ def dashboard(name: str | None, port: int, **stores: Any) -> None:
 @store_options
 def delete(name: str, yes: bool, **stores: Any) -> None:
     """Delete a study from the store and mark its MLflow experiment deleted."""
-    from tuner.cli import render as report
-    from tuner.results import delete as deleting
+    from tuner.cli import render
+    from tuner.results import deletion
 
     quiet_libraries()
     with user_errors():
-        info = deleting.preview(name, **stores)
+        info = deletion.preview(name, **stores)
         if not yes:
             running = f"; {info['running']} of them are RUNNING now" if info["running"] else ""
             click.confirm(f"Delete study {name!r} ({info['trials']} trials{running}) and its "
                           f"MLflow experiment?", abort=True, err=True)
-        report.print_deleted(deleting.delete_study(name, **stores))
+        render.print_deleted(deletion.delete_study(name, **stores))
 
 
 def main() -> None:

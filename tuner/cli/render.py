@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuner.results.paired import paired_text
-from tuner.results.records import (
+from tuner.results.summaries import (
     BestTrial,
     Comparison,
     GroupStats,
@@ -40,9 +40,9 @@ from tuner.study.trial_record import TRAINING_KEYS
 if TYPE_CHECKING:
     from tuner.results.benchmark_profile import TaskProfile
     from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
-    from tuner.results.dashboard import DashboardPlan
+    from tuner.results.dashboard_server import DashboardPlan
+    from tuner.results.mlflow_ui import UiPlan
     from tuner.results.retrain import RetrainResult
-    from tuner.results.ui import UiPlan
     from tuner.search.reruns import Rerun
     from tuner.search.session import SearchResult
     from tuner.space.searchspace import Space

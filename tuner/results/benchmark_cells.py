@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 def read_report(storage: Any, name: str) -> BenchmarkReport:
     """The report of benchmark `name` as its stores hold it now."""
     from tuner.errors import OpttuneError
-    from tuner.study.records import load_study
+    from tuner.study.studies import load_study
 
     record = load_study(storage, name)
     if not is_benchmark(record):
@@ -76,7 +76,7 @@ def read_report(storage: Any, name: str) -> BenchmarkReport:
 def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkReport:
     """The report of the benchmark whose record has user attributes `attrs`."""
     from tuner.study.meta import objective_of
-    from tuner.study.records import exists, load_study
+    from tuner.study.studies import exists, load_study
 
     settings = attrs["settings"]
     budgets = [Budget(b["label"], b["trials"]) for b in settings["budgets"]]

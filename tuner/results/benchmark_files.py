@@ -10,7 +10,7 @@ from typing import Any
 
 from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
 from tuner.results.paired import paired_text
-from tuner.results.records import to_json_data
+from tuner.results.summaries import to_json_data
 from tuner.study.direction import short
 from tuner.study.names import folder_name
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tuner.results.benchmark_report import BenchmarkReport
 from tuner.results.profile import TAU_MAX, Profile, performance_profile, profile_png
-from tuner.results.records import HIDDEN, to_json_data
+from tuner.results.summaries import HIDDEN, to_json_data
 from tuner.study.names import folder_name
 
 

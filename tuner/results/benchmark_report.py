@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.errors import OpttuneError
 from tuner.results.paired import PairedChange
 from tuner.results.profile import TargetTime
-from tuner.results.records import HIDDEN
+from tuner.results.summaries import HIDDEN
 from tuner.study.direction import Direction
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def within_budget(trials: Sequence[FrozenTrial], budget: int) -> list[FrozenTria
     """The trials that make up a budget of `budget`: the study's first `budget` counted trials
     by number (a killed trial that ran again counts once, as its re-run). Budgets are nested,
     so a family's small budget is the start of its medium one, as random search allows."""
-    from tuner.study.records import counted
+    from tuner.study.studies import counted
 
     return [t for t in sorted(trials, key=lambda t: t.number) if counted([t])][:budget]
 
@@ -204,6 +204,6 @@ def check_protocol(name: str, settings: Mapping[str, Any]) -> None:
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
                  direction: Direction) -> FrozenTrial | None:
     """The best complete trial within the budget: the setting its re-runs train."""
-    from tuner.study.records import best_complete
+    from tuner.study.studies import best_complete
 
     return best_complete(within_budget(trials, budget), direction)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import OpttuneError
-from tuner.results.records import WrittenFile
+from tuner.results.summaries import WrittenFile
 from tuner.study.direction import best_of
 from tuner.study.trial_record import read_trial
 
@@ -179,7 +179,7 @@ def best_curves(study: Any) -> list[tuple[str, list[int], list[float]]]:
     or, for a family without one, the trial with the best last value (labelled with its
     state)."""
     from tuner.study.meta import objective_of
-    from tuner.study.records import best_complete
+    from tuner.study.studies import best_complete
 
     _, direction = objective_of(study)
     families: dict[str, list[Any]] = {}

@@ -2,7 +2,7 @@
 comparisons, the summary a search ends with, and the tasks there are to tune.
 
 Every function opens the stores named by `home`/`storage`/`tracking_uri` (as `search` does),
-reads the Optuna store and returns the typed records of :mod:`tuner.results.records`, which the
+reads the Optuna store and returns the typed records of :mod:`tuner.results.summaries`, which the
 CLI renders as tables or JSON. Whichever trial is "best" is :func:`best_complete`'s pick: a
 complete trial with a finite value.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tuner.errors import OpttuneError
-from tuner.results.records import (
+from tuner.results.summaries import (
     BestTrial,
     Comparison,
     GroupStats,
@@ -37,8 +37,8 @@ from tuner.study.meta import (
     space_of,
     task_of,
 )
-from tuner.study.records import best_complete, load_study
 from tuner.study.stores import Stores, open_storage, redact, resolve_stores
+from tuner.study.studies import best_complete, load_study
 from tuner.study.trial_record import (
     STATES,
     TRAINING_KEYS,

@@ -111,7 +111,7 @@ def _choose_trial(study: optuna.Study, meta: StudyMeta,
                   number: int | None) -> tuple[FrozenTrial, trial_attrs.FlatConfig]:
     """Trial `number`, or the best one (the pick of `opttune best`), and its configuration."""
     from tuner.results.queries import no_best_reason
-    from tuner.study.records import best_complete
+    from tuner.study.studies import best_complete
 
     trials = study.get_trials(deepcopy=False)
     if number is None:

@@ -235,7 +235,7 @@ def _open_record(name: str, task_obj: Any, settings: dict[str, Any], source: str
     continued one is checked against these settings) and the MLflow tracker."""
     import optuna
 
-    from tuner.study import records as studies
+    from tuner.study import studies
     from tuner.study.tracker import Tracker
 
     tracker = Tracker(stores.tracking_uri, stores.artifact_root)
@@ -317,7 +317,7 @@ def _reruns_to_do(record: Any, plan: Sequence[Budget], settings: dict[str, Any],
     """Each family's chosen setting per schedule and budget, times the seeds, less what is
     already done (one setting chosen by two budgets is trained once)."""
     from tuner.study.optuna_adapter import storage_of
-    from tuner.study.records import load_study
+    from tuner.study.studies import load_study
 
     storage = storage_of(record)
     direction = record.user_attrs["objective"]["direction"]

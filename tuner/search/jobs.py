@@ -157,7 +157,7 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
              announced: Iterable[str] = (), population: int = 1) -> SearchResult:
     """Run study `name` in one process per slot until it has `target` trials; no slots:
     nothing runs (the study is created or its budget updated, for workers to run)."""
-    from tuner.study.records import counted
+    from tuner.study.studies import counted
 
     threads = cpu_threads(len(slots))
     result = SearchResult(study=name, metric=meta.metric, direction=meta.direction,

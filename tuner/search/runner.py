@@ -19,7 +19,7 @@ from tuner.errors import OpttuneError, StoreError
 from tuner.search.events import NullObserver, Observer
 from tuner.search.session import SearchResult, Session
 from tuner.space.searchspace import Space
-from tuner.study import records as studies
+from tuner.study import studies
 from tuner.study.meta import StudyMeta, set_settings, set_space, study_tracking_uri
 from tuner.study.settings import MlflowIds, StudySettings
 from tuner.study.stores import Stores, check_store_files, redact, resolve_stores

@@ -16,9 +16,9 @@ from tuner.search.events import TrialOutcome, outcome_of
 from tuner.space.searchspace import Space
 from tuner.study.direction import Direction
 from tuner.study.meta import StudyMeta
-from tuner.study.records import best_complete, counted
 from tuner.study.settings import StudySettings
 from tuner.study.stores import Stores
+from tuner.study.studies import best_complete, counted
 
 if TYPE_CHECKING:
     import optuna

@@ -15,8 +15,7 @@ import optuna
 from tuner.search.events import TrialOutcome
 from tuner.search.trial_steps import Ending, Started, TrialSteps, ending_of, free_memory
 from tuner.space.config import TrialConfig
-from tuner.study import claims, optuna_adapter, trial_attrs
-from tuner.study import records as studies
+from tuner.study import claims, optuna_adapter, studies, trial_attrs
 from tuner.training.devices import is_out_of_memory
 
 if TYPE_CHECKING:

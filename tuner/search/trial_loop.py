@@ -24,8 +24,7 @@ from tuner.search.session import SearchResult, Session, finish_result, study_sta
 from tuner.search.stacked_trials import StackedTrials
 from tuner.search.trial_steps import TrialSteps
 from tuner.signals import Interrupted, sigterm_as_interrupt
-from tuner.study import claims, trial_attrs
-from tuner.study import records as studies
+from tuner.study import claims, studies, trial_attrs
 from tuner.study.meta import mlflow_ids_of
 from tuner.study.recovery import OWNER_TAG, Problem, inspect_study, repair
 

@@ -22,8 +22,7 @@ from tuner.errors import OpttuneError
 from tuner.search.events import Observer, TrialOutcome, outcome_of
 from tuner.search.mlflow_queue import MlflowQueue, first_line
 from tuner.search.session import Session
-from tuner.study import optuna_adapter, trial_attrs
-from tuner.study import records as studies
+from tuner.study import optuna_adapter, studies, trial_attrs
 from tuner.study.trial_attrs import Divergence, TrialEnd
 from tuner.study.trial_record import FinalState
 from tuner.training.devices import is_out_of_memory, out_of_memory_reason

@@ -39,8 +39,7 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
     from dataclasses import replace
 
     from tuner.search import runner
-    from tuner.study import records as studies
-    from tuner.study import tracker_process
+    from tuner.study import studies, tracker_process
     from tuner.study.meta import StudyMeta, is_benchmark, study_tracking_uri
     from tuner.study.stores import resolve_stores
 
@@ -78,7 +77,7 @@ def _work_on_benchmark(record: Any, **options: Any) -> Any:
     its budget (the benchmark command creates them all before it runs any)."""
     from tuner.results.benchmark_report import check_protocol, search_studies
     from tuner.study.optuna_adapter import storage_of
-    from tuner.study.records import exists
+    from tuner.study.studies import exists
 
     check_protocol(record.study_name, record.user_attrs["settings"])
     names = search_studies(record.study_name, record.user_attrs["settings"])

@@ -24,8 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study import optuna_adapter, trial_attrs
-from tuner.study import records as studies
+from tuner.study import optuna_adapter, studies, trial_attrs
 from tuner.study.stores import sqlite_path
 
 POLL_SECONDS = 1.0  # how often an idle process looks again while others finish the budget

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study import records as studies
-from tuner.study import trial_attrs
+from tuner.study import studies, trial_attrs
 from tuner.study.meta import StudyMeta, set_mlflow_ids, study_tracking_uri
 from tuner.study.stores import redact
 

@@ -15,9 +15,9 @@ import pytest
 from helpers.small_study import small_study_copy
 
 from tuner.errors import OpttuneError, StudyNotFoundError
-from tuner.results import queries as inspect
+from tuner.results import queries
 from tuner.results.export import export_study
-from tuner.results.records import to_json_data
+from tuner.results.summaries import to_json_data
 from tuner.study.trial_record import read_trial
 
 
@@ -34,7 +34,7 @@ def _direct(home: Path) -> optuna.Study:
 def test_list_studies_agrees_with_the_store(study_home: Path) -> None:
     study = _direct(study_home)
     trials = study.get_trials()
-    [row] = inspect.list_studies(home=study_home).studies
+    [row] = queries.list_studies(home=study_home).studies
     assert row.study == "s1" and row.task == "mnist-mlp"
     assert row.trials == len(trials) == 6
     for label, state in (("complete", "COMPLETE"), ("pruned", "PRUNED"), ("failed", "FAIL"),
@@ -48,13 +48,13 @@ def test_list_studies_agrees_with_the_store(study_home: Path) -> None:
 
 
 def test_an_empty_home_lists_no_studies(tmp_path: Path) -> None:
-    assert inspect.list_studies(home=tmp_path).studies == []
+    assert queries.list_studies(home=tmp_path).studies == []
     assert not (tmp_path / "opttune.db").exists()  # looking creates nothing
 
 
 def test_trial_rows_agree_with_the_store(study_home: Path) -> None:
     trials = {t.number: t for t in _direct(study_home).get_trials()}
-    rows = inspect.list_trials("s1", home=study_home).trials
+    rows = queries.list_trials("s1", home=study_home).trials
     assert [r.number for r in rows] == sorted(trials) == list(range(6))
     for r in rows:
         t = trials[r.number]
@@ -91,24 +91,24 @@ def test_the_display_reads_trials_with_the_same_reader(study_home: Path) -> None
 
 def test_trial_rows_filter_sort_and_limit(study_home: Path) -> None:
     trials = _direct(study_home).get_trials()
-    complete = inspect.list_trials("s1", states=["complete"], home=study_home).trials
+    complete = queries.list_trials("s1", states=["complete"], home=study_home).trials
     assert len(complete) == sum(t.state.name == "COMPLETE" for t in trials)
-    both = inspect.list_trials("s1", states=["complete,pruned"], home=study_home).trials
+    both = queries.list_trials("s1", states=["complete,pruned"], home=study_home).trials
     assert len(both) == 6
-    by_value = inspect.list_trials("s1", sort="value", limit=3, home=study_home).trials
+    by_value = queries.list_trials("s1", sort="value", limit=3, home=study_home).trials
     best_three = sorted((t.value for t in trials if t.value is not None), reverse=True)[:3]
     assert [r.value for r in by_value] == best_three
-    slowest = inspect.list_trials("s1", sort="duration", limit=1, home=study_home).trials[0]
+    slowest = queries.list_trials("s1", sort="duration", limit=1, home=study_home).trials[0]
     assert slowest.seconds == max(t.user_attrs["seconds"] for t in trials)
     with pytest.raises(OpttuneError, match="--state must be among .* but got 'done-ish'"):
-        inspect.list_trials("s1", states=["done-ish"], home=study_home)
+        queries.list_trials("s1", states=["done-ish"], home=study_home)
     with pytest.raises(OpttuneError, match="--sort must be one of"):
-        inspect.list_trials("s1", sort="colour", home=study_home)
+        queries.list_trials("s1", sort="colour", home=study_home)
 
 
 def test_best_trial_is_optunas_best_with_a_rerun_command(study_home: Path) -> None:
     study = _direct(study_home)
-    best = inspect.best_trial("s1", home=study_home)
+    best = queries.best_trial("s1", home=study_home)
     assert best.trial.number == study.best_trial.number
     assert best.trial.value == study.best_value
     assert best.trial.run_id == study.best_trial.user_attrs["mlflow_run_id"]
@@ -122,7 +122,7 @@ def test_best_trial_is_optunas_best_with_a_rerun_command(study_home: Path) -> No
 
 def test_compare_per_family_agrees_with_the_store(study_home: Path) -> None:
     trials = _direct(study_home).get_trials()
-    result = inspect.compare(["s1"], home=study_home)
+    result = queries.compare(["s1"], home=study_home)
     [study] = result.studies
     assert result.by == "optimizer" and study.metric == "val_acc"
     groups = {g.key: g for g in study.groups}
@@ -146,14 +146,14 @@ def test_compare_per_family_agrees_with_the_store(study_home: Path) -> None:
 
 
 def test_compare_by_another_categorical_and_refusals(study_home: Path) -> None:
-    result = inspect.compare(["s1", "s1"], by="batch_size", home=study_home)
+    result = queries.compare(["s1", "s1"], by="batch_size", home=study_home)
     assert len(result.studies) == 2
     [group] = result.studies[0].groups
     assert (group.by, group.key, group.trials) == ("batch_size", 128, 6)
     with pytest.raises(OpttuneError, match="lr takes continuous values"):
-        inspect.compare(["s1"], by="lr", home=study_home)
+        queries.compare(["s1"], by="lr", home=study_home)
     with pytest.raises(OpttuneError, match="have no 'colour'; group by one of"):
-        inspect.compare(["s1"], by="colour", home=study_home)
+        queries.compare(["s1"], by="colour", home=study_home)
 
 
 def test_export_writes_one_record_per_trial(study_home: Path, tmp_path: Path) -> None:
@@ -181,13 +181,13 @@ def test_export_writes_one_record_per_trial(study_home: Path, tmp_path: Path) ->
 
 def test_the_search_summary_agrees_with_compare(study_home: Path) -> None:
     study = _direct(study_home)
-    summary = inspect.search_summary("s1", home=study_home)
+    summary = queries.search_summary("s1", home=study_home)
     assert summary.trials == 6 and summary.best is not None
     assert summary.best.number == study.best_trial.number
     values = sorted((t.value for t in study.get_trials()
                      if t.state.name == "COMPLETE" and t.value is not None), reverse=True)
     assert [r.value for r in summary.top] == values[:5]
-    [compared] = inspect.compare(["s1"], home=study_home).studies
+    [compared] = queries.compare(["s1"], home=study_home).studies
     assert summary.families == compared.groups
 
 
@@ -200,8 +200,8 @@ def test_a_value_of_inf_is_never_the_best(study_home: Path, tmp_path: Path) -> N
         state=optuna.trial.TrialState.COMPLETE, value=math.inf, params=finite.params,
         distributions=finite.distributions, user_attrs=finite.user_attrs))
     assert study.best_value == math.inf  # Optuna's own pick
-    assert inspect.best_trial("s1", home=home).trial.number == finite.number
-    summary = inspect.search_summary("s1", home=home)
+    assert queries.best_trial("s1", home=home).trial.number == finite.number
+    summary = queries.search_summary("s1", home=home)
     assert summary.best is not None and summary.best.number == finite.number
     assert summary.top[0].number == finite.number
     assert len(summary.top) == 5  # s1's five complete trials; the infinite one is left out
@@ -219,26 +219,26 @@ def test_a_study_without_a_finite_value_has_no_best(tmp_path: Path) -> None:
                                               value=math.inf))
     with pytest.raises(OpttuneError, match="no complete trial of study 'all-inf' has a "
                                            "finite value"):
-        inspect.best_trial("all-inf", storage=storage)
+        queries.best_trial("all-inf", storage=storage)
     optuna.create_study(study_name="empty", storage=storage)
     with pytest.raises(OpttuneError, match="study 'empty' has no complete trial yet"):
-        inspect.best_trial("empty", storage=storage)
+        queries.best_trial("empty", storage=storage)
 
 
 def test_json_data_renames_and_flattens_as_documented(study_home: Path) -> None:
-    best = inspect.best_trial("s1", home=study_home)
+    best = queries.best_trial("s1", home=study_home)
     data = to_json_data(best)
     assert data["number"] == best.trial.number and "trial" not in data  # the trial inline
-    listed = to_json_data(inspect.list_trials("s1", home=study_home))
+    listed = to_json_data(queries.list_trials("s1", home=study_home))
     assert isinstance(listed, list) and len(listed) == 6  # the list alone, no title
-    [compared] = to_json_data(inspect.compare(["s1"], home=study_home))["studies"]
+    [compared] = to_json_data(queries.compare(["s1"], home=study_home))["studies"]
     assert [g["optimizer"] for g in compared["groups"]] == ["sgd", "adam"]
     assert all("by" not in g and "key" not in g for g in compared["groups"])
 
 
 def test_unknown_study_lists_the_known_ones(study_home: Path) -> None:
     with pytest.raises(StudyNotFoundError, match="no study named 'nope'.*known studies: s1"):
-        inspect.best_trial("nope", home=study_home)
+        queries.best_trial("nope", home=study_home)
 
 
 def test_compare_says_why_a_family_shows_no_gain(home: Path) -> None:

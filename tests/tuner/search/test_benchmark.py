@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 from tuner.cli.commands import cli
 from tuner.results.benchmark_report import parse_budgets, within_budget
 from tuner.space.families import FAMILIES
-from tuner.study.records import best_complete, counted
 from tuner.study.stores import open_storage
+from tuner.study.studies import best_complete, counted
 
 BENCH = ["--task", "digits-mlp", "--optimizers", "sgd,adam", "--budgets", "oneshot,2,3",
          "--seeds", "2", "--epochs", "1", "--device", "cpu"]

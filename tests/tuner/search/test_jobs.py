@@ -26,8 +26,8 @@ from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.cli.commands import cli
-from tuner.study.records import counted
 from tuner.study.stores import open_storage
+from tuner.study.studies import counted
 from tuner.study.trial_attrs import OWNER_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -26,8 +26,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tuner.cli.commands import cli
-from tuner.study.records import counted
 from tuner.study.recovery import check
+from tuner.study.studies import counted
 
 STUDY = "jobs-ctrl-c"
 TRIALS = 4

@@ -22,8 +22,8 @@ from helpers.gate_task import TASK_REF, gate_env, open_gate, wait_reached
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tuner.study.records import counted
 from tuner.study.recovery import check
+from tuner.study.studies import counted
 from tuner.study.trial_attrs import OWNER_ATTR
 
 STUDY = "eight"

@@ -169,8 +169,8 @@ def test_a_population_out_of_memory_runs_its_trials_again_in_smaller_ones(
     import os
     import subprocess
 
-    from tuner.study.records import POPULATION_OUT_OF_MEMORY
     from tuner.study.recovery import check
+    from tuner.study.studies import POPULATION_OUT_OF_MEMORY
 
     (tmp_path / "wide_task.py").write_text(textwrap.dedent(WIDE_TASK_FILE))
     script = tmp_path / "capped.py"

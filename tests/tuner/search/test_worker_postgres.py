@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from tuner.cli.commands import cli
 from tuner.study import optuna_adapter
 from tuner.study.claims import claim_next
-from tuner.study.records import counted
+from tuner.study.studies import counted
 from tuner.study.trial_attrs import OWNER_ATTR
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -137,8 +137,8 @@ def _finish(procs: list[subprocess.Popen[bytes]]) -> list[str]:
 
 
 def _study(pg_url: str, name: str):  # type: ignore[no-untyped-def]
-    from tuner.study.records import load_study
     from tuner.study.stores import open_storage
+    from tuner.study.studies import load_study
 
     return load_study(open_storage(pg_url, create=False), name)
 
@@ -227,8 +227,8 @@ def test_a_silent_trial_of_another_machine_is_failed_by_heartbeat(
     """A machine that died (no pid to look at here): its heartbeat stops, the trial is failed
     after the grace period and its parameters run once more."""
     from tuner.study.optuna_adapter import stale_trial_ids, trial_id
-    from tuner.study.records import load_study
     from tuner.study.stores import GRACE_ENV, open_storage
+    from tuner.study.studies import load_study
 
     name = f"hb-{uuid.uuid4().hex[:8]}"
     _create(pg_url, home, name, "--n-trials", "3", "--epochs", "1", "--optimizers", "adam",
@@ -275,8 +275,8 @@ def test_a_worker_takes_part_in_a_benchmark(pg_url: str, home: Path, tmp_path: P
          "sgd,adam", "--budgets", "oneshot,6", "--seeds", "1", "--epochs", "2", "--name", name,
          "--device", "cpu", "--storage", pg_url, "--home", str(home)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    from tuner.study.records import exists
     from tuner.study.stores import open_storage
+    from tuner.study.studies import exists
 
     workers: list[subprocess.Popen[bytes]] = []
     try:

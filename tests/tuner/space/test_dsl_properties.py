@@ -62,8 +62,8 @@ from tuner.space.searchspace import (
     parse_task_params,
 )
 from tuner.study.meta import StudyMeta
-from tuner.study.records import create_study
 from tuner.study.settings import MlflowIds, StudySettings
+from tuner.study.studies import create_study
 
 PARSING = settings(max_examples=100, deadline=None, database=None)
 BUILDING = settings(max_examples=30, deadline=None, database=None)

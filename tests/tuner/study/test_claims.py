@@ -15,8 +15,8 @@ import pytest
 
 from tuner.study import optuna_adapter
 from tuner.study.claims import claim_next
-from tuner.study.records import fail_stale, stale_trials
 from tuner.study.stores import open_storage
+from tuner.study.studies import fail_stale, stale_trials
 from tuner.study.trial_attrs import OWNER_ATTR
 
 

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.cli.commands import cli
 from tuner.space.searchspace import Space, build_space
-from tuner.study import records as studies
+from tuner.study import studies
 from tuner.study.claims import claim_next
 from tuner.study.meta import StudyMeta, space_of
 from tuner.study.settings import MlflowIds, StudySettings

@@ -19,8 +19,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.study import optuna_adapter as adapter
-from tuner.study.records import stale_trials
 from tuner.study.stores import GRACE_ENV, HEARTBEAT_ENV, _optuna_schema_versions, open_storage
+from tuner.study.studies import stale_trials
 from tuner.study.trial_attrs import OWNER_ATTR
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -23,8 +23,7 @@ from optuna.trial import TrialState, create_trial
 
 from tuner.cli.commands import cli
 from tuner.search.runner import resume, search
-from tuner.study import optuna_adapter
-from tuner.study import records as studies
+from tuner.study import optuna_adapter, studies
 from tuner.study.recovery import check
 from tuner.study.tracker import Tracker
 from tuner.study.trial_attrs import OWNER_ATTR

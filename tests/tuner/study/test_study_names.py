@@ -129,8 +129,8 @@ def test_each_name_has_its_own_experiment_and_artifact_folder(
     folder per name, directly under the home's artifact root ("a/b" makes no folder "a"),
     holding that study's runs and plots."""
     from tuner.study.meta import StudyMeta
-    from tuner.study.records import load_study
     from tuner.study.stores import open_storage
+    from tuner.study.studies import load_study
 
     home, _ = named
     experiments = _experiments(home)

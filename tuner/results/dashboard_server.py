@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.errors import OpttuneError
-from tuner.results.ui import HOST, answers, stop_server
+from tuner.results.mlflow_ui import HOST, answers, stop_server
 from tuner.signals import sigterm_as_interrupt
 from tuner.study.stores import driver_url, open_storage, redact, resolve_stores
 
@@ -80,7 +80,7 @@ def plan_dashboard(name: str | None = None, *, port: int = DEFAULT_PORT,
                    tracking_uri: str | None = None) -> DashboardPlan:
     """Check the install, the port number, the store, the study and the port; what to run."""
     from tuner.study.optuna_adapter import study_id
-    from tuner.study.records import load_study
+    from tuner.study.studies import load_study
 
     command, version = dashboard_command()
     if not 1 <= port <= 65535:

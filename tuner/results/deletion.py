@@ -61,7 +61,7 @@ def delete_study(name: str, *, home: str | Path | None = None, storage: str | No
 
 def _names(study: Any) -> list[str]:
     from tuner.study.optuna_adapter import storage_of
-    from tuner.study.records import study_names
+    from tuner.study.studies import study_names
 
     return study_names(storage_of(study))
 

@@ -159,7 +159,7 @@ def test_without_optuna_dashboard_the_error_names_the_extra(
 
 def _fake_plan(code: str) -> Any:
     """A plan whose "server" is `code` run by this Python (it gets `--from-config FILE`)."""
-    from tuner.results.dashboard import DashboardPlan
+    from tuner.results.dashboard_server import DashboardPlan
 
     port = free_port()
     return DashboardPlan(command=[sys.executable, "-c", code], port=port,
@@ -172,7 +172,7 @@ def test_a_server_that_stops_by_itself_is_an_error_with_its_last_messages() -> N
     """Guards the failure path: the store URL reaches the server only in its 0600 config file;
     a server that exits is an error with its exit code and its log, passwords masked."""
     from tuner.errors import OpttuneError
-    from tuner.results.dashboard import serve
+    from tuner.results.dashboard_server import serve
 
     code = ("import os, stat, sys; path = sys.argv[sys.argv.index('--from-config') + 1]; "
             "print(oct(stat.S_IMODE(os.stat(path).st_mode))); print(open(path).read()); "
@@ -197,8 +197,8 @@ def test_a_server_that_never_answers_is_stopped_after_the_wait(
     Python when the wait ends is judged the same. No bound on the test's time: a serve that
     kept waiting would fail the `match` (the fake server never stops by itself)."""
     from tuner.errors import OpttuneError
-    from tuner.results import dashboard
-    from tuner.results.dashboard import serve
+    from tuner.results import dashboard_server
+    from tuner.results.dashboard_server import serve
 
     started: list[subprocess.Popen[Any]] = []
 
@@ -207,7 +207,7 @@ def test_a_server_that_never_answers_is_stopped_after_the_wait(
             super().__init__(*args, **kwargs)
             started.append(self)
 
-    monkeypatch.setattr(dashboard.subprocess, "Popen", Watched)
+    monkeypatch.setattr(dashboard_server.subprocess, "Popen", Watched)
     try:
         with pytest.raises(OpttuneError, match=r"did not answer on 127\.0\.0\.1:\d+ within 1 s"):
             serve(_fake_plan("import time; time.sleep(600)"), start_timeout=1.0)
