@@ -1,0 +1,12 @@
+"""The values JSON holds, as a type: what the study stores (Optuna's user attributes), the
+benchmark's record and ``--format json`` are made of. Reading one narrows it (``isinstance``)
+or turns it into a typed record at once; nothing passes ``Any`` along.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias, Union
+
+JsonValue: TypeAlias = Union[None, bool, int, float, str, list["JsonValue"],
+                             dict[str, "JsonValue"]]
+JsonObject: TypeAlias = dict[str, JsonValue]
