@@ -5,8 +5,8 @@ or turns it into a typed record at once; nothing passes ``Any`` along.
 
 from __future__ import annotations
 
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
-JsonValue: TypeAlias = Union[None, bool, int, float, str, list["JsonValue"],
-                             dict[str, "JsonValue"]]
+JsonValue: TypeAlias = (None | bool | int | float | str | list["JsonValue"]
+                        | dict[str, "JsonValue"])
 JsonObject: TypeAlias = dict[str, JsonValue]
