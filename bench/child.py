@@ -96,20 +96,19 @@ def _optuna_calls(clock: Clock) -> None:
 
 
 def study_opttune(args: argparse.Namespace) -> dict[str, Any]:
-    from tuner.search import trial_loop as trials
+    from tuner.search import trial_loop, trial_steps
     from tuner.search.mlflow_queue import MlflowQueue
     from tuner.search.runner import search
-    from tuner.study import claims as budget
-    from tuner.training import loop as train
+    from tuner.study import claims
 
     clock = Clock()
     # What the trial loop waits for: MLflow calls go through these two (on the MLflow thread).
     for name in ("safe", "later"):
         clock.wrap(MlflowQueue, name, "mlflow")
     _optuna_calls(clock)
-    clock.wrap(budget, "claim_next", "trial", nested=True)  # taking the next trial, under lock
-    clock.wrap(trials.TrialRunner, "run_one", "trial", nested=True)
-    clock.wrap(train, "fit", "fit", nested=True)
+    clock.wrap(claims, "claim_next", "trial", nested=True)  # taking the next trial, under lock
+    clock.wrap(trial_loop.TrialRunner, "run_one", "trial", nested=True)
+    clock.wrap(trial_steps, "fit", "fit", nested=True)  # the name a trial's step calls
     ready = time.perf_counter()
     result = search(task=TASK_REF, study="bench", n_trials=args.trials, epochs=args.epochs,
                     optimizers=OPTIMIZERS, params=FIXED, batch_size=str(args.batch_size),

@@ -12,8 +12,8 @@ A :class:`Task` is what ``--task`` names. It holds:
 * ``hyperparams``: the task's knobs as name → search-space string (``"64,128,256"`` a choice,
   ``"0:0.5"`` a range, ``"64"`` a fixed value), searched next to the optimizer's.
 
-Importing this module does not import torch, so that listing tasks and the CLI's help stay
-instant; tasks import torch inside their functions.
+Importing this module does not import torch (``import tasks`` imports it, and every command
+does); the built-in tasks' modules do, and :mod:`tasks.registry` loads them when asked.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tasks.data import TaskData
-from tasks.losses import LOSSES, Direction, objective
+from tasks.objectives import LOSSES, Direction, objective
+from tuner.errors import SpaceError, TaskError
+from tuner.space.dsl import ParamValue
+from tuner.space.searchspace import parse_task_params, task_param_values
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +49,7 @@ class Task:
 
     name: str
     load_data: Callable[..., TaskData]
-    build_model: Callable[[Mapping[str, Any]], torch.nn.Module]
+    build_model: Callable[[Mapping[str, ParamValue]], torch.nn.Module]
     loss: str = "cross_entropy"
     summary: str = ""
     data: str = ""
@@ -85,13 +88,11 @@ class Task:
 
     def read_data(self, *, data_dir: str | Path | None = None) -> TaskData:
         """Call `load_data`, passing `data_dir` only if it takes one, and check the result."""
-        from tasks.checks import check_data
+        from tasks.checks import check_data  # noqa: PLC0415  (torch: `import tasks` stays light)
 
         wants_dir = _accepts(self.load_data, "data_dir")
         data_dir = data_dir_arg(data_dir)
         if data_dir is not None and not wants_dir:
-            from tuner.errors import TaskError
-
             raise TaskError(f"task {self.name!r} reads no data folder (its load_data takes no "
                             f"data_dir), so --data-dir {data_dir} cannot be used; drop it")
         data = self.load_data(data_dir=data_dir) if wants_dir else self.load_data()
@@ -103,8 +104,6 @@ class Task:
         specs = dict(self.hyperparams)
         for key, spec in (overrides or {}).items():
             if key not in specs:
-                from tuner.errors import SpaceError
-
                 known = (f"its hyperparameters are {', '.join(specs)}" if specs else
                          "it declares none (Task.hyperparams)")
                 raise SpaceError(f"--param {key}={spec}: task {self.name!r} has no "
@@ -112,10 +111,8 @@ class Task:
             specs[key] = spec
         return specs
 
-    def default_params(self) -> dict[str, Any]:
+    def default_params(self) -> dict[str, ParamValue]:
         """A value for each hyperparameter: the fixed value, first choice or range middle."""
-        from tuner.space.searchspace import parse_task_params, task_param_values
-
         return task_param_values(parse_task_params(self.hyperparams))
 
     def parameter_count(self) -> int | None:
@@ -127,7 +124,7 @@ class Task:
             return None
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
+def _accepts(fn: Callable[..., object], name: str) -> bool:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

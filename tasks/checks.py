@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
+
+import torch
 
 from tasks.data import TaskData
 from tasks.losses import loss_function
 from tuner.errors import TaskError
-
-if TYPE_CHECKING:
-    import torch
+from tuner.space.dsl import ParamValue
 
 
 class CheckedTask(Protocol):
@@ -30,16 +30,14 @@ class CheckedTask(Protocol):
     def loss(self) -> str: ...
 
     @property
-    def build_model(self) -> Callable[[Mapping[str, Any]], torch.nn.Module]: ...
+    def build_model(self) -> Callable[[Mapping[str, ParamValue]], torch.nn.Module]: ...
+
 
 _SPLITS = ("train", "val", "test")
 
 
-def check_data(task: CheckedTask, data: Any) -> None:
+def check_data(task: CheckedTask, data: object) -> None:
     """Raise TaskError unless `data` is a TaskData of tensors that fit `task`'s loss."""
-    import torch
-
-
     who = f"task {task.name!r}"
     if not isinstance(data, TaskData):
         raise TaskError(f"{who}: load_data must return a tasks.TaskData (train, val and test "
@@ -83,10 +81,8 @@ def _check_targets(who: str, loss: str, split: str, y: torch.Tensor) -> None:
                         f"use loss='cross_entropy' for class labels")
 
 
-def check_model(task: CheckedTask, data: TaskData, params: Mapping[str, Any]) -> None:
+def check_model(task: CheckedTask, data: TaskData, params: Mapping[str, ParamValue]) -> None:
     """Build the model with `params`, run two training samples through it and the loss."""
-    import torch
-
     who = f"task {task.name!r}"
     try:
         model = task.build_model(dict(params))

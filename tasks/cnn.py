@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
 
 from tasks.base import Task
 from tasks.data import TaskData
 from tasks.images import FASHION_DATA, load_idx_task_data
-
-if TYPE_CHECKING:
-    import torch
+from tuner.space.dsl import ParamValue
 
 
 def load_image_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskData:
@@ -25,8 +25,6 @@ def load_image_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskD
 def cnn(channels: int = 16, classes: int = 10) -> torch.nn.Module:
     """Two 3x3 convolutions (channels, then 2x channels), each halving the image by max
     pooling (28 → 14 → 7), then one linear layer to the class scores."""
-    from torch import nn
-
     # Pooling before the ReLU gives the same result (ReLU is monotone) on a quarter of the
     # values, which matters on a CPU.
     return nn.Sequential(
@@ -36,7 +34,7 @@ def cnn(channels: int = 16, classes: int = 10) -> torch.nn.Module:
     )
 
 
-def _cnn_factory(params: Mapping[str, Any]) -> torch.nn.Module:
+def _cnn_factory(params: Mapping[str, ParamValue]) -> torch.nn.Module:
     return cnn(int(params.get("channels", 16)))
 
 

@@ -1,15 +1,16 @@
-"""A task's data: train, validation and test tensors, and the splitting and scaling helpers
-that task files use to make them.
+"""A task's data: train, validation and test tensors, and where they came from.
 
-Importing this module does not import torch; its functions import it when called.
+Importing this module does not import torch (``import tasks`` imports it, and every command
+does); the splitting and scaling helpers are in :mod:`tasks.tensors`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import torch
 
 
@@ -35,56 +36,15 @@ class TaskData:
     notice: str | None = None
 
     @classmethod
-    def split(cls, x: Any, y: Any, *, source: str, val_fraction: float = 0.1,
-              test_fraction: float = 0.2, seed: int = 0, notice: str | None = None) -> TaskData:
+    def split(cls, x: npt.ArrayLike | torch.Tensor, y: npt.ArrayLike | torch.Tensor, *,
+              source: str, val_fraction: float = 0.1, test_fraction: float = 0.2,
+              seed: int = 0, notice: str | None = None) -> TaskData:
         """Split one data set into train, validation and test with a fixed seed.
 
         `x` and `y` may be tensors or numpy arrays; float inputs become float32, integer
         targets ``torch.long`` and float targets float32.
         """
-        import torch
+        from tasks.tensors import split_rows  # noqa: PLC0415  (torch: `import tasks` stays light)
 
-        xt, yt = _as_tensor(x), _as_tensor(y, labels=True)
-        if len(xt) != len(yt):
-            raise ValueError(f"x and y must have one row per sample, but x has {len(xt)} rows "
-                             f"and y has {len(yt)}")
-        order = torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))
-        n_test = max(1, int(round(len(xt) * test_fraction)))
-        n_val = max(1, int(round(len(xt) * val_fraction)))
-        test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-        return cls(xt[train], yt[train], xt[val], yt[val], xt[test], yt[test], source=source,
-                   notice=notice)
-
-
-def _as_tensor(values: Any, *, labels: bool = False) -> torch.Tensor:
-    import torch
-
-    tensor = torch.as_tensor(values)
-    if tensor.is_floating_point():
-        return tensor.float()
-    if labels and not tensor.is_complex():
-        return tensor.long()  # integer (or bool) targets are class labels
-    return tensor
-
-
-def standardize(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Scale each feature to mean 0, std 1 with the training split's statistics only."""
-    import torch
-
-    mean = train.mean(dim=0, keepdim=True)
-    std = train.std(dim=0, keepdim=True)
-    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature stays 0
-    return tuple((t - mean) / std for t in (train, *others))
-
-
-def split_train_val(
-    x: torch.Tensor, y: torch.Tensor, *, val_fraction: float = 0.1, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split train into train/validation with a fixed seed, the same for every trial."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(x), generator=generator)
-    n_val = max(1, int(round(len(x) * val_fraction)))
-    val, train = order[:n_val], order[n_val:]
-    return x[train], y[train], x[val], y[val]
+        return cls(*split_rows(x, y, val_fraction=val_fraction, test_fraction=test_fraction,
+                               seed=seed), source=source, notice=notice)

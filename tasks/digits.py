@@ -6,17 +6,19 @@ study of a few trials runs in seconds on a laptop CPU.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
 
 from tasks.base import Task
 from tasks.data import TaskData
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
+from tasks.images import mlp
+from tuner.space.dsl import ParamValue
 
 DIGITS_SOURCE = "scikit-learn load_digits (1,797 8x8 digits, shipped with scikit-learn)"
 
@@ -25,11 +27,6 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as `load_digits(return_X_y=True)` gives them (float64 pixels,
     int labels), read straight from the file scikit-learn ships: importing scikit-learn
     costs more than a short study's training."""
-    import gzip
-    import importlib.util
-
-    import numpy as np
-
     spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
     folders = list(spec.submodule_search_locations or []) if spec else []
     for folder in folders:
@@ -38,7 +35,8 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
             with gzip.open(path, "rt") as handle:
                 table = np.loadtxt(handle, delimiter=",")
             return table[:, :-1], table[:, -1].astype(int)
-    from sklearn.datasets import load_digits  # another layout: let scikit-learn read it
+    # Another layout: let scikit-learn read it (a second to import, so only then).
+    from sklearn.datasets import load_digits  # noqa: PLC0415
 
     x, y = load_digits(return_X_y=True)
     return x, y
@@ -55,9 +53,7 @@ def load_digits_data() -> TaskData:
                    val_x=(data.val_x - mean) / std, test_x=(data.test_x - mean) / std)
 
 
-def _digits_model(params: Mapping[str, Any]) -> torch.nn.Module:
-    from tasks.images import mlp
-
+def _digits_model(params: Mapping[str, ParamValue]) -> torch.nn.Module:
     return mlp([64, int(params.get("hidden", 64)), 10])
 
 

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+import torch
 
 from tasks.base import Task
-from tasks.data import TaskData, split_train_val
-
-if TYPE_CHECKING:
-    import torch
+from tasks.data import TaskData
+from tasks.datasets import load_image_dataset
+from tasks.tensors import split_train_val
+from tuner.space.dsl import ParamValue
 
 
 def load_idx_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskData:
     """Read MNIST or Fashion-MNIST into flat, normalised float tensors, split train/val."""
-    import torch
-
-    from tasks.datasets import load_image_dataset
-
     splits = load_image_dataset(dataset, data_dir=data_dir)
     images = torch.from_numpy(splits.train_images).reshape(len(splits.train_images), -1)
     test_x = torch.from_numpy(splits.test_images).reshape(len(splits.test_images), -1)
@@ -38,8 +35,6 @@ def load_idx_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskDat
 
 def mlp(sizes: list[int]) -> torch.nn.Module:
     """Linear layers with ReLU between them: sizes [784, 256, 128, 10] → two hidden layers."""
-    import torch
-
     layers: list[torch.nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b))
@@ -48,11 +43,11 @@ def mlp(sizes: list[int]) -> torch.nn.Module:
     return torch.nn.Sequential(*layers)
 
 
-def _mlp_factory(params: Mapping[str, Any]) -> torch.nn.Module:
+def _mlp_factory(params: Mapping[str, ParamValue]) -> torch.nn.Module:
     return mlp([784, 256, 128, 10])
 
 
-def _logreg_factory(params: Mapping[str, Any]) -> torch.nn.Module:
+def _logreg_factory(params: Mapping[str, ParamValue]) -> torch.nn.Module:
     return mlp([784, 10])
 
 

@@ -1,6 +1,6 @@
-"""The losses a task may name, and everything that follows from the choice: the training
-loss, the validation sums, and the objective's name and direction. One place, so that
-training, validation, the task checks and the study's objective always agree.
+"""What a task's loss computes: the training loss and the validation sums, in one place, so
+that training, validation and the task checks always agree (the objective's name and
+direction, which need no torch, are in :mod:`tasks.objectives`).
 
 Classification (``cross_entropy``): one score per class, integer labels; the objective is
 accuracy (``val_acc``, maximised). Regression (``mse``): one output per target, float targets;
@@ -11,26 +11,12 @@ same mean the training loss takes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
-    import torch
-
-LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
-# Which way the objective goes; defined here, beside the loss that decides it, because tasks sit
-# below the study. tuner.study.direction holds what follows from it (comparisons, wording).
-Direction = Literal["maximize", "minimize"]
-
-
-def objective(loss: str) -> tuple[str, Direction]:
-    """(metric, direction) of a task with this loss."""
-    return ("val_acc", "maximize") if loss == "cross_entropy" else ("val_mse", "minimize")
+import torch
 
 
 def loss_function(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss: a mean over the batch (over every target element for MSE)."""
-    import torch
-
     if loss == "mse":
         return lambda out, y: torch.nn.functional.mse_loss(out.reshape(y.shape), y)
     return torch.nn.functional.cross_entropy
@@ -43,8 +29,6 @@ def summed(loss: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
     Dividing both sums by the count gives the mean loss and the metric: accuracy over samples
     for classification; for MSE, loss and metric are the same per-element mean.
     """
-    import torch
-
     if loss == "mse":
         total = torch.nn.functional.mse_loss(out.reshape(y.shape), y, reduction="sum")
         return total, total, y.numel()

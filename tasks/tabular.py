@@ -10,20 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
 
 from tasks.base import Task
-from tasks.data import TaskData, standardize
-
-if TYPE_CHECKING:
-    import torch
+from tasks.data import TaskData
+from tasks.tensors import standardize
+from tuner.space.dsl import ParamValue
 
 DIABETES_SOURCE = "scikit-learn load_diabetes (442 patients, shipped with scikit-learn)"
 
 
 def load_diabetes_data() -> TaskData:
     """Split 60/20/20 into train/val/test with a fixed seed; standardise x and y."""
-    from sklearn.datasets import load_diabetes
+    # scikit-learn: a second to import, and the registry loads this module for every task.
+    from sklearn.datasets import load_diabetes  # noqa: PLC0415
 
     x, y = load_diabetes(return_X_y=True)
     data = TaskData.split(x, y, source=DIABETES_SOURCE, val_fraction=0.2, test_fraction=0.2)
@@ -35,8 +37,6 @@ def load_diabetes_data() -> TaskData:
 
 def regression_mlp(inputs: int, hidden: int, dropout: float) -> torch.nn.Module:
     """inputs → hidden → hidden → 1, ReLU, optional dropout after each hidden layer."""
-    from torch import nn
-
     return nn.Sequential(
         nn.Linear(inputs, hidden), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
@@ -44,7 +44,7 @@ def regression_mlp(inputs: int, hidden: int, dropout: float) -> torch.nn.Module:
     )
 
 
-def _diabetes_model(params: Mapping[str, Any]) -> torch.nn.Module:
+def _diabetes_model(params: Mapping[str, ParamValue]) -> torch.nn.Module:
     return regression_mlp(10, int(params.get("hidden", 64)), float(params.get("dropout", 0.0)))
 
 

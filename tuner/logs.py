@@ -14,7 +14,9 @@ def quiet_library_logs() -> None:
     so it is told through its own API; MLflow resets its level when imported, so the tracker
     calls this again after importing it.
     """
-    import optuna
+    # Not at the top: the CLI imports this module at start-up, and `opttune --help` must load
+    # no Optuna (tests/tuner/search/test_runner.py).
+    import optuna  # noqa: PLC0415  (see above)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):

@@ -10,9 +10,8 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None  # what signal.signal takes
+_Handler = Callable[[int, FrameType | None], object] | int | None  # what signal.signal takes
 
 
 class Interrupted(Exception):

@@ -7,20 +7,50 @@ load inside the commands that need them.
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from tuner.errors import OpttuneError
+from tuner.logs import quiet_library_logs
+from tuner.signals import Interrupted
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
+
+    from tuner.search.events import Observer
+    from tuner.search.session import SearchResult
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class StoreOptions(TypedDict):
+    """--home, --storage and --tracking-uri (:func:`store_options`), named as every library
+    call that opens the stores takes them."""
+
+    home: str | None
+    storage: str | None
+    tracking_uri: str | None
+
+
+class RunOptions(StoreOptions):
+    """:func:`job_options` and the stores: what `resume` and `worker` pass on as they are."""
+
+    jobs: int | None
+    devices: str | None
+    trials_per_device: int
+    population: int | None
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Library errors become one `Error: …` line and exit code 1, with no traceback."""
-    from tuner.errors import OpttuneError
     from tuner.study.stores import redact
 
     try:
@@ -118,20 +148,37 @@ def cli() -> None:
               help="Continue a study even though its space changed; old trials still count.")
 @job_options
 @store_options
-def search(**kwargs: Any) -> None:
+def search(task: str, study: str | None, n_trials: int, timeout: float | None,
+           epochs: int | None, optimizers: str | None, lr: tuple[str, ...],
+           momentum: tuple[str, ...], beta1: tuple[str, ...], beta2: tuple[str, ...],
+           alpha: tuple[str, ...], eps: tuple[str, ...], weight_decay: tuple[str, ...],
+           adam_lr: tuple[str, ...], warmup: tuple[str, ...], d_coef: tuple[str, ...],
+           decay: tuple[str, ...], batch_size: str | None, scheduler: str | None,
+           space_file: str | None, no_defaults: bool, sampler: str, pruner: str,
+           seed: int | None, trial_seed: int | None, device: str, data_dir: str | None,
+           task_params: tuple[str, ...], allow_changed_space: bool, jobs: int | None,
+           devices: str | None, trials_per_device: int, population: int | None,
+           **stores: Unpack[StoreOptions]) -> None:
     """Create a study (or continue the one of that name) and run trials."""
-    from tuner.space.families import ALL_PARAM_NAMES
+    from tuner.search import runner
 
-    params = {name: list(kwargs.pop(name)) for name in ALL_PARAM_NAMES if kwargs.get(name)}
-    for name in ALL_PARAM_NAMES:
-        kwargs.pop(name, None)
-    optimizers = kwargs.pop("optimizers")
-    kwargs["optimizers"] = optimizers.split(",") if optimizers else None
-    kwargs["defaults_first"] = not kwargs.pop("no_defaults")
-    kwargs["task_params"] = _name_specs(kwargs.pop("task_params"))
-    if kwargs["population"] is None:  # a new study's default (resume keeps the stored one)
-        kwargs["population"] = 1
-    _run_search("search", params=params, **kwargs)
+    # The optimizers' hyperparameters given (ALL_PARAM_NAMES, in its order): name → specs.
+    given = {"lr": lr, "momentum": momentum, "beta1": beta1, "beta2": beta2, "alpha": alpha,
+             "eps": eps, "weight_decay": weight_decay, "adam_lr": adam_lr, "warmup": warmup,
+             "d_coef": d_coef, "decay": decay}
+    params = {name: list(values) for name, values in given.items() if values}
+    families = optimizers.split(",") if optimizers else None
+    task_specs = _name_specs(task_params)
+    _run_search(lambda observer: runner.search(  # shows the space first
+        task=task, study=study, n_trials=n_trials, timeout=timeout, epochs=epochs,
+        optimizers=families, params=params, task_params=task_specs, batch_size=batch_size,
+        scheduler=scheduler, space_file=space_file, defaults_first=not no_defaults,
+        sampler=sampler, pruner=pruner, seed=seed, trial_seed=trial_seed, device=device,
+        data_dir=data_dir, allow_changed_space=allow_changed_space, jobs=jobs, devices=devices,
+        trials_per_device=trials_per_device,
+        # a new study's default (resume keeps the stored one)
+        population=1 if population is None else population, observer=observer, **stores),
+        create_only=jobs == 0)
 
 
 def _name_specs(values: tuple[str, ...]) -> dict[str, str]:
@@ -154,9 +201,14 @@ def _name_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default=None, help="Override the stored device.")
 @job_options
 @store_options
-def resume(**kwargs: Any) -> None:
+def resume(name: str, n_trials: int | None, timeout: float | None, device: str | None,
+           **options: Unpack[RunOptions]) -> None:
     """Continue a study with its stored task, space and settings."""
-    _run_search("resume", **kwargs)
+    from tuner.search import runner
+
+    _run_search(lambda observer: runner.resume(name, n_trials=n_trials, timeout=timeout,
+                                               device=device, observer=observer, **options),
+                create_only=options["jobs"] == 0)
 
 
 @cli.command()
@@ -165,35 +217,32 @@ def resume(**kwargs: Any) -> None:
 @click.option("--device", default=None, help="Override the stored device.")
 @job_options
 @store_options
-def worker(**kwargs: Any) -> None:
+def worker(name: str, timeout: float | None, device: str | None,
+           **options: Unpack[RunOptions]) -> None:
     """Join study NAME from this machine: run its trials until its budget is met.
 
     Everything else (task, space, settings, the MLflow store) comes from the study, e.g.
     `opttune worker s1 --storage postgresql://user@host/db --jobs 4` (the password in
     ~/.pgpass or $PGPASSWORD).
     """
-    _run_search("worker", **kwargs)
+    from tuner.search.worker import work
+
+    _run_search(lambda observer: work(name, timeout=timeout, device=device, observer=observer,
+                                      **options),
+                create_only=options["jobs"] == 0)
 
 
-def _run_search(kind: str, **kwargs: Any) -> None:
+def _run_search(start: Callable[[Observer], SearchResult], *, create_only: bool) -> None:
+    """`start` a search with the live display as its observer, then show how it ended (with
+    --jobs 0, `create_only`: how to run the study's trials)."""
     from tuner.cli import render
     from tuner.results import queries
-    from tuner.search import runner
-    from tuner.signals import Interrupted
 
-    quiet_libraries()
+    quiet_library_logs()
     display = render.SearchDisplay()
-    create_only = kwargs.get("jobs") == 0
     try:
         with user_errors():
-            if kind == "search":
-                result = runner.search(observer=display, **kwargs)  # shows the space first
-            elif kind == "worker":
-                from tuner.search.worker import work
-
-                result = work(kwargs.pop("name"), observer=display, **kwargs)
-            else:
-                result = runner.resume(kwargs.pop("name"), observer=display, **kwargs)
+            result = start(display)
     except Interrupted as exc:
         display.close()
         render.print_error(f"{exc}; finished trials are saved, the interrupted one is marked "
@@ -211,13 +260,6 @@ def _run_search(kind: str, **kwargs: Any) -> None:
     with user_errors():
         summary = queries.search_summary(result.study, storage=result.stores.storage_url)
     render.print_search_summary(result, summary)
-
-
-def quiet_libraries() -> None:
-    """Optuna's and MLflow's INFO lines repeat what our display shows."""
-    from tuner.logs import quiet_library_logs
-
-    quiet_library_logs()
 
 
 @cli.command()
@@ -239,7 +281,7 @@ def tasks(fmt: str) -> None:
 @click.option("--format", "fmt", default="table", type=click.Choice(["table", "json"]),
               show_default=True)
 @store_options
-def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
+def check_command(name: str, fix: bool, fmt: str, **stores: Unpack[StoreOptions]) -> None:
     """Find, and with --fix repair, what a crash can leave: trials left RUNNING, MLflow runs
     out of step with their trials, trials without a run, runs without a trial.
 
@@ -248,7 +290,7 @@ def check_command(name: str, fix: bool, fmt: str, **stores: Any) -> None:
     from tuner.cli import render
     from tuner.study.recovery import check
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         result = check(name, fix=fix, **stores)
     render.emit(result, fmt=fmt, table=render.print_check)
@@ -267,12 +309,12 @@ def _format_option(*choices: str) -> Callable[[F], F]:
 @cli.command()
 @_format_option("table", "json")
 @store_options
-def studies(fmt: str, **stores: Any) -> None:
+def studies(fmt: str, **stores: Unpack[StoreOptions]) -> None:
     """List the studies: trials by state, best value, last activity, data source."""
     from tuner.cli import render
     from tuner.results import queries
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         found = queries.list_studies(**stores)
     render.emit(found, fmt=fmt, table=render.print_studies)
@@ -290,12 +332,12 @@ def studies(fmt: str, **stores: Any) -> None:
 @_format_option("table", "csv", "json")
 @store_options
 def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt: str,
-           **stores: Any) -> None:
+           **stores: Unpack[StoreOptions]) -> None:
     """One row per trial: state, value, optimizer and params, epochs, time, MLflow run."""
     from tuner.cli import render
     from tuner.results import queries
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         found = queries.list_trials(name, states=states, sort=sort, limit=limit, **stores)
     render.emit(found, fmt=fmt, table=render.print_trials)
@@ -305,12 +347,12 @@ def trials(name: str, states: tuple[str, ...], sort: str, limit: int | None, fmt
 @click.argument("name")
 @_format_option("table", "json")
 @store_options
-def best(name: str, fmt: str, **stores: Any) -> None:
+def best(name: str, fmt: str, **stores: Unpack[StoreOptions]) -> None:
     """The best trial: value, params, MLflow run, and the command that re-runs it."""
     from tuner.cli import render
     from tuner.results import queries
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         found = queries.best_trial(name, **stores)
     render.emit(found, fmt=fmt, table=render.print_best)
@@ -322,7 +364,7 @@ def best(name: str, fmt: str, **stores: Any) -> None:
               help="Group by another categorical instead, e.g. batch_size or scheduler.")
 @_format_option("table", "json")
 @store_options
-def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
+def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Unpack[StoreOptions]) -> None:
     """Per optimizer: best, median and IQR, defaults vs tuned, trials, pruned, time.
 
     Several studies (compare A B) are lined up side by side.
@@ -330,7 +372,7 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
     from tuner.cli import render
     from tuner.results import queries
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         result = queries.compare(list(names), by=by.replace("-", "_"), **stores)
     render.emit(result, fmt=fmt, table=render.print_compare)
@@ -347,12 +389,13 @@ def compare(names: tuple[str, ...], by: str, fmt: str, **stores: Any) -> None:
 @click.option("--params", default=None, metavar="LIST",
               help="Parameters to draw (slice, parallel, contour, importance), e.g. lr,momentum.")
 @store_options
-def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -> None:
+def plot(name: str, kind: str, output: str, params: str | None,
+         **stores: Unpack[StoreOptions]) -> None:
     """Draw a plot of a study into an HTML or PNG file (no browser needed)."""
     from tuner.cli import render
     from tuner.results import plots
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         written = plots.write_plot(name, kind=kind, output=output,
                                    params=params.split(",") if params else None, **stores)
@@ -364,12 +407,12 @@ def plot(name: str, kind: str, output: str, params: str | None, **stores: Any) -
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="FILE.csv or FILE.json")
 @store_options
-def export(name: str, output: str, **stores: Any) -> None:
+def export(name: str, output: str, **stores: Unpack[StoreOptions]) -> None:
     """Write all trials (params, values, states, times, per-epoch values) to CSV or JSON."""
     from tuner.cli import render
     from tuner.results.export import export_study
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         written = export_study(name, output, **stores)
     render.print_written(written)
@@ -384,12 +427,12 @@ def export(name: str, output: str, **stores: Any) -> None:
 @_format_option("table", "json")
 @store_options
 def retrain(name: str, trial: int | None, epochs: int | None, device: str | None, fmt: str,
-            **stores: Any) -> None:
+            **stores: Unpack[StoreOptions]) -> None:
     """Train a config on train+validation, score the test split once, save the model."""
     from tuner.cli import render
     from tuner.results.retrain import retrain as run_retrain
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         result = run_retrain(name, trial=trial, epochs=epochs, device=device,
                              notice=render.print_notice, **stores)
@@ -443,7 +486,11 @@ def retrain(name: str, trial: int | None, epochs: int | None, device: str | None
                    "one at a time, each setting's re-runs together; 1: everything alone].")
 @_format_option("table", "json")
 @store_options
-def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs: Any) -> None:
+def benchmark(tasks: tuple[str, ...], optimizers: str | None, budgets: str, schedules: str,
+              seeds: int, oneshot: str, space: str, target: float | None, epochs: int | None,
+              name: str | None, sampler: str, pruner: str, seed: int, device: str,
+              data_dir: str | None, jobs: int | None, population: int | None, fmt: str,
+              **stores: Unpack[StoreOptions]) -> None:
     """Which optimizer? Equal budgets, seed re-runs, test scores (the Crowded Valley way).
 
     Every optimizer gets the same tuning budgets under each schedule; each one's best setting
@@ -453,21 +500,26 @@ def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs
     Running the same command again continues an interrupted benchmark.
     """
     from tuner.cli import render
+    from tuner.search.benchmark import BenchmarkOptions, benchmark_tasks
     from tuner.search.benchmark import benchmark as run_benchmark
-    from tuner.search.benchmark import benchmark_tasks
-    from tuner.signals import Interrupted
 
-    quiet_libraries()
+    quiet_library_logs()
     display = render.BenchmarkDisplay(quiet=fmt == "json")
-    families = optimizers.split(",") if optimizers else None
+    # Each task's benchmark takes the same options (several tasks: one each, in turn).
+    options: BenchmarkOptions = {
+        "optimizers": optimizers.split(",") if optimizers else None, "budgets": budgets,
+        "seeds": seeds, "schedules": schedules, "oneshot": oneshot, "space": space,
+        "epochs": epochs, "sampler": sampler, "pruner": pruner, "seed": seed,
+        "device": device, "data_dir": data_dir, "jobs": jobs, "population": population,
+        **stores}
     try:
         with user_errors():
             if len(tasks) == 1:
-                result: Any = run_benchmark(task=tasks[0], optimizers=families,
-                                            observer=display, **kwargs)
+                report = run_benchmark(task=tasks[0], name=name, target=target,
+                                       observer=display, **options)
             else:
-                result = benchmark_tasks(tasks=list(tasks), optimizers=families,
-                                         observer=display, **kwargs)
+                profile = benchmark_tasks(tasks=list(tasks), name=name, target=target,
+                                          observer=display, **options)
     except (Interrupted, KeyboardInterrupt) as exc:
         display.close()
         render.print_error(f"{exc or 'interrupted'}; what finished is kept: run the same "
@@ -475,15 +527,17 @@ def benchmark(tasks: tuple[str, ...], optimizers: str | None, fmt: str, **kwargs
         sys.exit(getattr(exc, "exit_code", 130))
     finally:
         display.close()
-    render.emit(result, fmt=fmt, table=render.print_benchmark if len(tasks) == 1
-                else render.print_task_profile)
+    if len(tasks) == 1:
+        render.emit(report, fmt=fmt, table=render.print_benchmark)
+    else:
+        render.emit(profile, fmt=fmt, table=render.print_task_profile)
 
 
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--port", default=5000, show_default=True, type=int, help="Port on 127.0.0.1.")
 @store_options
-def ui(name: str | None, port: int, **stores: Any) -> None:
+def ui(name: str | None, port: int, **stores: Unpack[StoreOptions]) -> None:
     """Start the MLflow UI for the store on 127.0.0.1 and print the study's URL."""
     from tuner.cli import render
     from tuner.results import mlflow_ui
@@ -499,7 +553,7 @@ def ui(name: str | None, port: int, **stores: Any) -> None:
 @click.argument("name", required=False)
 @click.option("--port", default=8080, show_default=True, type=int, help="Port on 127.0.0.1.")
 @store_options
-def dashboard(name: str | None, port: int, **stores: Any) -> None:
+def dashboard(name: str | None, port: int, **stores: Unpack[StoreOptions]) -> None:
     """Start Optuna Dashboard for the study store on 127.0.0.1 and print the study's URL.
 
     Needs the optional optuna-dashboard package: pip install 'opttune[dashboard]'.
@@ -507,7 +561,7 @@ def dashboard(name: str | None, port: int, **stores: Any) -> None:
     from tuner.cli import render
     from tuner.results import dashboard_server
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         plan = dashboard_server.plan_dashboard(name, port=port, **stores)
         render.print_dashboard(plan)
@@ -519,12 +573,12 @@ def dashboard(name: str | None, port: int, **stores: Any) -> None:
 @click.argument("name")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @store_options
-def delete(name: str, yes: bool, **stores: Any) -> None:
+def delete(name: str, yes: bool, **stores: Unpack[StoreOptions]) -> None:
     """Delete a study from the store and mark its MLflow experiment deleted."""
     from tuner.cli import render
     from tuner.results import deletion
 
-    quiet_libraries()
+    quiet_library_logs()
     with user_errors():
         info = deletion.preview(name, **stores)
         if not yes:
@@ -550,15 +604,10 @@ def _leave(code: int | str | None) -> None:
     That teardown takes about 2 s after torch, Optuna and MLflow, and nothing of ours needs
     it: every store write is committed when its call returns. The exit hooks still run and
     the output is flushed. A process with a thread still working exits the usual way."""
-    import threading
-
     if "torch" not in sys.modules or any(
             t.is_alive() and not t.daemon and t is not threading.main_thread()
             for t in threading.enumerate()):
         return
-    import atexit
-    import os
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -6,19 +6,22 @@ the output is a file or a pipe it prints one plain line per trial instead.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from rich import box
 from rich.console import Console
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from tuner.results.paired import paired_text
+from tuner.jsontypes import JsonValue
+from tuner.results.benchmark_text import paired_text, reading, target_text
 from tuner.results.summaries import (
     BestTrial,
     Comparison,
@@ -31,7 +34,8 @@ from tuner.results.summaries import (
     to_csv_rows,
     to_json_data,
 )
-from tuner.search.events import NullObserver, TrialOutcome
+from tuner.search.events import NullObserver, StudyStart, TrialOutcome
+from tuner.search.pruning import STARTUP_TRIALS
 from tuner.space.families import ALL_PARAM_NAMES, AUTHORS_DEFAULTS
 from tuner.study.direction import short, wording
 from tuner.study.stores import redact
@@ -39,8 +43,10 @@ from tuner.study.trial_record import TRAINING_KEYS
 
 if TYPE_CHECKING:
     from tuner.results.benchmark_profile import TaskProfile
+    from tuner.results.benchmark_record import RerunEntry
     from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
     from tuner.results.dashboard_server import DashboardPlan
+    from tuner.results.deletion import Deleted
     from tuner.results.mlflow_ui import UiPlan
     from tuner.results.retrain import RetrainResult
     from tuner.search.reruns import Rerun
@@ -54,7 +60,7 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -77,15 +83,13 @@ def emit(result: R, *, fmt: str, table: Callable[[R], None]) -> None:
         table(result)
 
 
-def _print_json(data: Any) -> None:
+def _print_json(data: JsonValue) -> None:
     """One JSON document on stdout (for --format json)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _print_csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _print_csv(rows: Sequence[Mapping[str, object]], columns: list[str]) -> None:
     """CSV on stdout (for --format csv): a header, then one line per row."""
-    import csv
-
     writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
@@ -158,7 +162,7 @@ class SearchDisplay:
         self.best: TrialOutcome | None = None
         self.device = ""
         self.metric = ""
-        self.current: dict[int, dict[str, Any]] = {}
+        self.current: dict[int, tuple[int, int]] = {}  # trial → (index, total) of this run
 
     # Observer protocol
     def notice(self, text: str) -> None:
@@ -167,7 +171,7 @@ class SearchDisplay:
     def space_ready(self, space: Space) -> None:
         print_space(space)  # before any data is read or store is touched
 
-    def study_start(self, info: dict[str, Any]) -> None:
+    def study_start(self, info: StudyStart) -> None:
         self.device, self.metric = info["device"], info["metric"]
         console.print(f"Study [bold]{info['study']}[/]: {info['done']} of {info['target']} "
                       f"trials done · device [bold]{info['device']}[/] · data: "
@@ -175,8 +179,6 @@ class SearchDisplay:
         console.print(f"Stores: {redact(info['stores'].storage_url)} · MLflow "
                       f"{redact(info['stores'].tracking_uri)}", style="dim")
         if info.get("pruner") not in (None, "none"):
-            from tuner.search.pruning import STARTUP_TRIALS
-
             console.print(f"Pruning ({info['pruner']}): each trial is judged against trials of "
                           f"its own optimizer only; a family's first {STARTUP_TRIALS} complete "
                           f"trials and every trial's last epoch are never pruned.")
@@ -184,15 +186,16 @@ class SearchDisplay:
             self.live = Live(Text(""), console=console, refresh_per_second=4, transient=True)
             self.live.start()
 
-    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None:
+    def trial_start(self, number: int, config: Mapping[str, object], index: int,
+                    total: int) -> None:
         # Keyed by trial: with --jobs, several trials run at once.
-        self.current[number] = {"index": index, "total": total}
+        self.current[number] = (index, total)
         self._update(f"trial {index} of {total} (#{number}) · {_describe(config)}")
 
     def epoch_end(self, number: int, epoch: int, epochs: int, value: float,
                   train_loss: float) -> None:
-        c = self.current.get(number, {"index": "?", "total": "?"})
-        self._update(f"trial {c['index']} of {c['total']} (#{number}) · epoch {epoch + 1}/"
+        index, total = self.current.get(number, ("?", "?"))
+        self._update(f"trial {index} of {total} (#{number}) · epoch {epoch + 1}/"
                      f"{epochs} · {self.metric} {value:.4f} · best "
                      f"{_fmt(self.best.value if self.best else None)} · {self.device}")
 
@@ -219,7 +222,7 @@ class SearchDisplay:
             self.live = None
 
 
-def _describe(config: dict[str, Any]) -> str:
+def _describe(config: Mapping[str, object]) -> str:
     parts = [str(config.get("optimizer"))]
     parts += [f"{k}={_fmt(config[k])}" for k in ALL_PARAM_NAMES if k in config]
     if "batch_size" in config:
@@ -323,13 +326,11 @@ def _print_table(table: Table) -> None:
     if console.is_terminal:
         console.print(table)
         return
-    from rich.measure import Measurement
-
     natural = Measurement.get(console, console.options.update_width(1000), table).maximum
     Console(highlight=False, width=max(console.width, natural)).print(table)
 
 
-def _params_text(params: dict[str, Any]) -> str:
+def _params_text(params: Mapping[str, object]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
@@ -486,7 +487,7 @@ def print_dashboard_ready(plan: DashboardPlan) -> None:
     err_console.print(f"Ready: {plan.url}", style="green", markup=False, soft_wrap=True)
 
 
-def print_deleted(info: dict[str, Any]) -> None:
+def print_deleted(info: Deleted) -> None:
     experiment = info["experiment_id"]
     mlflow = {"deleted": f"its MLflow experiment {experiment} is marked deleted",
               "not found": "it had no MLflow experiment to delete"}.get(
@@ -527,7 +528,7 @@ class BenchmarkDisplay(NullObserver):
             table.add_row(family, name, where)
         self.out.print(table)
 
-    def study_start(self, info: dict[str, Any]) -> None:
+    def study_start(self, info: StudyStart) -> None:
         self.metric = info["metric"]
         self.out.print(f"Searching [bold]{info['study']}[/]: {info['done']} of "
                        f"{info['target']} trials done · device {info['device']}")
@@ -538,7 +539,7 @@ class BenchmarkDisplay(NullObserver):
                             f"{self.metric}={_fmt(outcome.value)} · {_describe(outcome.config)}"
                             f" · {outcome.seconds:.1f}s{tail}"))
 
-    def rerun_end(self, rerun: Rerun, entry: dict[str, Any], done: int, total: int) -> None:
+    def rerun_end(self, rerun: Rerun, entry: RerunEntry, done: int, total: int) -> None:
         result = (f"diverged ({entry['diverged']})" if entry["value"] is None
                   else f"test {_fmt(entry['value'])}")
         stacked = f" · population of {entry['population']}" if entry["population"] > 1 else ""
@@ -580,8 +581,6 @@ def _change(c: BenchmarkCell) -> str:
 def print_benchmark(report: BenchmarkReport) -> None:
     """The schedule × optimizer × budget table, the paper's view (change against one-shot
     Adam), the headline comparison, how to read them, files."""
-    from tuner.results.benchmark_files import reading, target_text
-
     several = len(report.schedules) > 1
     target = "-" if report.target is None else f"{report.target:.4f}"
     table = _table(f"Benchmark {report.benchmark} · task {report.task} · {report.metric} on "

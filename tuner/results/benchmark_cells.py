@@ -20,11 +20,17 @@ Rules (each in one place, here):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
+
+from tuner.errors import OpttuneError
+from tuner.jsontypes import JsonObject, JsonValue
+from tuner.results.benchmark_record import BenchmarkRecord, seed_score, validation_value
 from tuner.results.benchmark_report import (
     BASELINE,
     ONESHOT,
@@ -34,11 +40,8 @@ from tuner.results.benchmark_report import (
     Budget,
     Headline,
     SeedScore,
-    check_protocol,
     chosen_trial,
-    families_under,
     family_study,
-    oneshot_key,
     trial_source,
     within_budget,
 )
@@ -46,51 +49,36 @@ from tuner.results.paired import paired_change
 from tuner.results.profile import median_time_to_target
 from tuner.results.tunability import tunability_curve
 from tuner.study import trial_attrs
-from tuner.study.direction import (
-    Direction,
-    as_direction,
-    best_of,
-    improvement,
-    unbounded_worst,
-    worst_value,
-)
-from tuner.study.meta import is_benchmark
-
-if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
+from tuner.study.direction import Direction, best_of, improvement, unbounded_worst, worst_value
+from tuner.study.meta import is_benchmark, objective_of
+from tuner.study.studies import exists, load_study
 
 
-def read_report(storage: Any, name: str) -> BenchmarkReport:
+def read_report(storage: BaseStorage, name: str) -> BenchmarkReport:
     """The report of benchmark `name` as its stores hold it now."""
-    from tuner.errors import OpttuneError
-    from tuner.study.studies import load_study
-
     record = load_study(storage, name)
     if not is_benchmark(record):
         raise OpttuneError(f"{name!r} is a study, not a benchmark; see `opttune compare {name}`")
-    attrs = record.user_attrs
-    check_protocol(name, attrs["settings"])
-    return build_cells(storage, name, attrs)
+    return build_cells(storage, name, record.user_attrs)
 
 
-def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkReport:
-    """The report of the benchmark whose record has user attributes `attrs`."""
-    from tuner.study.meta import objective_of
-    from tuner.study.studies import exists, load_study
-
-    settings = attrs["settings"]
-    budgets = [Budget(b["label"], b["trials"]) for b in settings["budgets"]]
-    seeds, schedules = int(settings["seeds"]), list(settings["schedules"])
-    metric, direction = attrs["objective"]["metric"], as_direction(attrs["objective"]["direction"])
-    worst = worst_value(metric, direction)
-    reruns = {k[len(RERUN_PREFIX):]: v for k, v in attrs.items() if k.startswith(RERUN_PREFIX)}
+def build_cells(storage: BaseStorage, name: str,
+                attrs: Mapping[str, JsonValue]) -> BenchmarkReport:
+    """The report of the benchmark whose record has user attributes `attrs` (a
+    first-protocol record is refused)."""
+    head = BenchmarkRecord.from_attrs(name, attrs)
+    settings, direction = head.settings, head.direction
+    budgets, seeds, schedules = settings.budgets, settings.seeds, list(settings.schedules)
+    worst = worst_value(head.metric, direction)
+    reruns = {k[len(RERUN_PREFIX):]: seed_score(v) for k, v in attrs.items()
+              if k.startswith(RERUN_PREFIX)}
     cells: list[BenchmarkCell] = []
     studies: list[str] = []
     curves: dict[str, dict[str, list[float]]] = {}
     tuning_metric = ""
-    largest = max((b.trials for b in budgets), default=0)
+    largest = settings.largest_budget
     for schedule in schedules:
-        for family in families_under(settings, schedule):
+        for family in settings.families_under(schedule):
             trials: list[FrozenTrial] = []
             if largest:
                 study_name = family_study(name, family, schedule)
@@ -103,31 +91,29 @@ def build_cells(storage: Any, name: str, attrs: Mapping[str, Any]) -> BenchmarkR
                     within_budget(trials, largest), direction=direction)
             for budget in budgets:
                 cells.append(_cell(family, schedule, budget, trials, reruns, seeds=seeds,
-                                   oneshot=settings["oneshot"][schedule][family],
-                                   validation=(attrs.get(oneshot_key(family, schedule))
-                                               or {}).get("value"),
+                                   oneshot=settings.oneshot[schedule][family],
+                                   validation=validation_value(attrs, family, schedule),
                                    direction=direction, worst=worst))
-    reference = reference_family(settings["optimizers"])
+    reference = reference_family(settings.optimizers)
     cells = _with_changes(cells, direction, worst, reference=reference)
-    target, target_source = _target(settings, cells, schedules[0], reference)
+    target, target_source = _target(settings.target, cells, schedules[0], reference)
     if target is not None:
         cells = [_with_target(c, target, direction) for c in cells]
-    mlflow = attrs.get("mlflow", {})
     return BenchmarkReport(
-        benchmark=name, task=attrs["task"], metric=metric, direction=direction,
+        benchmark=name, task=head.task, metric=head.metric, direction=direction,
         budgets=[b.label for b in budgets], seeds=seeds,
         baseline=f"{reference} {ONESHOT}" if any(_is_baseline(c, reference) for c in cells)
         else None,
-        cells=cells, studies=studies, data_source=attrs["data_source"],
-        run_id=mlflow.get("run_id", ""), experiment_id=mlflow.get("experiment_id", ""),
+        cells=cells, studies=studies, data_source=head.data_source,
+        run_id=head.mlflow.run_id, experiment_id=head.mlflow.experiment_id,
         tunability=curves, tuning_metric=tuning_metric, schedules=schedules, worst=worst,
-        target=target, target_source=target_source, space=settings["space"],
-        oneshot_source=settings["oneshot_source"],
+        target=target, target_source=target_source, space=settings.space,
+        oneshot_source=settings.oneshot_source,
         headline=_headline(cells, schedules, budgets, direction, worst))
 
 
 def _cell(family: str, schedule: str, budget: Budget, trials: list[FrozenTrial],
-          reruns: Mapping[str, Any], *, seeds: int, oneshot: dict[str, Any],
+          reruns: Mapping[str, SeedScore], *, seeds: int, oneshot: JsonObject,
           validation: float | None, direction: Direction, worst: float) -> BenchmarkCell:
     tuned = within_budget(trials, budget.trials)
     tuning = sum(t.duration.total_seconds() for t in tuned if t.duration is not None)
@@ -138,8 +124,8 @@ def _cell(family: str, schedule: str, budget: Budget, trials: list[FrozenTrial],
     elif budget.trials and chosen is None:
         missing = f"none of its {budget.trials} trials completed"
     source = ONESHOT if not budget.trials else (trial_source(chosen.number) if chosen else "")
-    setting = (trial_attrs.config(chosen) or {}) if chosen else dict(oneshot)
-    scores = [_score(reruns[key]) for i in range(seeds)
+    setting: JsonObject = {**(trial_attrs.config(chosen) or {})} if chosen else dict(oneshot)
+    scores = [reruns[key] for i in range(seeds)
               if source and (key := f"{family}:{schedule}:{source}:{i}") in reruns]
     if missing is None and len(scores) < seeds:
         missing = f"{len(scores)} of {seeds} re-runs done"
@@ -153,14 +139,6 @@ def _cell(family: str, schedule: str, budget: Budget, trials: list[FrozenTrial],
         change=None, tuning_seconds=round(tuning, 1),
         rerun_seconds=round(sum(s.seconds for s in scores), 1), missing=missing,
         diverged=sum(s.value is None for s in scores))
-
-
-def _score(entry: Mapping[str, Any]) -> SeedScore:
-    return SeedScore(seed=int(entry["seed"]), value=entry.get("value"), loss=entry.get("loss"),
-                     seconds=float(entry.get("seconds", 0.0)), run_id=str(entry.get("run_id", "")),
-                     diverged=entry.get("diverged"),
-                     curve=[(int(e), float(v), float(s)) for e, v, s in entry.get("curve", [])],
-                     population=int(entry.get("population", 1)))
 
 
 def _scored(score: SeedScore, worst: float) -> float:
@@ -185,8 +163,6 @@ def _with_changes(cells: list[BenchmarkCell], direction: Direction,
     better, for an objective maximised (accuracy) or minimised (MSE) alike, as `compare`'s
     gain; and its re-runs against the reference's paired by seed index, with a bootstrap
     interval (`paired`)."""
-    import dataclasses
-
     if worst is None:
         worst = unbounded_worst(direction)
     baselines = {c.schedule: c for c in cells if _is_baseline(c, reference)}
@@ -209,10 +185,10 @@ def _by_seed(cell: BenchmarkCell, worst: float) -> dict[int, float]:
     return {s.seed: _scored(s, worst) for s in cell.scores}
 
 
-def _target(settings: Mapping[str, Any], cells: Sequence[BenchmarkCell],
+def _target(given: float | None, cells: Sequence[BenchmarkCell],
             first: str, reference: str) -> tuple[float | None, str]:
-    if settings.get("target") is not None:
-        return float(settings["target"]), "--target"
+    if given is not None:
+        return given, "--target"
     base = next((c for c in cells if _is_baseline(c, reference) and c.schedule == first),
                 None)
     if base is None or base.median is None or base.missing:
@@ -221,8 +197,6 @@ def _target(settings: Mapping[str, Any], cells: Sequence[BenchmarkCell],
 
 
 def _with_target(cell: BenchmarkCell, target: float, direction: Direction) -> BenchmarkCell:
-    import dataclasses
-
     if not cell.scores:
         return cell
     return dataclasses.replace(cell, to_target=median_time_to_target(

@@ -6,22 +6,27 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
-from tuner.results.benchmark_report import BenchmarkCell, BenchmarkReport
-from tuner.results.paired import paired_text
-from tuner.results.summaries import to_json_data
+import plotly.graph_objects as go
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from tuner.results.benchmark_report import BenchmarkReport
+from tuner.results.benchmark_text import paired_text, reading, target_text
+from tuner.results.summaries import json_object
 from tuner.study.direction import short
 from tuner.study.names import folder_name
+from tuner.study.stores import Stores
+from tuner.study.tracker import Tracker
 
 
-def write_report_files(report: BenchmarkReport, *, stores: Any, tracker: Any,
+def write_report_files(report: BenchmarkReport, *, stores: Stores, tracker: Tracker,
                        seconds: float) -> list[Path]:
     """Write report.json, table.md, plot.png and plot.html (and tunability.png when the
     benchmark has searches); log them, and the medians as metrics, on the benchmark's run."""
     folder = stores.home / "benchmarks" / folder_name(report.benchmark)
     folder.mkdir(parents=True, exist_ok=True)
-    data = to_json_data(report)
+    data = json_object(report)
     data["seconds_this_run"] = round(seconds, 1)
     files = [folder / "report.json", folder / "table.md", folder / "plot.png",
              folder / "plot.html"]
@@ -69,32 +74,6 @@ def markdown_table(report: BenchmarkReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def target_text(cell: BenchmarkCell) -> str:
-    """``3 / 12.4s (8/10)``: median epochs and seconds to the target, and how many re-runs
-    reached it; ``never`` where the median re-run did not."""
-    t = cell.to_target
-    if t is None:
-        return "-"
-    if t.epochs is None or t.seconds is None:
-        return f"never ({t.reached}/{t.runs})"
-    return f"{t.epochs:g} / {t.seconds:.3g}s ({t.reached}/{t.runs})"
-
-
-def reading(report: BenchmarkReport) -> str:
-    """How to read the table, in one paragraph (also under the terminal's table)."""
-    worst = f"{report.worst:g}"
-    target = ("no target (no one-shot reference cell, and no --target)"
-              if report.target is None
-              else f"the target {report.target:.4f} is {report.target_source}")
-    base = report.baseline or "baseline"
-    return (f"Every re-run counts: a diverged one scores {worst}, the worst {report.metric} "
-            f"can be. vs {base}: the median minus {base}'s under the same schedule. paired: "
-            f"the mean of the per-seed differences from that cell, with a 95% percentile "
-            f"bootstrap interval; * marks an interval that excludes 0, the only changes this "
-            f"table supports. Positive is better. Time to target: median epochs and training "
-            f"seconds to first reach it on the test split; {target}.")
-
-
 def _num(value: float | None, *, sign: bool = False) -> str:
     if value is None:
         return "-"
@@ -123,45 +102,37 @@ def _title(report: BenchmarkReport) -> str:
 
 
 def _png(report: BenchmarkReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never a window
-    import matplotlib.pyplot as plt
-
     families = list(dict.fromkeys(c.optimizer for c in report.cells))
     labels = _labels(report)
     width = 0.8 / max(1, len(labels))
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(families)), 4.2))
-    try:
-        for b, budget in enumerate(labels):
-            for f, family in enumerate(families):
-                for optimizer, label, values, median in _points(report):
-                    if (optimizer, label) != (family, budget):
-                        continue
-                    x = f - 0.4 + width * (b + 0.5)
-                    values = [v for v in values if math.isfinite(v)]
-                    axes.scatter([x] * len(values), values, s=14, color=f"C{b}", alpha=0.6,
-                                 label=budget if f == 0 else None)
-                    if median is not None and math.isfinite(median):
-                        axes.hlines(median, x - width / 2.5, x + width / 2.5, color=f"C{b}")
-        base = next((c.median for c in report.cells
-                     if report.baseline == f"{c.optimizer} {c.budget}"
-                     and c.schedule == report.schedules[0]), None)
-        if base is not None and math.isfinite(base):
-            axes.axhline(base, color="grey", linestyle="--", linewidth=0.8,
-                         label=f"{report.baseline} (median, {report.schedules[0]})")
-        axes.set_xticks(range(len(families)), families)
-        axes.set_ylabel(report.metric)
-        axes.set_title(_title(report), fontsize=9)
-        axes.legend(fontsize=8)
-        figure.savefig(str(path), dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+    # A Figure of its own, never pyplot's: files only, no window, no global state to close.
+    figure = Figure(figsize=(max(6.0, 1.4 * len(families)), 4.2))
+    axes = figure.subplots()
+    for b, budget in enumerate(labels):
+        for f, family in enumerate(families):
+            for optimizer, label, values, median in _points(report):
+                if (optimizer, label) != (family, budget):
+                    continue
+                x = f - 0.4 + width * (b + 0.5)
+                values = [v for v in values if math.isfinite(v)]
+                axes.scatter([x] * len(values), values, s=14, color=f"C{b}", alpha=0.6,
+                             label=budget if f == 0 else None)
+                if median is not None and math.isfinite(median):
+                    axes.hlines(median, x - width / 2.5, x + width / 2.5, color=f"C{b}")
+    base = next((c.median for c in report.cells
+                 if report.baseline == f"{c.optimizer} {c.budget}"
+                 and c.schedule == report.schedules[0]), None)
+    if base is not None and math.isfinite(base):
+        axes.axhline(base, color="grey", linestyle="--", linewidth=0.8,
+                     label=f"{report.baseline} (median, {report.schedules[0]})")
+    axes.set_xticks(range(len(families)), families)
+    axes.set_ylabel(report.metric)
+    axes.set_title(_title(report), fontsize=9)
+    axes.legend(fontsize=8)
+    figure.savefig(str(path), dpi=110, bbox_inches="tight")
 
 
 def _html(report: BenchmarkReport, path: Path) -> None:
-    import plotly.graph_objects as go
-
     figure = go.Figure()
     for budget in _labels(report):
         xs: list[str] = []
@@ -179,28 +150,19 @@ def _html(report: BenchmarkReport, path: Path) -> None:
 def _tunability_png(report: BenchmarkReport, path: Path) -> None:
     """Each optimizer's expected best validation value after k = 1..N search trials
     (Dodge et al. 2019): one line per optimizer."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never a window
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     metric = report.tuning_metric or "validation value"
     best = short(report.direction)
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    try:
-        for schedule, curves in report.tunability.items():
-            for family, curve in curves.items():
-                name = f"{family} · {schedule}" if len(report.tunability) > 1 else family
-                label = name if curve else f"{name} (no trial with a value)"
-                axes.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3,
-                          label=label)
-        axes.set_xlabel("trials k")
-        axes.set_ylabel(f"expected best {metric}")
-        axes.set_title(f"{report.benchmark}: expected {best} {metric} after k trials "
-                       f"({report.direction}; task {report.task})", fontsize=9)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(fontsize=8)
-        figure.savefig(str(path), dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
+    for schedule, curves in report.tunability.items():
+        for family, curve in curves.items():
+            name = f"{family} · {schedule}" if len(report.tunability) > 1 else family
+            label = name if curve else f"{name} (no trial with a value)"
+            axes.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=label)
+    axes.set_xlabel("trials k")
+    axes.set_ylabel(f"expected best {metric}")
+    axes.set_title(f"{report.benchmark}: expected {best} {metric} after k trials "
+                   f"({report.direction}; task {report.task})", fontsize=9)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(fontsize=8)
+    figure.savefig(str(path), dpi=110, bbox_inches="tight")

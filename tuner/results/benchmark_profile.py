@@ -10,16 +10,19 @@ normalised area under that curve as one score in [0, 1].
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from matplotlib.figure import Figure
 
 from tuner.results.benchmark_report import BenchmarkReport
-from tuner.results.profile import TAU_MAX, Profile, performance_profile, profile_png
+from tuner.results.profile import TAU_MAX, Profile, performance_profile
 from tuner.results.summaries import HIDDEN, to_json_data
 from tuner.study.names import folder_name
+from tuner.study.tracker import Tracker
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,9 @@ def task_profile(reports: Sequence[BenchmarkReport], *, tau_max: float = TAU_MAX
                        tau_max=profile.tau_max, profile=profile)
 
 
-def write_profile_files(result: TaskProfile, *, home: Path, tracker: Any) -> TaskProfile:
+def write_profile_files(result: TaskProfile, *, home: Path, tracker: Tracker) -> TaskProfile:
     """profile.json and profile.png under ``<home>/benchmarks/profile-A+B/``, also logged on
     each benchmark's MLflow run."""
-    import dataclasses
-
     names = "+".join(r.benchmark for r in result.reports)
     folder = home / "benchmarks" / folder_name(f"profile-{names}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,3 +73,24 @@ def write_profile_files(result: TaskProfile, *, home: Path, tracker: Any) -> Tas
             for path in (json_path, png_path):
                 tracker.log_artifact(report.run_id, path)
     return dataclasses.replace(result, files=[json_path, png_path])
+
+
+def profile_png(profile: Profile, path: Path, *, title: str) -> None:
+    """rho_s(tau) for tau in [1, tau_max] as step curves, one line per entry, the legend
+    giving each entry's score."""
+    figure = Figure(figsize=(6.4, 4.2))  # pyplot's never: files only, no window
+    axes = figure.subplots()
+    for i, entry in enumerate(profile.entries):
+        steps = sorted({r for task in profile.tasks
+                        if 1.0 <= (r := profile.ratios[task][entry]) <= profile.tau_max})
+        xs = [1.0, *steps, profile.tau_max]
+        axes.step(xs, [profile.rho(entry, x) for x in xs], where="post",
+                  linestyle=("-", "--", "-.", ":")[i % 4],  # tied steps stay visible
+                  label=f"{entry} (score {profile.scores[entry]:.3f})")
+    axes.set_xlim(1.0, profile.tau_max)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("tau: time to target / fastest entry's")
+    axes.set_ylabel(f"fraction of tasks within tau ({len(profile.tasks)} tasks)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.savefig(str(path), dpi=110, bbox_inches="tight")

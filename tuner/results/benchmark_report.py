@@ -2,10 +2,11 @@
 
 A benchmark (tuner.search.benchmark) keeps a record in the study store: a study of its own
 name with no trials, whose user attributes hold its settings and one entry per finished
-re-run. Its searches are ordinary studies named ``NAME.FAMILY.SCHEDULE``, one per optimizer
-and schedule (the schedule is a condition of the comparison, never a searched knob). This
-module reads both back into one :class:`BenchmarkReport`: the table, the JSON and the plots
-all come from it; tuner.results.benchmark_cells reads a record into one (`read_report`).
+re-run (their types: tuner.results.benchmark_record). Its searches are ordinary studies
+named ``NAME.FAMILY.SCHEDULE``, one per optimizer and schedule (the schedule is a condition
+of the comparison, never a searched knob). This module holds what both are read back into,
+one :class:`BenchmarkReport`: the table, the JSON and the plots all come from it;
+tuner.results.benchmark_cells reads a record into one (`read_report`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tuner.errors import OpttuneError
+from tuner.jsontypes import JsonObject
 from tuner.results.paired import PairedChange
 from tuner.results.profile import TargetTime
 from tuner.results.summaries import HIDDEN
+from tuner.space.families import FAMILIES
 from tuner.study.direction import Direction
+from tuner.study.studies import best_complete, counted
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -65,23 +69,12 @@ def family_study(benchmark: str, family: str, schedule: str) -> str:
     return f"{benchmark}.{family}.{schedule}"
 
 
-def families_under(settings: Mapping[str, Any], schedule: str) -> list[str]:
+def families_under(optimizers: Sequence[str], schedule: str) -> list[str]:
     """The optimizers a benchmark compares under `schedule`: every one without a schedule;
     under a schedule, those that follow one (schedulefree takes none: it has only `none`
     cells)."""
-    from tuner.space.families import FAMILIES
-
-    return [f for f in settings.get("optimizers", [])
+    return [f for f in optimizers
             if schedule == "none" or f not in FAMILIES or FAMILIES[f].schedule]
-
-
-def search_studies(benchmark: str, settings: Mapping[str, Any]) -> list[str]:
-    """Every search study a benchmark with these settings has (or will have)."""
-    if not any(b["trials"] for b in settings.get("budgets", [])):
-        return []
-    return [family_study(benchmark, family, schedule)
-            for schedule in settings.get("schedules", ["none"])
-            for family in families_under(settings, schedule)]
 
 
 def rerun_key(family: str, schedule: str, source: str, index: int) -> str:
@@ -103,8 +96,6 @@ def within_budget(trials: Sequence[FrozenTrial], budget: int) -> list[FrozenTria
     """The trials that make up a budget of `budget`: the study's first `budget` counted trials
     by number (a killed trial that ran again counts once, as its re-run). Budgets are nested,
     so a family's small budget is the start of its medium one, as random search allows."""
-    from tuner.study.studies import counted
-
     return [t for t in sorted(trials, key=lambda t: t.number) if counted([t])][:budget]
 
 
@@ -132,7 +123,7 @@ class BenchmarkCell:
     budget: str
     trials: int  # tuning trials it had (0 for one-shot)
     trial: int | None  # the chosen trial of its study (None: one-shot, or none completed)
-    setting: dict[str, Any]  # the chosen configuration (its `scheduler` is the schedule)
+    setting: JsonObject  # the chosen configuration (its `scheduler` is the schedule)
     validation: float | None  # the chosen setting's validation value
     scores: list[SeedScore]
     # Over every re-run, a diverged one counted as the worst value (BenchmarkReport.worst).
@@ -192,18 +183,7 @@ class BenchmarkReport:
     headline: list[Headline] = field(default_factory=list)
 
 
-def check_protocol(name: str, settings: Mapping[str, Any]) -> None:
-    """Refuse a record written under the first protocol: its cells mean something else."""
-    if settings.get("protocol") != PROTOCOL:
-        raise OpttuneError(
-            f"benchmark {name!r} was run under opttune's first benchmark protocol (schedules "
-            f"searched, diverged seeds left out), which this release does not read; run it "
-            f"again under another --name, or `opttune delete {name}`")
-
-
 def chosen_trial(trials: Sequence[FrozenTrial], budget: int,
                  direction: Direction) -> FrozenTrial | None:
     """The best complete trial within the budget: the setting its re-runs train."""
-    from tuner.study.studies import best_complete
-
     return best_complete(within_budget(trials, budget), direction)

@@ -20,12 +20,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from tuner.errors import OpttuneError
 from tuner.results.mlflow_ui import HOST, answers, stop_server
 from tuner.signals import sigterm_as_interrupt
+from tuner.study.optuna_adapter import study_id
 from tuner.study.stores import driver_url, open_storage, redact, resolve_stores
+from tuner.study.studies import load_study
 
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
 INSTALL = "pip install 'opttune[dashboard]'"
@@ -56,10 +59,8 @@ def dashboard_command() -> tuple[list[str], str]:
     It goes through the package's console-script entry point rather than whatever
     `optuna-dashboard` comes first on $PATH, so it always serves with the Optuna installed here.
     """
-    from importlib.metadata import entry_points
-
     try:
-        import optuna_dashboard
+        import optuna_dashboard  # noqa: PLC0415  (optional: `pip install 'opttune[dashboard]'`)
     except ImportError:
         raise OpttuneError(f"`opttune dashboard` needs the optuna-dashboard package, which is "
                            f"not installed in {sys.prefix}; install it with {INSTALL}"
@@ -79,9 +80,6 @@ def plan_dashboard(name: str | None = None, *, port: int = DEFAULT_PORT,
                    home: str | Path | None = None, storage: str | None = None,
                    tracking_uri: str | None = None) -> DashboardPlan:
     """Check the install, the port number, the store, the study and the port; what to run."""
-    from tuner.study.optuna_adapter import study_id
-    from tuner.study.studies import load_study
-
     command, version = dashboard_command()
     if not 1 <= port <= 65535:
         raise OpttuneError(f"--port must be between 1 and 65535, but got {port}")

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tuner.errors import OpttuneError, StoreError
+from tuner.results.queries import open_study
 from tuner.signals import sigterm_as_interrupt
 from tuner.study.meta import mlflow_ids_of
 from tuner.study.stores import redact, resolve_stores, sqlite_path
@@ -60,8 +60,6 @@ def plan_ui(name: str | None = None, *, port: int = 5000, home: str | Path | Non
                          f"give the right --home or --tracking-uri")
     experiment_id = None
     if name is not None:
-        from tuner.results.queries import open_study
-
         _, study = open_study(name, home=home, storage=storage, tracking_uri=tracking_uri)
         experiment_id = mlflow_ids_of(study).experiment_id or None
         if not experiment_id:
@@ -128,7 +126,7 @@ def serve(plan: UiPlan, *, ready: Callable[[], None] | None = None,
         stop_server(process)
 
 
-def stop_server(process: subprocess.Popen[Any]) -> None:
+def stop_server(process: subprocess.Popen[bytes]) -> None:
     """Stop a local server process: politely, then after 15 s for good."""
     if process.poll() is not None:
         return

@@ -24,10 +24,13 @@ are enumerated, each equally likely, so the interval is exact (no simulation err
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from tuner.study.direction import Direction, improvement
 
@@ -48,8 +51,6 @@ def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direc
                   seed: int = 0) -> PairedChange | None:
     """`ours` against `base`, both by seed index, paired on the indices with a value (not
     None or NaN; +-inf counts) on both sides; None with fewer than 2 pairs."""
-    import numpy as np
-
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, not {level!r}")
     if resamples < 1:
@@ -62,8 +63,6 @@ def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direc
                   improvement(float(ours[i]), float(base[i]), direction) for i in shared])
     n = len(d)
     if n ** n <= resamples:  # exact: every ordered resample once, each equally likely
-        import itertools
-
         index = np.array(list(itertools.product(range(n), repeat=n)), dtype=np.intp)
     else:
         rng = np.random.Generator(np.random.PCG64(seed))
@@ -82,7 +81,7 @@ def paired_change(ours: Mapping[int, float], base: Mapping[int, float], *, direc
                         differs=bool(low > 0.0 or high < 0.0))
 
 
-def _linear_quantile(ordered: Any, q: float) -> float:
+def _linear_quantile(ordered: npt.NDArray[np.float64], q: float) -> float:
     """numpy's "linear" quantile of sorted values, where an infinite neighbour is taken as
     it is (the limit of the interpolation) instead of giving NaN."""
     position = q * (len(ordered) - 1)
@@ -94,15 +93,6 @@ def _linear_quantile(ordered: Any, q: float) -> float:
     if math.isinf(b):
         return b
     return a + (b - a) * t
-
-
-def paired_text(paired: PairedChange | None) -> str:
-    """``+0.0123 [+0.0040, +0.0210] *`` (pairs n): the mean paired change, its 95% bootstrap
-    interval, and ``*`` where that interval excludes 0; ``-`` with under 2 pairs."""
-    if paired is None:
-        return "-"
-    return (f"{paired.mean:+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]"
-            f"{' *' if paired.differs else ''} (n={paired.pairs})")
 
 
 def _known(value: float | None) -> bool:

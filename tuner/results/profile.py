@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tuner.study.direction import Direction, as_direction, reaches
 
@@ -138,34 +137,6 @@ def performance_profile(times: Mapping[str, Mapping[str, float | None]], *,
               for entry in entries}
     return Profile(entries=entries, tasks=tasks, ratios=ratios, scores=scores,
                    tau_max=float(tau_max))
-
-
-def profile_png(profile: Profile, path: Path, *, title: str) -> None:
-    """rho_s(tau) for tau in [1, tau_max] as step curves, one line per entry, the legend
-    giving each entry's score."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never a window
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    try:
-        for i, entry in enumerate(profile.entries):
-            steps = sorted({r for task in profile.tasks
-                            if 1.0 <= (r := profile.ratios[task][entry]) <= profile.tau_max})
-            xs = [1.0, *steps, profile.tau_max]
-            axes.step(xs, [profile.rho(entry, x) for x in xs], where="post",
-                      linestyle=("-", "--", "-.", ":")[i % 4],  # tied steps stay visible
-                      label=f"{entry} (score {profile.scores[entry]:.3f})")
-        axes.set_xlim(1.0, profile.tau_max)
-        axes.set_ylim(-0.02, 1.02)
-        axes.set_xlabel("tau: time to target / fastest entry's")
-        axes.set_ylabel(f"fraction of tasks within tau ({len(profile.tasks)} tasks)")
-        axes.set_title(title, fontsize=9)
-        axes.legend(fontsize=8, loc="lower right")
-        figure.savefig(str(path), dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
 
 
 def _median(values: list[float]) -> float | None:

@@ -14,9 +14,11 @@ import shlex
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
+from tasks.registry import list_tasks as registered_tasks
 from tuner.errors import OpttuneError
+from tuner.jsontypes import JsonValue
 from tuner.results.summaries import (
     BestTrial,
     Comparison,
@@ -29,6 +31,7 @@ from tuner.results.summaries import (
     TrialList,
 )
 from tuner.space.families import ALL_PARAM_NAMES
+from tuner.study import optuna_adapter
 from tuner.study.direction import Direction, improvement, sign
 from tuner.study.meta import (
     data_source_of,
@@ -71,8 +74,6 @@ def open_study(name: str, *, home: str | Path | None = None, storage: str | None
 def list_studies(*, home: str | Path | None = None, storage: str | None = None,
                  tracking_uri: str | None = None) -> StudyList:
     """One summary per study in the store, by name; an absent SQLite store lists none."""
-    from tuner.study import optuna_adapter
-
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     label = redact(stores.storage_url)
     path = stores.sqlite_path
@@ -203,7 +204,7 @@ def rerun_command(name: str, study: optuna.Study, record: TrialRecord, *,
     return shlex.join(parts)
 
 
-def _exact(value: Any) -> str:
+def _exact(value: object) -> str:
     """The shortest text that reads back as exactly `value` (0.0 → 0, 1e-08 stays)."""
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
@@ -241,7 +242,7 @@ def _group_stats(name: str, members: list[_Member], *, by: str, direction: Direc
     """One GroupStats per value of `by`: families in the space's order, others sorted."""
     _check_by(name, by, [r for _, r in members])
     families = list(space.families) if space else []
-    groups: dict[Any, list[_Member]] = {}
+    groups: dict[JsonValue, list[_Member]] = {}
     for t, r in members:
         key = r.optimizer if by == "optimizer" else \
             getattr(r, by) if by in TRAINING_KEYS else r.params.get(by)
@@ -268,7 +269,7 @@ def _check_by(name: str, by: str, records: list[TrialRecord]) -> None:
                            f"{', '.join(sorted(categorical))}")
 
 
-def _no_gain_reason(by: str, key: Any, default: TrialRecord | None, best: float | None,
+def _no_gain_reason(by: str, key: JsonValue, default: TrialRecord | None, best: float | None,
                     space: Space | None) -> str | None:
     """Why a group shows no gain over its defaults trial (None: it shows one)."""
     if default is not None:
@@ -279,13 +280,14 @@ def _no_gain_reason(by: str, key: Any, default: TrialRecord | None, best: float 
         return "no defaults trial in this group"
     if space is not None and not space.defaults_first:
         return "the study skipped the defaults trials (--no-defaults)"
-    if space is not None and key in space.families and space.defaults_excluded(key):
+    if space is not None and isinstance(key, str) and key in space.families \
+            and space.defaults_excluded(key):
         return (f"the space leaves out its default {', '.join(space.defaults_excluded(key))}, "
                 f"so no trial ran its PyTorch defaults")
     return "its defaults trial has not run yet"
 
 
-def _one_group(by: str, key: Any, members: list[_Member], direction: Direction, *,
+def _one_group(by: str, key: JsonValue, members: list[_Member], direction: Direction, *,
                space: Space | None = None) -> GroupStats:
     records = {r.number: r for _, r in members}
     best = best_complete([t for t, _ in members], direction)
@@ -351,8 +353,6 @@ def search_summary(name: str, *, top: int = 5, home: str | Path | None = None,
 # -- tasks ------------------------------------------------------------------------------------
 def list_tasks() -> list[TaskSummary]:
     """Every task there is (built in, then plugins), with its model's parameter count."""
-    from tasks.registry import list_tasks as registered
-
     return [TaskSummary(name=t.name, ref=t.ref, summary=t.summary, data=t.data, model=t.model,
                         parameters=t.parameter_count(), hyperparams=dict(t.hyperparams),
-                        metric=t.metric, direction=t.direction) for t in registered()]
+                        metric=t.metric, direction=t.direction) for t in registered_tasks()]

@@ -12,20 +12,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
+import torch
+
+from tasks.base import Task
+from tasks.data import TaskData
+from tasks.registry import get_task
 from tuner.errors import OpttuneError, StoreError
+from tuner.results.queries import no_best_reason, open_study
+from tuner.space.config import TrialConfig
+from tuner.space.dsl import ParamValue
 from tuner.study import trial_attrs
+from tuner.study.meta import StudyMeta, study_tracking_uri
+from tuner.study.names import folder_name
+from tuner.study.stores import Stores
+from tuner.study.studies import best_complete
+from tuner.study.tracker import Tracker
+from tuner.training.devices import check_device_spec, resolve_device
+from tuner.training.loop import DeviceData, Diverged, EpochResult, evaluate, fit
+from tuner.training.seeds import trial_seed
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
-
-    from tuner.study.meta import StudyMeta
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -38,7 +52,7 @@ class RetrainResult:
     study: str
     trial: int
     task: str
-    config: dict[str, Any]  # the flat trial config, epochs as trained
+    config: trial_attrs.FlatConfig  # the flat trial config, epochs as trained
     metric: str  # test_acc or test_mse
     test: dict[str, float]  # {"test_loss": …, metric: …}
     train_samples: int
@@ -51,19 +65,31 @@ class RetrainResult:
     run_id: str
 
 
+class SavedRecord(TypedDict):
+    """config.json beside the saved model: what was trained, on what, and how it scored (and,
+    once it is logged, ``mlflow_run_id``)."""
+
+    study: str
+    trial: int
+    task: str
+    config: trial_attrs.FlatConfig
+    trained_on: str  # "train+validation"
+    seed: int
+    data_source: str
+    train_samples: int
+    test_samples: int
+    test: dict[str, float]
+    device: str
+    seconds: float
+    saved: str  # ISO 8601, to the second
+
+
 def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
             device: str | None = None, home: str | Path | None = None,
             storage: str | None = None, tracking_uri: str | None = None,
             notice: Callable[[str], None] | None = None) -> RetrainResult:
     """Train trial `trial` (default: the best) of study `name` on train+val; score the test
     split once; save and log the model. `epochs` overrides the trial's epochs."""
-    from tasks.registry import get_task
-    from tuner.results.queries import open_study
-    from tuner.study.meta import StudyMeta, study_tracking_uri
-    from tuner.study.names import folder_name
-    from tuner.training.devices import check_device_spec, resolve_device
-    from tuner.training.seeds import trial_seed
-
     if epochs is not None and epochs < 1:
         raise OpttuneError(f"--epochs must be >= 1, but got {epochs}")
     if device is not None:
@@ -92,7 +118,7 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
     test = score_test(task, model, data, dev, meta.metric)
     seconds = time.perf_counter() - started
     folder = stores.home / "models" / f"{folder_name(name)}-trial-{chosen.number}"
-    record: dict[str, Any] = {
+    record: SavedRecord = {
         "study": name, "trial": chosen.number, "task": meta.task, "config": flat,
         "trained_on": "train+validation", "seed": seed, "data_source": meta.data_source,
         "train_samples": len(data.train_x) + len(data.val_x), "test_samples": len(data.test_x),
@@ -110,9 +136,6 @@ def retrain(name: str, *, trial: int | None = None, epochs: int | None = None,
 def _choose_trial(study: optuna.Study, meta: StudyMeta,
                   number: int | None) -> tuple[FrozenTrial, trial_attrs.FlatConfig]:
     """Trial `number`, or the best one (the pick of `opttune best`), and its configuration."""
-    from tuner.results.queries import no_best_reason
-    from tuner.study.studies import best_complete
-
     trials = study.get_trials(deepcopy=False)
     if number is None:
         chosen = best_complete(trials, meta.direction)
@@ -136,19 +159,14 @@ class RetrainDiverged(OpttuneError):
     """The configuration's loss became NaN or infinite on train+validation."""
 
 
-def train_full(task: Any, data: Any, flat: dict[str, Any], *, device: str,
-               seed: int) -> tuple[Any, list[Any]]:
+def train_full(task: Task, data: TaskData, flat: trial_attrs.FlatConfig, *, device: str,
+               seed: int) -> tuple[torch.nn.Module, list[EpochResult]]:
     """fit() on train+validation (the model and its epochs); the model is caught from the
-    task's own factory. Also a benchmark's re-runs. fit ends on a validation, so a
-    schedule-free optimizer's model comes back at its average x: what is scored and saved."""
-    import torch
-
-    from tuner.space.config import TrialConfig
-    from tuner.training.loop import DeviceData, Diverged, fit
-
+    task's own factory. fit ends on a validation, so a schedule-free optimizer's model comes
+    back at its average x: what is scored and saved."""
     built: list[torch.nn.Module] = []
 
-    def build_model(params: Any) -> torch.nn.Module:
+    def build_model(params: Mapping[str, ParamValue]) -> torch.nn.Module:
         built.append(task.build_model(params))
         return built[-1]
 
@@ -165,10 +183,9 @@ def train_full(task: Any, data: Any, flat: dict[str, Any], *, device: str,
     return built[-1], epochs_log
 
 
-def score_test(task: Any, model: Any, data: Any, device: str, metric: str) -> dict[str, float]:
+def score_test(task: Task, model: torch.nn.Module, data: TaskData, device: str,
+               metric: str) -> dict[str, float]:
     """The one look at the test split: its loss and metric (``test_acc``, ``test_mse``)."""
-    from tuner.training.loop import evaluate
-
     loss, value = evaluate(task, model, data.test_x.to(device), data.test_y.to(device))
     return {"test_loss": loss, metric_on_test(metric): value}
 
@@ -177,13 +194,10 @@ def metric_on_test(metric: str) -> str:
     return "test_" + metric.removeprefix("val_")
 
 
-def _save_and_log(stores: Any, meta: Any, name: str, trial: Any, record: dict[str, Any],
-                  model: Any, epochs_log: list[Any], folder: Path) -> str:
+def _save_and_log(stores: Stores, meta: StudyMeta, name: str, trial: FrozenTrial,
+                  record: SavedRecord, model: torch.nn.Module, epochs_log: list[EpochResult],
+                  folder: Path) -> str:
     """Write model.pt and config.json, then log both (and the metrics) as an MLflow run."""
-    import torch
-
-    from tuner.study.tracker import Tracker
-
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, folder / MODEL_FILE)
@@ -205,8 +219,8 @@ def _save_and_log(stores: Any, meta: Any, name: str, trial: Any, record: dict[st
             tracker.log_epoch(run_id, r.epoch, {"train_loss": r.train_loss, "lr": r.lr,
                                                 "epoch_seconds": r.seconds})
         tracker.log_epoch(run_id, 0, record["test"])
-        record["mlflow_run_id"] = run_id
-        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        logged = {**record, "mlflow_run_id": run_id}
+        (folder / CONFIG_FILE).write_text(json.dumps(logged, indent=2) + "\n", encoding="utf-8")
         tracker.log_artifacts(run_id, folder, "model")
         tracker.finish_run(run_id)
     except Exception as exc:

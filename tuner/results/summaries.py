@@ -6,11 +6,12 @@ one reader, are tuner.study.trial_record's.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from tuner.jsontypes import JsonObject, JsonValue
 from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study.direction import Direction
 from tuner.study.trial_record import TRAINING_KEYS, State, TrialRecord
@@ -96,7 +97,7 @@ class GroupStats:
     """The trials of one group (an optimizer family, or one value of `by`) of one study."""
 
     by: str = field(metadata=HIDDEN)
-    key: Any = field(metadata=named_by("by"))  # the group's value of `by`
+    key: JsonValue = field(metadata=named_by("by"))  # the group's value of `by`
     trials: int
     complete: int
     pruned: int
@@ -170,39 +171,53 @@ class TaskSummary:
     data: str
     model: str
     parameters: int | None  # of its model, with the task hyperparameters' defaults
-    hyperparams: dict[str, Any]
+    hyperparams: dict[str, str]  # name → its search-space string (Task.hyperparams)
     metric: str
     direction: Direction
 
 
 # -- the shapes programs read -----------------------------------------------------------------
-def to_json_data(obj: Any) -> Any:
+def to_json_data(obj: object) -> JsonValue:
     """`obj` (a record, a list of them, or plain data) as plain JSON data: the one place that
-    shapes ``--format json`` and the JSON export."""
+    shapes ``--format json`` and the JSON export. Keys and values JSON has no type for become
+    the text ``json.dumps(..., default=str)`` would write for them."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for f in dataclasses.fields(obj):
             how = f.metadata.get(_JSON)
             value = getattr(obj, f.name)
             if how == "whole":
                 return to_json_data(value)
             if how == "inline":
-                out.update(to_json_data(value))
+                out.update(json_object(value))
             elif how == "named_by":
                 out[str(getattr(obj, f.metadata["field"]))] = to_json_data(value)
             elif how != "hidden":
                 out[f.name] = to_json_data(value)
         return out
     if isinstance(obj, Mapping):
-        return {k: to_json_data(v) for k, v in obj.items()}
+        return {_json_key(k): to_json_data(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_json_data(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)  # a Path, a datetime: as json.dumps(default=str) writes it
 
 
-def to_csv_rows(records: Sequence[TrialRecord]) -> tuple[list[dict[str, Any]], list[str]]:
+def json_object(obj: object) -> JsonObject:
+    """:func:`to_json_data` of a record: a JSON object (a TypeError for anything else)."""
+    data = to_json_data(obj)
+    if not isinstance(data, dict):
+        raise TypeError(f"{type(obj).__name__} is not a JSON object but {type(data).__name__}")
+    return data
+
+
+def _json_key(key: object) -> str:
+    """A mapping's key as JSON writes it (1 → "1", None → "null")."""
+    return key if isinstance(key, str) else json.dumps(key, default=str)
+
+
+def to_csv_rows(records: Sequence[TrialRecord]) -> tuple[list[JsonObject], list[str]]:
     """Flat rows (params and per-epoch values as columns) and their column order: fixed
     columns, params in table order, then one column per epoch."""
     epochs = max((max(r.intermediate, default=-1) + 1 for r in records), default=0)
@@ -215,8 +230,8 @@ def to_csv_rows(records: Sequence[TrialRecord]) -> tuple[list[dict[str, Any]], l
     return flats, head + rest + tail
 
 
-def _flat(record: TrialRecord, *, epochs: int) -> dict[str, Any]:
-    flat = {k: v for k, v in to_json_data(record).items() if k not in ("params", "intermediate")}
+def _flat(record: TrialRecord, *, epochs: int) -> JsonObject:
+    flat = {k: v for k, v in json_object(record).items() if k not in ("params", "intermediate")}
     flat.update(record.params)
     for step in range(epochs):
         flat[f"{record.metric}_epoch_{step + 1}"] = record.intermediate.get(step)

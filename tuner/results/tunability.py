@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study.direction import Direction, as_direction, sign
-
-if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
 
 
 def expected_best(values: Sequence[float], *, direction: Direction,
@@ -56,8 +54,6 @@ def validation_values(trials: Sequence[FrozenTrial]) -> list[float]:
     finite value. A pruned or failed trial (a diverged one among them) has no value to draw,
     and an infinite one is no measurement, so neither counts; the curve then has fewer
     points than the budget had trials."""
-    from optuna.trial import TrialState
-
     return [float(t.value) for t in sorted(trials, key=lambda t: t.number)
             if t.state == TrialState.COMPLETE and t.value is not None
             and math.isfinite(t.value)]

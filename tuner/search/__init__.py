@@ -6,3 +6,27 @@ trial), ``worker`` (joining a study from any process or machine), ``sampling`` a
 ``pruning`` (each optimizer family modelled and judged on its own trials) and ``events``
 (what a running study tells whoever watches it).
 """
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuner.search.session import SearchResult
+
+
+class _CallablePackage(ModuleType):
+    """``tuner.search`` is both this package and the Python API's search: once anything has
+    imported the package, Python binds ``tuner.search`` to it, so calling it must search."""
+
+    def __call__(self, **options: object) -> SearchResult:
+        from tuner.search import runner  # noqa: PLC0415  (Optuna: only when called)
+
+        search: Callable[..., SearchResult] = runner.search  # it checks each option
+        return search(**options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

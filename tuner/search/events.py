@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
+from tuner.study.trial_attrs import FlatConfig
 from tuner.study.trial_record import State, TrialRecord, read_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from tuner.space.searchspace import Space
+    from tuner.study.stores import Stores
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class TrialOutcome:
     number: int
     state: State  # COMPLETE, PRUNED or FAIL; RUNNING in a study's list while others train
     value: float | None
-    config: dict[str, Any]
+    config: FlatConfig
     reason: str | None = None
     seconds: float = 0.0
     run_id: str | None = None
@@ -42,14 +44,29 @@ def outcome_of(t: FrozenTrial) -> TrialOutcome:
     return TrialOutcome.from_record(read_trial(t))
 
 
+class StudyStart(TypedDict):
+    """What an observer's `study_start` is told: the same from one process and from `--jobs`
+    (tuner.search.session.study_start builds it)."""
+
+    study: str
+    device: str
+    target: int
+    done: int  # trials that count towards the budget already
+    space: Space
+    metric: str
+    data_source: str
+    pruner: str
+    stores: Stores
+
+
 class Observer(Protocol):
     def notice(self, text: str) -> None: ...
 
     def space_ready(self, space: Space) -> None: ...
 
-    def study_start(self, info: dict[str, Any]) -> None: ...
+    def study_start(self, info: StudyStart) -> None: ...
 
-    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None: ...
+    def trial_start(self, number: int, config: FlatConfig, index: int, total: int) -> None: ...
 
     def epoch_end(self, number: int, epoch: int, epochs: int, value: float,
                   train_loss: float) -> None: ...
@@ -66,10 +83,10 @@ class NullObserver:
     def space_ready(self, space: Space) -> None:
         pass
 
-    def study_start(self, info: dict[str, Any]) -> None:
+    def study_start(self, info: StudyStart) -> None:
         pass
 
-    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None:
+    def trial_start(self, number: int, config: FlatConfig, index: int, total: int) -> None:
         pass
 
     def epoch_end(self, number: int, epoch: int, epochs: int, value: float,

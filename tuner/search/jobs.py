@@ -18,12 +18,15 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tuner.errors import OpttuneError
+from tuner.jsontypes import JsonObject
 from tuner.search.events import Observer, TrialOutcome
 from tuner.search.session import SearchResult, finish_result, study_start
 from tuner.signals import Interrupted, sigterm_as_interrupt
+from tuner.study.studies import counted
+from tuner.training.devices import check_device_spec, resolve_device
 
 if TYPE_CHECKING:
     import optuna
@@ -35,8 +38,6 @@ if TYPE_CHECKING:
 # -- which device each process trains on -------------------------------------------------
 def parse_devices(devices: str | Sequence[str] | None) -> list[str] | None:
     """`cuda:0,cuda:1` (or a list) → checked, normalised device names; None stays None."""
-    from tuner.training.devices import check_device_spec
-
     if devices is None:
         return None
     items = devices.split(",") if isinstance(devices, str) else list(devices)
@@ -86,8 +87,6 @@ def plan_slots(*, jobs: int | None, device: str | None,
     `--jobs` > 1 and no `--devices`: every visible GPU when trials run on CUDA, else all jobs
     share the CPU (or MPS) device.
     """
-    from tuner.training.devices import resolve_device
-
     listed = parse_devices(devices)
     if listed is not None and device not in (None, "auto"):
         raise OpttuneError(f"give --device or --devices, not both (got --device {device} and "
@@ -111,7 +110,9 @@ def plan_slots(*, jobs: int | None, device: str | None,
     if resolved == "cpu":
         return ["cpu"] * int(jobs or 1)  # the CPU is shared: threads are split instead
     if resolved.startswith("cuda") and spec in ("auto", "cuda"):
-        import torch
+        # Loaded by resolve_device already; not with this module, which the runner imports
+        # before it checks its flags (see tuner.search.runner).
+        import torch  # noqa: PLC0415  (heavy: see above)
 
         listed = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     else:
@@ -157,8 +158,6 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
              announced: Iterable[str] = (), population: int = 1) -> SearchResult:
     """Run study `name` in one process per slot until it has `target` trials; no slots:
     nothing runs (the study is created or its budget updated, for workers to run)."""
-    from tuner.study.studies import counted
-
     threads = cpu_threads(len(slots))
     result = SearchResult(study=name, metric=meta.metric, direction=meta.direction,
                           device=describe_slots(slots, threads), data_source=meta.data_source,
@@ -168,9 +167,10 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
         observer.study_start(study_start(
             name=name, device=result.device, target=target, meta=meta, stores=stores,
             done=counted(study.get_trials(deepcopy=False))))
-        spec = {"name": name, "home": str(stores.home), "storage": stores.storage_url,
-                "tracking_uri": stores.tracking_uri, "timeout": timeout, "threads": threads,
-                "population": population}  # a resume's override reaches every process
+        spec: JsonObject = {
+            "name": name, "home": str(stores.home), "storage": stores.storage_url,
+            "tracking_uri": stores.tracking_uri, "timeout": timeout, "threads": threads,
+            "population": population}  # a resume's override reaches every process
         jobs = [_start(i, device, spec) for i, device in enumerate(slots)]
         errors = _supervise(name, jobs, observer, result.trials, set(announced))
     finish_result(result, study)
@@ -179,7 +179,7 @@ def run_jobs(*, name: str, stores: Stores, slots: Sequence[str], target: int,
     return result
 
 
-def _start(index: int, device: str, spec: dict[str, Any]) -> _Job:
+def _start(index: int, device: str, spec: JsonObject) -> _Job:
     threads = str(spec["threads"])
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     # Its own session: a terminal's Ctrl-C reaches only us, and we stop each job exactly once.

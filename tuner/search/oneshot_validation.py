@@ -11,25 +11,29 @@ finished; a run a killed benchmark left without its record is deleted before it 
 
 from __future__ import annotations
 
-from typing import Any
+import optuna
 
-from tuner.results.benchmark_report import ONESHOT_PREFIX, families_under, oneshot_key
+from tasks.base import Task
+from tasks.data import TaskData
+from tuner.results.benchmark_record import BenchmarkRecord, OneshotValidation
+from tuner.results.benchmark_report import ONESHOT_PREFIX, oneshot_key
 from tuner.search.reruns import drop_unrecorded_runs
+from tuner.space.config import TrialConfig
+from tuner.study.tracker import Tracker
+from tuner.training.devices import resolve_device
+from tuner.training.loop import DeviceData, Diverged, EpochResult, fit
 
 ROLE = "oneshot-validation"
 
 
-def validate_oneshots(record: Any, *, tracker: Any, task_obj: Any, data: Any,
-                      settings: dict[str, Any], device: str) -> None:
-    """Train and validate every one-shot setting not yet recorded."""
-    from tuner.space.config import TrialConfig
-    from tuner.training.devices import resolve_device
-    from tuner.training.loop import DeviceData, Diverged, EpochResult, fit
-
-    drop_unrecorded_runs(record, tracker, role=ROLE, prefix=ONESHOT_PREFIX)
-    mlflow = record.user_attrs["mlflow"]
-    todo = [(family, schedule) for schedule in settings["schedules"]
-            for family in families_under(settings, schedule)
+def validate_oneshots(record: optuna.Study, head: BenchmarkRecord, *, tracker: Tracker,
+                      task_obj: Task, data: TaskData, device: str) -> None:
+    """Train and validate every one-shot setting not yet recorded (`head`: the record's
+    fixed part, read from `record`)."""
+    drop_unrecorded_runs(record, tracker, head, role=ROLE, prefix=ONESHOT_PREFIX)
+    settings = head.settings
+    todo = [(family, schedule) for schedule in settings.schedules
+            for family in settings.families_under(schedule)
             if oneshot_key(family, schedule) not in record.user_attrs]
     if not todo:
         return
@@ -37,26 +41,27 @@ def validate_oneshots(record: Any, *, tracker: Any, task_obj: Any, data: Any,
     split = DeviceData.from_task_data(data, dev)
     metric = task_obj.metric
     for family, schedule in todo:
-        config = settings["oneshot"][schedule][family]
+        config = settings.oneshot[schedule][family]
         epochs: list[EpochResult] = []
         diverged = None
         try:
             fit(task_obj, split, TrialConfig.from_flat(config,
                                                        task_params=list(task_obj.hyperparams)),
-                device=dev, seed=int(settings["seed"]), on_epoch=epochs.append)
+                device=dev, seed=settings.seed, on_epoch=epochs.append)
         except Diverged as exc:
             diverged = str(exc)
         run_id = tracker.create_run(
-            mlflow["experiment_id"], name=f"one-shot · {family} · {schedule} · validation",
+            head.mlflow.experiment_id, name=f"one-shot · {family} · {schedule} · validation",
             tags={"opttune.role": ROLE, "benchmark": record.study_name,
-                  "mlflow.parentRunId": mlflow["run_id"], "optimizer": family,
+                  "mlflow.parentRunId": head.mlflow.run_id, "optimizer": family,
                   "schedule": schedule},
-            params={**config, "trained_on": "train", "seed": int(settings["seed"])})
+            params={**config, "trained_on": "train", "seed": settings.seed})
         for e in epochs:
             tracker.log_epoch(run_id, e.epoch, {"train_loss": e.train_loss, "val_loss":
                                                 e.val_loss, metric: e.value, "lr": e.lr})
         if diverged:
             tracker.set_tags(run_id, {"diverged": diverged})
         tracker.finish_run(run_id, "FAILED" if diverged else "FINISHED")
-        record.set_user_attr(oneshot_key(family, schedule), {
-            "value": None if diverged or not epochs else epochs[-1].value, "run_id": run_id})
+        entry: OneshotValidation = {
+            "value": None if diverged or not epochs else epochs[-1].value, "run_id": run_id}
+        record.set_user_attr(oneshot_key(family, schedule), entry)

@@ -4,6 +4,10 @@ Order matters for "bad input fails before any work": flags, space, task, device 
 all checked before a store is opened or created; then trials run one after another with
 ask/tell, so that the budget is the study's total and an interrupted trial can be marked and
 queued again before the process exits.
+
+Importing this module loads neither torch nor MLflow: flags are refused at once, and a
+search starts its MLflow process (tuner.study.tracker_process) before it imports torch with
+the trial loop, so that the two imports overlap.
 """
 
 from __future__ import annotations
@@ -13,25 +17,44 @@ import functools
 import gc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import optuna
+from optuna.pruners import BasePruner
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import FrozenTrial
+
+from tasks.registry import get_task
 from tuner.errors import OpttuneError, StoreError
+from tuner.search import pruning, sampling
 from tuner.search.events import NullObserver, Observer
-from tuner.search.session import SearchResult, Session
-from tuner.space.searchspace import Space
-from tuner.study import studies
+from tuner.search.jobs import plan_slots, run_jobs
+from tuner.search.session import SearchResult
+from tuner.space.diff import describe_diff
+from tuner.space.families import check_installed
+from tuner.space.files import load_space_file
+from tuner.space.searchspace import Space, build_space, task_param_values
+from tuner.study import studies, tracker_process
 from tuner.study.meta import StudyMeta, set_settings, set_space, study_tracking_uri
+from tuner.study.names import check_study_name
 from tuner.study.settings import MlflowIds, StudySettings
-from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
+from tuner.study.space_conflicts import optuna_conflicts, recorded_distributions
+from tuner.study.stores import (
+    Stores,
+    check_store_files,
+    is_server_url,
+    open_storage,
+    redact,
+    resolve_stores,
+    sqlite_path,
+)
+from tuner.study.tracker import Tracker
+from tuner.study.tracker_process import TrackerProcess
+from tuner.training.devices import check_device_spec, resolve_device
 
 if TYPE_CHECKING:
-    import optuna
-    from optuna.pruners import BasePruner
-    from optuna.trial import FrozenTrial
-
     from tasks.base import Task
     from tasks.data import TaskData
-    from tuner.study.tracker import Tracker
 
 
 def search(
@@ -101,17 +124,12 @@ def _check_flags_and_plan_slots(*, study: str | None, n_trials: int, sampler: st
                                 devices: str | Sequence[str] | None,
                                 trials_per_device: int) -> list[str] | None:
     """Refuse bad flags of :func:`search` before any file is read; then the `--jobs` slots."""
-    from tuner.search.jobs import plan_slots
-    from tuner.training.devices import check_device_spec
-
     if n_trials < 1:
         raise OpttuneError(f"n_trials must be >= 1, but got n_trials={n_trials}")
     check_sampler_and_pruner(sampler, pruner)
     check_population(population)
     check_device_spec(device)
     if study is not None:
-        from tuner.study.names import check_study_name
-
         check_study_name(study)
     return plan_slots(jobs=jobs, device=device, devices=devices,
                       trials_per_device=trials_per_device)
@@ -124,10 +142,6 @@ def _task_and_space(task: str, *, space_file: str | Path | None,
                     epochs: int | None, scheduler: str | None,
                     defaults_first: bool) -> tuple[Task, Space]:
     """The task named `task` and the search space the flags and `space_file` give for it."""
-    from tasks.registry import get_task
-    from tuner.space.files import load_space_file
-    from tuner.space.searchspace import build_space
-
     file_values = load_space_file(Path(space_file)) if space_file else None
     task_obj = get_task(task)
     space = build_space(optimizers=optimizers, params=params, batch_size=batch_size,
@@ -188,15 +202,11 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
                    timeout: float | None = None, device: str | None = None,
                    jobs: int | None = None, devices: str | Sequence[str] | None = None,
                    trials_per_device: int = 1, population: int | None = None,
-                   observer: Observer | None = None, storage_obj: Any = None,
+                   observer: Observer | None = None, storage_obj: BaseStorage | None = None,
                    seed_salt: int = 0, tracker: Tracker | None = None) -> SearchResult:
     """:func:`resume` on resolved stores; also how workers and `--jobs` processes join a
     study (`seed_salt` gives each process its own sampler seed; `tracker`, one they opened
     on the study's MLflow store)."""
-    from tasks.registry import get_task
-    from tuner.search.jobs import plan_slots
-    from tuner.training.devices import check_device_spec
-
     observer = observer or NullObserver()
     if n_trials is not None and n_trials < 1:
         raise OpttuneError(f"--n-trials must be >= 1, but got {n_trials}")
@@ -230,9 +240,8 @@ def continue_study(name: str, *, stores: Stores, n_trials: int | None = None,
                             tracker=tracker)
 
 
-def studies_storage(stores: Stores, *, create: bool) -> Any:
-    from tuner.study.stores import is_server_url, open_storage
-
+def studies_storage(stores: Stores, *, create: bool) -> RDBStorage:
+    """The Optuna storage of the study store of `stores`."""
     # Heartbeats where processes on other machines may die unseen (a server database).
     return open_storage(stores.storage_url, create=create,
                         heartbeat=is_server_url(stores.storage_url))
@@ -241,16 +250,13 @@ def studies_storage(stores: Stores, *, create: bool) -> Any:
 def _prepare_and_run(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
                      stores: Stores, target: int, timeout: float | None,
                      allow_changed_space: bool, observer: Observer, must_exist: bool,
-                     storage_obj: Any = None, slots: list[str] | None = None,
+                     storage_obj: BaseStorage | None = None, slots: list[str] | None = None,
                      seed_salt: int = 0, tracker: Tracker | None = None) -> SearchResult:
     """Open both stores, create or load the study, and run its trials here or in jobs.
 
     `tracker`: one opened by the caller (a worker's); else MLflow is tracked through a
     process of its own started now, whose import overlaps torch's (or in this process when
     MLflow is imported here already)."""
-    from tuner.space.families import check_installed
-    from tuner.study import tracker_process
-
     check_installed(list(space.families))  # a stored space's package may have gone since
     run = functools.partial(
         _prepare_and_run_with, name=name, task_obj=task_obj, space=space, settings=settings,
@@ -266,10 +272,10 @@ def _prepare_and_run(*, name: str, task_obj: Task, space: Space, settings: Study
 def _prepare_and_run_with(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
                           stores: Stores, target: int, timeout: float | None,
                           allow_changed_space: bool, observer: Observer, must_exist: bool,
-                          storage_obj: Any, slots: list[str] | None, seed_salt: int,
-                          tracker: Tracker | None) -> SearchResult:
-    from tuner.search import pruning
-    from tuner.training.loop import DeviceData
+                          storage_obj: BaseStorage | None, slots: list[str] | None,
+                          seed_salt: int, tracker: Tracker | None) -> SearchResult:
+    # torch (over a second to import): now that the MLflow process imports alongside.
+    from tuner.search import trial_loop  # noqa: PLC0415  (heavy: see the module docstring)
 
     device = _trial_device(settings, slots)
     data_dir = settings.data_dir
@@ -294,9 +300,6 @@ def _prepare_and_run_with(*, name: str, task_obj: Task, space: Space, settings: 
 
     tracker.ready()
     if slots is not None and len(slots) != 1:
-        from tuner.search.jobs import run_jobs
-        from tuner.study.tracker_process import TrackerProcess
-
         if isinstance(tracker, TrackerProcess):
             tracker.close()  # each job tracks its own trials
 
@@ -304,19 +307,14 @@ def _prepare_and_run_with(*, name: str, task_obj: Task, space: Space, settings: 
                         study=study, meta=meta, observer=observer,
                         population=settings.population,
                         announced=[task_data.notice] if task_data.notice else [])
-    session = Session(name=name, task=task_obj, space=meta.space, meta=meta,
-                      data=DeviceData.from_task_data(task_data, device), device=device,
-                      stores=stores, settings=settings)
-    from tuner.search.trial_loop import TrialRunner
-
-    runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
-    return runner.run(target=target, timeout=timeout)
+    return trial_loop.run_here(name=name, task=task_obj, meta=meta, task_data=task_data,
+                               device=device, stores=stores, settings=settings, study=study,
+                               tracker=tracker, observer=observer, target=target,
+                               timeout=timeout)
 
 
 def _trial_device(settings: StudySettings, slots: list[str] | None) -> str:
     """The device trials run on in this process."""
-    from tuner.training.devices import resolve_device
-
     # slots: None, trials run here one by one; [d], here on d; else in len(slots) processes.
     if slots is None:
         return resolve_device(settings.device)
@@ -324,10 +322,8 @@ def _trial_device(settings: StudySettings, slots: list[str] | None) -> str:
 
 
 def _open_stores(stores: Stores, *, tracker: Tracker | None,
-                 storage_obj: Any) -> tuple[Tracker, Any]:
+                 storage_obj: BaseStorage | None) -> tuple[Tracker, BaseStorage]:
     """The opened tracker and Optuna storage, in the order that fails best."""
-    from tuner.study.stores import sqlite_path
-
     # Refuse a bad store before the other one is created; a server store (which creates no
     # file when it fails) is opened before an SQLite one.
     check_store_files(stores)
@@ -344,11 +340,9 @@ def _open_stores(stores: Stores, *, tracker: Tracker | None,
 
 def _load_existing_study(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
                          target: int, source: str, allow_changed_space: bool,
-                         storage_obj: Any, pruner: BasePruner,
+                         storage_obj: BaseStorage, pruner: BasePruner,
                          seed_salt: int) -> tuple[optuna.Study, StudyMeta]:
     """Load study `name` after checking it is this one, updating its space and budget."""
-    from tuner.search import sampling
-
     probe = studies.load_study(storage_obj, name)
     meta = StudyMeta.from_study(probe)
     _check_same_study(name, meta, task_obj, space, source, allow_changed_space,
@@ -367,11 +361,9 @@ def _load_existing_study(*, name: str, task_obj: Task, space: Space, settings: S
 
 
 def _create_new_study(*, name: str, task_obj: Task, space: Space, settings: StudySettings,
-                      stores: Stores, source: str, storage_obj: Any, pruner: BasePruner,
-                      tracker: Tracker) -> tuple[optuna.Study, StudyMeta]:
+                      stores: Stores, source: str, storage_obj: BaseStorage,
+                      pruner: BasePruner, tracker: Tracker) -> tuple[optuna.Study, StudyMeta]:
     """Start the study's MLflow parent run, then create study `name` in the store."""
-    from tuner.search import sampling
-
     experiment_id, parent = tracker.start_study(
         name, task=task_obj.ref, data_source=source,
         settings=settings.to_attrs(), space=space.to_dict())
@@ -391,9 +383,6 @@ def _create_new_study(*, name: str, task_obj: Task, space: Space, settings: Stud
 def open_tracker(tracker: Tracker | None, stores: Stores, *, wait: bool) -> Tracker:
     """The study's tracker: `tracker` opened on the study's MLflow store if it is an unopened
     process, as it is if it is open, else one in this process."""
-    from tuner.study.tracker import Tracker
-    from tuner.study.tracker_process import TrackerProcess
-
     if isinstance(tracker, TrackerProcess) and not tracker.opened:
         tracker.open(stores.tracking_uri, stores.artifact_root, wait=wait)
         return tracker
@@ -401,8 +390,7 @@ def open_tracker(tracker: Tracker | None, stores: Stores, *, wait: bool) -> Trac
 
 
 def check_sampler_and_pruner(sampler: str, pruner: str) -> None:
-    from tuner.search import pruning, sampling
-
+    """Refuse an unknown --sampler or --pruner."""
     if sampler not in sampling.SAMPLERS:
         raise OpttuneError(f"--sampler must be one of {', '.join(sampling.SAMPLERS)}, "
                            f"but got {sampler!r}")
@@ -435,15 +423,11 @@ def _check_same_study(name: str, meta: StudyMeta, task_obj: Task, space: Space,
                            f"data now comes from {source!r}; a study never mixes data sources "
                            f"(give the same --data-dir, or start a new --study)")
     if meta.space != space and not allow_changed_space:
-        from tuner.space.diff import describe_diff
-
         raise OpttuneError(f"the search space of study {name!r} differs from the stored one: "
                            f"{describe_diff(meta.space, space)}; run `opttune resume {name}` "
                            f"to keep the stored space, pass --allow-changed-space to continue "
                            f"with the new one, or choose another --study name")
     if meta.space != space:
-        from tuner.study.space_conflicts import optuna_conflicts, recorded_distributions
-
         conflicts = optuna_conflicts(recorded_distributions(trials), space)
         if conflicts:  # Optuna would refuse at the first trial, with a cryptic error
             raise OpttuneError(f"study {name!r} cannot continue with this space, even with "
@@ -456,8 +440,7 @@ def _check_same_study(name: str, meta: StudyMeta, task_obj: Task, space: Space,
 def _check_task(task_obj: Task, data: TaskData, space: Space) -> None:
     """One forward pass and loss on two samples (with the task hyperparameters' defaults),
     so that a broken task fails with its precise reason before any study is touched."""
-    from tasks.checks import check_model
-    from tuner.space.searchspace import task_param_values
+    from tasks.checks import check_model  # noqa: PLC0415  (heavy: torch; see the module docstring)
 
     try:
         check_model(task_obj, data, task_param_values(space.task_params))

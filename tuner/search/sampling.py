@@ -16,7 +16,6 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
@@ -24,7 +23,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import OpttuneError
-from tuner.study import optuna_adapter, trial_attrs
+from tuner.study import optuna_adapter, studies
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 
@@ -77,7 +76,7 @@ class FamilySampler(BaseSampler):
             dist = CategoricalDistribution(self._families)
             family = self._base.sample_independent(study, trial, "optimizer", dist)
         self._chosen[trial.number] = str(family)
-        trial_attrs.set_family(study, trial, str(family))
+        studies.set_family(study, trial, str(family))
         if self._sampler(str(family)) is not self._base:
             self._sampler(str(family)).before_trial(self._view(study, str(family)), trial)
 
@@ -94,7 +93,7 @@ class FamilySampler(BaseSampler):
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         family = self._family_of(trial)
         if family is None or not search_space:
             return {}
@@ -104,7 +103,7 @@ class FamilySampler(BaseSampler):
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: BaseDistribution,
-    ) -> Any:
+    ) -> object:
         family = self._family_of(trial)
         if param_name == "optimizer" and family is not None:
             return family

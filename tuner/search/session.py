@@ -8,11 +8,11 @@ another's module for its types.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
-from tuner.search.events import TrialOutcome, outcome_of
+from tuner.search.events import StudyStart, TrialOutcome, outcome_of
 from tuner.space.searchspace import Space
 from tuner.study.direction import Direction
 from tuner.study.meta import StudyMeta
@@ -57,7 +57,7 @@ class Session:
 
 
 def study_start(*, name: str, device: str, target: int, done: int, meta: StudyMeta,
-                stores: Stores) -> dict[str, Any]:
+                stores: Stores) -> StudyStart:
     """What an observer's `study_start` is told: the same from one process and from `--jobs`
     (whose processes pipe it, as JSON but for the space and stores, to the display)."""
     return {"study": name, "device": device, "target": target, "done": done,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
 
 import optuna
 
@@ -17,9 +16,14 @@ from tuner.search.trial_steps import Ending, Started, TrialSteps, ending_of, fre
 from tuner.space.config import TrialConfig
 from tuner.study import claims, optuna_adapter, studies, trial_attrs
 from tuner.training.devices import is_out_of_memory
-
-if TYPE_CHECKING:
-    from tuner.training.loop import EpochResult
+from tuner.training.loop import EpochResult
+from tuner.training.population import (
+    CannotStack,
+    fit_population,
+    group_configs,
+    stack_check,
+    stacked_forward,
+)
 
 
 class StackedTrials:
@@ -62,8 +66,6 @@ class StackedTrials:
                 raise
 
     def _train_members(self, members: Sequence[Started]) -> list[TrialOutcome]:
-        from tuner.training.population import group_configs
-
         outcomes: dict[int, TrialOutcome | None] = {}
         grouping = group_configs([m.config for m in members])
         for i, reason in grouping.alone.items():
@@ -88,8 +90,6 @@ class StackedTrials:
     def _stackable(self, config: TrialConfig) -> bool:
         """Whether the task's model for these task params can train stacked; checked once per
         architecture, a refusal noticed once."""
-        from tuner.training.population import stack_check, stacked_forward
-
         s = self.steps.session
         key = json.dumps(config.task_params, sort_keys=True, default=repr)
         if key not in self._unstackable:
@@ -120,8 +120,6 @@ class StackedTrials:
             return None
 
     def _train_stacked(self, group: Sequence[Started]) -> list[TrialOutcome | None]:
-        from tuner.training.population import CannotStack, fit_population
-
         s = self.steps.session
         settled: dict[int, TrialOutcome | None] = {}
         callbacks = [self.steps.on_epoch(m) for m in group]

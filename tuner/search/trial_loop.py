@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import OpttuneError
+from tuner.results.plots import PLOT_MODULES, StudySnapshot, log_snapshot_plots
 from tuner.search.events import Observer, TrialOutcome
 from tuner.search.mlflow_queue import MlflowQueue, first_line
 from tuner.search.session import SearchResult, Session, finish_result, study_start
@@ -27,11 +28,29 @@ from tuner.signals import Interrupted, sigterm_as_interrupt
 from tuner.study import claims, studies, trial_attrs
 from tuner.study.meta import mlflow_ids_of
 from tuner.study.recovery import OWNER_TAG, Problem, inspect_study, repair
+from tuner.study.settings import StudySettings
+from tuner.study.stores import Stores
+from tuner.study.tracker import Tracker
+from tuner.training.loop import DeviceData
 
 if TYPE_CHECKING:
-    from tuner.study.tracker import Tracker
+    from tasks.base import Task
+    from tasks.data import TaskData
+    from tuner.study.meta import StudyMeta
 
 _MAX_FAILS_IN_A_ROW = 3
+
+
+def run_here(*, name: str, task: Task, meta: StudyMeta, task_data: TaskData, device: str,
+             stores: Stores, settings: StudySettings, study: optuna.Study, tracker: Tracker,
+             observer: Observer, target: int, timeout: float | None) -> SearchResult:
+    """Run study `name`'s trials in this process, on `device`, until it has `target`: the
+    task's data moved to the device once, for every trial."""
+    session = Session(name=name, task=task, space=meta.space, meta=meta,
+                      data=DeviceData.from_task_data(task_data, device), device=device,
+                      stores=stores, settings=settings)
+    runner = TrialRunner(session=session, study=study, tracker=tracker, observer=observer)
+    return runner.run(target=target, timeout=timeout)
 
 
 class TrialRunner:
@@ -45,7 +64,7 @@ class TrialRunner:
         self.steps = TrialSteps(session=session, study=study, tracker=tracker,
                                 observer=observer, mlflow=self.mlflow)
         # Trials trained at once as one stacked model (tuner.training.population); size 1
-        # trains each trial alone, with loop.fit.
+        # trains each trial alone, with tuner.training.loop.fit.
         self.stacked = StackedTrials(self.steps, size=session.settings.population)
 
     def run(self, *, target: int, timeout: float | None) -> SearchResult:
@@ -59,8 +78,6 @@ class TrialRunner:
             name=s.name, device=s.device, target=target, meta=s.meta, stores=s.stores,
             done=studies.counted(self.study.get_trials(deepcopy=False))))
         self._parent_status("RUNNING")
-        from tuner.results.plots import PLOT_MODULES
-
         self.mlflow.later(self.tracker.warm, PLOT_MODULES)  # for the plots at the end
         # A second Ctrl-C waits for the clean-up the first one started (see _interrupted).
         with sigterm_as_interrupt(hold_repeats=True) as received:
@@ -77,8 +94,6 @@ class TrialRunner:
         self.mlflow.safe(lambda: None)  # every queued MLflow write is in (and its trouble told)
         # The study's plots, on its parent run: drawn by the last of its processes to finish.
         if self.steps.parent and result.trials and not self._running_elsewhere():
-            from tuner.results.plots import StudySnapshot, log_snapshot_plots
-
             self.mlflow.safe(self.tracker.run, log_snapshot_plots,
                              StudySnapshot.of(self.study), run_id=self.steps.parent)
         self.mlflow.shutdown()

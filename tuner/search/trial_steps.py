@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from tuner.errors import OpttuneError
@@ -26,12 +27,12 @@ from tuner.study import optuna_adapter, studies, trial_attrs
 from tuner.study.trial_attrs import Divergence, TrialEnd
 from tuner.study.trial_record import FinalState
 from tuner.training.devices import is_out_of_memory, out_of_memory_reason
+from tuner.training.loop import Diverged, EpochResult, fit
 from tuner.training.seeds import trial_seed
 
 if TYPE_CHECKING:
     from tuner.space.config import TrialConfig
     from tuner.study.tracker import Tracker
-    from tuner.training.loop import EpochResult
 
 
 @dataclass
@@ -76,7 +77,7 @@ class TrialSteps:
         trial = trial if trial is not None else self.study.ask()
         try:
             if not claimed:
-                trial_attrs.set_owner(self.study, trial, studies.owner_record())
+                studies.set_owner(self.study, trial, studies.owner_record())
             config = self.session.space.suggest(
                 trial, use_defaults=trial_attrs.is_defaults(trial))
         except BaseException as exc:  # never leave a trial RUNNING, whatever went wrong
@@ -88,7 +89,7 @@ class TrialSteps:
             if isinstance(exc, ValueError):
                 raise OpttuneError(f"trial {trial.number} could not be sampled: {exc}") from None
             raise
-        flat = config.flat()
+        flat: trial_attrs.FlatConfig = {**config.flat()}
         trial_attrs.set_config(trial, flat)
         run_id = self.mlflow.safe(self.tracker.start_trial, self.experiment,
                                   parent_run_id=self.parent, study=self.session.name,
@@ -123,8 +124,6 @@ class TrialSteps:
         return trial_seed(number, seed=settings.seed, pinned=settings.trial_seed)
 
     def train_alone(self, t: Started) -> TrialOutcome:
-        from tuner.training.loop import fit  # torch: importing this module does not load it
-
         s = self.session
         try:
             fit(s.task, s.data, t.config, device=s.device, seed=self.seed(t.trial.number),
@@ -197,8 +196,6 @@ class TrialSteps:
 
 def ending_of(exc: Exception) -> Ending:
     """What stopped a trial's training early, as the state its trial ends in."""
-    from tuner.training.loop import Diverged  # torch: importing this module does not load it
-
     if isinstance(exc, optuna.TrialPruned):
         return Ending("PRUNED", str(exc))
     if isinstance(exc, Diverged):
@@ -212,6 +209,4 @@ def ending_of(exc: Exception) -> Ending:
 def free_memory(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
-        import torch  # only where a CUDA device trains, so torch is loaded already
-
         torch.cuda.empty_cache()

@@ -9,40 +9,43 @@ otherwise), and trials run until the study's budget is met, counted over every p
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO
+
+import optuna
 
 from tuner.errors import OpttuneError, StoreError
-from tuner.search.events import Observer, TrialOutcome
+from tuner.logs import quiet_library_logs
+from tuner.results.benchmark_record import BenchmarkSettings
+from tuner.search import runner
+from tuner.search.events import Observer, StudyStart, TrialOutcome
+from tuner.search.session import SearchResult
 from tuner.signals import Interrupted
 from tuner.space.searchspace import Space
-
-if TYPE_CHECKING:
-    from tuner.study.settings import MlflowIds
-    from tuner.study.tracker import Tracker
+from tuner.study import studies, tracker_process
+from tuner.study.meta import SETTINGS_ATTR, StudyMeta, is_benchmark, study_tracking_uri
+from tuner.study.optuna_adapter import storage_of
+from tuner.study.settings import MlflowIds
+from tuner.study.stores import redact, resolve_stores, sqlite_path
+from tuner.study.tracker import Tracker
 
 
 def work(name: str, *, home: str | Path | None = None, storage: str | None = None,
          tracking_uri: str | None = None, device: str | None = None, jobs: int | None = None,
          devices: str | list[str] | None = None, trials_per_device: int = 1,
          timeout: float | None = None, population: int | None = None,
-         observer: Observer | None = None) -> Any:
-    """Run trials of study `name` until its budget is met; returns a SearchResult.
+         observer: Observer | None = None) -> SearchResult:
+    """Run trials of study `name` until its budget is met.
     `population` overrides the study's stored population for this worker (None keeps it)."""
-    from dataclasses import replace
-
-    from tuner.search import runner
-    from tuner.study import studies, tracker_process
-    from tuner.study.meta import StudyMeta, is_benchmark, study_tracking_uri
-    from tuner.study.stores import resolve_stores
-
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     with contextlib.ExitStack() as stack:
         # MLflow imports in a process of its own while the study is read (see runner)
@@ -52,10 +55,10 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
         found = studies.load_study(storage_obj, name)
         if is_benchmark(found):
             stack.close()
-            return _work_on_benchmark(found, home=home, storage=storage,
-                                      tracking_uri=tracking_uri, device=device, jobs=jobs,
-                                      devices=devices, trials_per_device=trials_per_device,
-                                      timeout=timeout, population=population, observer=observer)
+            return _work_on_benchmark(found, functools.partial(
+                work, home=home, storage=storage, tracking_uri=tracking_uri, device=device,
+                jobs=jobs, devices=devices, trials_per_device=trials_per_device,
+                timeout=timeout, population=population, observer=observer))
         meta = StudyMeta.from_study(found)
         stored = study_tracking_uri(name, meta, tracking_uri, always=True)
         if stored is not None:
@@ -72,29 +75,25 @@ def work(name: str, *, home: str | Path | None = None, storage: str | None = Non
                                      seed_salt=os.getpid(), tracker=tracker)
 
 
-def _work_on_benchmark(record: Any, **options: Any) -> Any:
-    """`opttune worker BENCHMARK`: each of the benchmark's searches in turn, until each has
-    its budget (the benchmark command creates them all before it runs any)."""
-    from tuner.results.benchmark_report import check_protocol, search_studies
-    from tuner.study.optuna_adapter import storage_of
-    from tuner.study.studies import exists
-
-    check_protocol(record.study_name, record.user_attrs["settings"])
-    names = search_studies(record.study_name, record.user_attrs["settings"])
-    names = [n for n in names if exists(storage_of(record), n)]
+def _work_on_benchmark(record: optuna.Study,
+                       work_on: Callable[[str], SearchResult]) -> SearchResult:
+    """`opttune worker BENCHMARK`: each of the benchmark's searches in turn (`work_on` one),
+    until each has its budget (the benchmark command creates them all before it runs any);
+    the last one's result."""
+    name = record.study_name
+    settings = BenchmarkSettings.from_attrs(name, record.user_attrs.get(SETTINGS_ATTR))
+    names = [n for n in settings.search_studies(name) if studies.exists(storage_of(record), n)]
     if not names:
-        raise OpttuneError(f"benchmark {record.study_name!r} has no searches (its budgets are "
-                           f"one-shot only, or it has not started them yet); nothing to run")
-    result = None
-    for name in names:
-        result = work(name, **options)
+        raise OpttuneError(f"benchmark {name!r} has no searches (its budgets are one-shot "
+                           f"only, or it has not started them yet); nothing to run")
+    result = work_on(names[0])
+    for search in names[1:]:
+        result = work_on(search)
     return result
 
 
 def _check_experiment_file(name: str, tracking_uri: str) -> None:
     """A study's MLflow store that is a file must be here (MLflow would create an empty one)."""
-    from tuner.study.stores import sqlite_path
-
     path = sqlite_path(tracking_uri)
     if path is not None and not path.exists():
         raise StoreError(f"the MLflow store of study {name!r} is not here: {path} does not "
@@ -104,8 +103,6 @@ def _check_experiment_file(name: str, tracking_uri: str) -> None:
 
 def _check_experiment(name: str, tracker: Tracker, ids: MlflowIds) -> None:
     """Runs must hang under the study's parent run: refuse an MLflow store without it."""
-    from tuner.study.stores import redact
-
     experiment = ids.experiment_id
     if experiment and not tracker.experiment_exists(experiment):
         raise StoreError(f"the MLflow store {redact(tracker.tracking_uri)} has no experiment "
@@ -120,7 +117,7 @@ class PipeObserver:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
 
-    def send(self, event: str, **data: Any) -> None:
+    def send(self, event: str, **data: object) -> None:
         try:
             self.out.write(json.dumps({"event": event, **data}, default=str) + "\n")
             self.out.flush()
@@ -133,10 +130,11 @@ class PipeObserver:
     def space_ready(self, space: Space) -> None:
         pass  # the parent showed the space once for all jobs
 
-    def study_start(self, info: dict[str, Any]) -> None:
+    def study_start(self, info: StudyStart) -> None:
         pass  # the parent announced the study once for all jobs
 
-    def trial_start(self, number: int, config: dict[str, Any], index: int, total: int) -> None:
+    def trial_start(self, number: int, config: Mapping[str, object], index: int,
+                    total: int) -> None:
         self.send("trial_start", number=number, config=config, index=index, total=total)
 
     def epoch_end(self, number: int, epoch: int, epochs: int, value: float,
@@ -155,18 +153,12 @@ def child_main() -> None:
     os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the event stream
     _stop_with_parent()
     observer = PipeObserver(events)
-    import torch
-
-    from tuner.logs import quiet_library_logs
+    import torch  # noqa: PLC0415  (a spawned job: torch loads once stdout goes to stderr)
 
     quiet_library_logs()
     torch.set_num_threads(int(spec["threads"]))
     if spec["device"].startswith("cuda"):
         torch.cuda.set_device(torch.device(spec["device"]))  # nothing lands on cuda:0 by default
-
-    from tuner.search import runner
-    from tuner.study.stores import resolve_stores
-
     stores = resolve_stores(home=spec["home"], storage=spec["storage"],
                             tracking_uri=spec["tracking_uri"])
     code = 0

@@ -8,11 +8,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
 from tuner.errors import SpaceError
+from tuner.jsontypes import JsonObject, JsonValue
 from tuner.space.families import LOG_BY_DEFAULT, VALID_BOUNDS
+
+# A searched or fixed value: a float hyperparameter, an integer (batch size, a task's
+# layer width) or a word (a schedule, a task's choice of activation).
+ParamValue: TypeAlias = float | int | str
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Range:
     high: float
     log: bool
 
-    def contains(self, value: Any) -> bool:
+    def contains(self, value: object) -> bool:
         return isinstance(value, (int, float)) and self.low <= value <= self.high
 
     def show(self) -> str:
@@ -30,9 +36,9 @@ class Range:
 
 @dataclass(frozen=True)
 class Choice:
-    values: tuple[Any, ...]
+    values: tuple[ParamValue, ...]
 
-    def contains(self, value: Any) -> bool:
+    def contains(self, value: object) -> bool:
         return value in self.values
 
     def show(self) -> str:
@@ -41,9 +47,9 @@ class Choice:
 
 @dataclass(frozen=True)
 class Fixed:
-    value: Any
+    value: ParamValue
 
-    def contains(self, value: Any) -> bool:
+    def contains(self, value: object) -> bool:
         return bool(value == self.value)
 
     def show(self) -> str:
@@ -53,7 +59,7 @@ class Fixed:
 Dist = Range | Choice | Fixed
 
 
-def _num(value: Any) -> str:
+def _num(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -161,12 +167,12 @@ def parse_word_choice(name: str, spec: str, known: tuple[str, ...]) -> Dist:
     return _choice_or_fixed(values)
 
 
-def _choice_or_fixed(values: list[Any]) -> Dist:
+def _choice_or_fixed(values: Sequence[ParamValue]) -> Dist:
     unique = tuple(dict.fromkeys(values))  # keep order, drop repeats
     return Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
 
 
-def dist_to_dict(dist: Dist) -> dict[str, Any]:
+def dist_to_dict(dist: Dist) -> JsonObject:
     if isinstance(dist, Range):
         return {"kind": "range", "low": dist.low, "high": dist.high, "log": dist.log}
     if isinstance(dist, Choice):
@@ -174,10 +180,27 @@ def dist_to_dict(dist: Dist) -> dict[str, Any]:
     return {"kind": "fixed", "value": dist.value}
 
 
-def dist_from_dict(data: dict[str, Any]) -> Dist:
+def dist_from_dict(data: Mapping[str, JsonValue]) -> Dist:
     kind = data["kind"]
     if kind == "range":
-        return Range(float(data["low"]), float(data["high"]), bool(data["log"]))
+        return Range(_stored_number(data["low"]), _stored_number(data["high"]),
+                     bool(data["log"]))
     if kind == "choice":
-        return Choice(tuple(data["values"]))
-    return Fixed(data["value"])
+        values = data["values"]
+        if not isinstance(values, list):
+            raise SpaceError(f"a stored choice needs a list of values, but got {values!r}")
+        return Choice(tuple(stored_value(v) for v in values))
+    return Fixed(stored_value(data["value"]))
+
+
+def stored_value(value: JsonValue) -> ParamValue:
+    """A value read back from a stored space: a number or a word, never null or a list."""
+    if isinstance(value, (int, float, str)):
+        return value
+    raise SpaceError(f"a stored space value must be a number or a word, but got {value!r}")
+
+
+def _stored_number(value: JsonValue) -> float:
+    if isinstance(value, (int, float, str)):
+        return float(value)
+    raise SpaceError(f"a stored range bound must be a number, but got {value!r}")

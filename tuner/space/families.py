@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from tuner.errors import SpaceError
+
+# A keyword argument of an optimizer class: a number, a flag, or a tuple of numbers (betas).
+OptimizerArg: TypeAlias = float | bool | tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Family:
     torch_class: str
     summary: str
     params: tuple[HyperParam, ...]
-    fixed: dict[str, object] = field(default_factory=dict)
+    fixed: dict[str, OptimizerArg] = field(default_factory=dict)
     package: str | None = None
     schedule: bool = True
 

@@ -10,19 +10,25 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from pathlib import Path
-from typing import Any
+
+import yaml
 
 from tuner.errors import SpaceError
 from tuner.space.families import ALL_PARAM_NAMES, FAMILIES
+from tuner.space.searchspace import SpaceFileValues
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 TOP_KEYS = ("optimizers", "epochs", "batch_size", "scheduler")
 
 
-def load_space_file(path: Path) -> dict[str, Any]:
+def load_space_file(path: Path) -> SpaceFileValues:
     """Parse `path` into ``{"optimizers", "epochs", "batch_size", "scheduler", "params"}``."""
     if not path.is_file():
         raise SpaceError(f"space file {path} does not exist")
@@ -31,19 +37,22 @@ def load_space_file(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: the space file must be a table of keys, but got "
                          f"{type(raw).__name__}")
-    out: dict[str, Any] = {"params": {}}
+    params: dict[str, list[str]] = {}
+    out = SpaceFileValues(params=params)
     for key, value in raw.items():
         where = f"{path}: {key}"
         if key == "optimizers":
-            out[key] = _word_list(where, value)
+            out["optimizers"] = _word_list(where, value)
         elif key == "epochs":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise SpaceError(f"{where} must be an integer, but got {value!r}")
-            out[key] = value
-        elif key in ("batch_size", "scheduler"):
-            out[key] = _as_dsl(where, value)
+            out["epochs"] = value
+        elif key == "batch_size":
+            out["batch_size"] = _as_dsl(where, value)
+        elif key == "scheduler":
+            out["scheduler"] = _as_dsl(where, value)
         elif key in ALL_PARAM_NAMES and not _is_family_table(key, value):
-            out["params"].setdefault(key, []).append(_as_dsl(where, value))
+            params.setdefault(key, []).append(_as_dsl(where, value))
         elif key in FAMILIES:
             if not isinstance(value, dict):
                 raise SpaceError(f"{where} must be a table of that family's hyperparameters, "
@@ -53,47 +62,41 @@ def load_space_file(path: Path) -> dict[str, Any]:
                     raise SpaceError(f"{where}.{pname}: unknown hyperparameter; known: "
                                      f"{', '.join(ALL_PARAM_NAMES)}")
                 spec = _as_dsl(f"{where}.{pname}", pvalue)
-                out["params"].setdefault(pname, []).append(f"{key}={spec}")
+                params.setdefault(pname, []).append(f"{key}={spec}")
         else:
             known = ", ".join([*TOP_KEYS, *ALL_PARAM_NAMES, *FAMILIES])
             raise SpaceError(f"{path}: unknown key {key!r}; known keys: {known}")
     return out
 
 
-def _is_family_table(key: str, value: Any) -> bool:
+def _is_family_table(key: str, value: object) -> bool:
     """`momentum` is a family and a hyperparameter; a table of hyperparameters means the family."""
     return key in FAMILIES and isinstance(value, dict) and not set(value) & {"low", "high", "log"}
 
 
-def _parse(path: Path, text: str) -> Any:
+def _parse(path: Path, text: str) -> object:
+    """The file's tables, lists, strings, numbers, booleans, dates (TOML) and nulls (YAML);
+    the readers narrow them with isinstance."""
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         try:
-            return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
+            parsed: object = yaml.load(text, Loader=_Loader)  # a SafeLoader
         except yaml.YAMLError as exc:
             raise SpaceError(f"{path} is not valid YAML: {_one_line(exc)}") from None
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+        return parsed
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"{path} is not valid TOML: {exc}") from None
 
 
-@functools.cache
-def _yaml_loader() -> Any:
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships without type hints
     """PyYAML's safe loader, but reading ``1e-5`` as a number (YAML 1.2), not as a string
     (PyYAML's YAML 1.1 wants ``1.0e-5``): else ``{low: 1e-5, high: 1e-2}`` is refused."""
-    import yaml
 
-    loader: Any = type("Loader", (yaml.SafeLoader,), {})
-    loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-    return loader
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _one_line(exc: Exception) -> str:
@@ -106,15 +109,15 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _word_list(where: str, value: Any) -> list[str]:
+def _word_list(where: str, value: object) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
+        return [str(v) for v in value]
     raise SpaceError(f"{where} must be a list of family names, but got {value!r}")
 
 
-def _as_dsl(where: str, value: Any) -> str:
+def _as_dsl(where: str, value: object) -> str:
     """Turn a TOML/YAML value into the DSL string the flags use."""
     if isinstance(value, bool):
         raise SpaceError(f"{where} must be a number, a string or a list, but got {value!r}")

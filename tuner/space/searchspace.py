@@ -9,15 +9,17 @@ trials.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, TypedDict
 
 import tuner.space.dsl as dsl
 from tuner.errors import SpaceError
+from tuner.jsontypes import JsonObject, JsonValue
 from tuner.space.config import TrialConfig
-from tuner.space.dsl import Choice, Dist, Fixed, Range
+from tuner.space.dsl import Choice, Dist, Fixed, ParamValue, Range
 from tuner.space.families import DEFAULT_FAMILIES, FAMILIES, check_installed, families_with
 
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup")
@@ -26,6 +28,28 @@ SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup")
 # 5 seeds) this choice raised the median best from 0.8765 (no schedule) to 0.8867. The
 # defaults trials run without one, as PyTorch's defaults do.
 DEFAULT_SCHEDULERS = "none,cosine"
+
+
+class SpaceFileValues(TypedDict, total=False):
+    """A space file's values (:func:`tuner.space.files.load_space_file`), as the flags give
+    them: family names, DSL strings, and per hyperparameter its DSL lines (``adam=…``)."""
+
+    optimizers: list[str]
+    epochs: int
+    batch_size: str
+    scheduler: str
+    params: dict[str, list[str]]
+
+
+class Suggester(Protocol):
+    """What a space asks of a trial (an Optuna trial has it; the space never imports
+    Optuna)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = ...) -> float:
+        ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[ParamValue]
+                            ) -> ParamValue | None: ...
 
 
 @dataclass(frozen=True)
@@ -37,14 +61,18 @@ class ParamSpace:
     """
 
     dist: Dist
-    default: Any = None
+    default: ParamValue | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {**dsl.dist_to_dict(self.dist), "default": self.default}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ParamSpace:
-        return cls(dsl.dist_from_dict(dict(data)), data.get("default"))
+    def from_dict(cls, data: JsonValue) -> ParamSpace:
+        if not isinstance(data, dict):
+            raise SpaceError(f"a stored parameter space must be an object, but got {data!r}")
+        default = data.get("default")
+        return cls(dsl.dist_from_dict(data),
+                   None if default is None else dsl.stored_value(default))
 
 
 @dataclass(frozen=True)
@@ -57,12 +85,12 @@ class Space:
     task_params: dict[str, ParamSpace] = field(default_factory=dict)
 
     # -- per trial -------------------------------------------------------------------------
-    def suggest(self, trial: Any, *, use_defaults: bool = False) -> TrialConfig:
+    def suggest(self, trial: Suggester, *, use_defaults: bool = False) -> TrialConfig:
         """Ask an Optuna trial for one configuration; conditional on the chosen family.
         `use_defaults`: the trial runs its family's defaults (queued with their values), so
         a default that its range leaves out (weight decay 0 in a log range) is taken as is."""
-        family = trial.suggest_categorical("optimizer", list(self.families))
-        hyper = {name: _suggest(trial, name, ps, use_defaults)
+        family = str(trial.suggest_categorical("optimizer", list(self.families)))
+        hyper = {name: _number(name, _suggest(trial, name, ps, use_defaults))
                  for name, ps in self.families[family].items()}
         task_params = {name: _suggest(trial, name, ps, use_defaults)
                        for name, ps in self.task_params.items()}
@@ -102,9 +130,9 @@ class Space:
         """Whether the study runs `family`'s PyTorch-defaults trial (its one-shot baseline)."""
         return self.defaults_first and not self.defaults_excluded(family)
 
-    def defaults_params(self, family: str) -> dict[str, Any]:
+    def defaults_params(self, family: str) -> dict[str, ParamValue]:
         """Optuna fixed params of the trial that runs `family` at its PyTorch defaults."""
-        fixed: dict[str, Any] = {"optimizer": family}
+        fixed: dict[str, ParamValue] = {"optimizer": family}
         spaces = {**self.families[family], **self._shared(family)}
         for name, ps in spaces.items():
             if not isinstance(ps.dist, Fixed) and ps.default is not None \
@@ -113,7 +141,7 @@ class Space:
         return fixed
 
     # -- storage ---------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "optimizers": {f: {n: ps.to_dict() for n, ps in params.items()}
                            for f, params in self.families.items()},
@@ -125,16 +153,17 @@ class Space:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Space:
+    def from_dict(cls, data: Mapping[str, JsonValue]) -> Space:
+        epochs = data["epochs"]
+        if not isinstance(epochs, (int, float, str)):
+            raise SpaceError(f"a stored space's epochs must be a number, but got {epochs!r}")
         return cls(
-            families={f: {n: ParamSpace.from_dict(d) for n, d in params.items()}
-                      for f, params in data["optimizers"].items()},
+            families={f: _param_spaces(params) for f, params in _table(data["optimizers"])},
             batch_size=ParamSpace.from_dict(data["batch_size"]),
-            epochs=int(data["epochs"]),
+            epochs=int(epochs),
             scheduler=ParamSpace.from_dict(data["scheduler"]),
             defaults_first=bool(data.get("defaults_first", True)),
-            task_params={n: ParamSpace.from_dict(d)
-                         for n, d in data.get("task_params", {}).items()},
+            task_params=_param_spaces(data.get("task_params", {})),
         )
 
     def rows(self) -> list[tuple[str, str, str, str]]:
@@ -151,11 +180,22 @@ class Space:
         return out
 
 
+def _table(value: JsonValue) -> list[tuple[str, JsonValue]]:
+    """The entries of a stored JSON object (a stored space is made of them)."""
+    if not isinstance(value, dict):
+        raise SpaceError(f"a stored space needs an object here, but got {value!r}")
+    return list(value.items())
+
+
+def _param_spaces(value: JsonValue) -> dict[str, ParamSpace]:
+    return {name: ParamSpace.from_dict(data) for name, data in _table(value)}
+
+
 def _show_default(ps: ParamSpace) -> str:
     return "" if ps.default is None else dsl._num(ps.default)
 
 
-def _suggest(trial: Any, name: str, ps: ParamSpace, use_defaults: bool) -> Any:
+def _suggest(trial: Suggester, name: str, ps: ParamSpace, use_defaults: bool) -> ParamValue:
     dist = ps.dist
     if isinstance(dist, Fixed):
         return dist.value
@@ -164,7 +204,16 @@ def _suggest(trial: Any, name: str, ps: ParamSpace, use_defaults: bool) -> Any:
     if isinstance(dist, Range):
         return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
     assert isinstance(dist, Choice)
-    return trial.suggest_categorical(name, list(dist.values))
+    value = trial.suggest_categorical(name, list(dist.values))
+    assert value is not None  # one of the choices, and none is None
+    return value
+
+
+def _number(name: str, value: ParamValue) -> float:
+    """An optimizer hyperparameter's value, as sampled (an int stays an int: it is logged)."""
+    if isinstance(value, str):
+        raise SpaceError(f"{name} must be a number, but the space gives {value!r}")
+    return value
 
 
 def build_space(
@@ -174,7 +223,7 @@ def build_space(
     batch_size: str | None = None,
     epochs: int | None = None,
     scheduler: str | None = None,
-    file_values: Mapping[str, Any] | None = None,
+    file_values: SpaceFileValues | None = None,
     default_batch_size: int = 128,
     default_epochs: int = 3,
     defaults_first: bool = True,
@@ -185,7 +234,7 @@ def build_space(
     `params` maps a hyperparameter name to DSL strings such as ``["1e-5:1e-1",
     "adam=1e-5:1e-2"]``; flags are applied after the file's, so they win.
     """
-    file_values = dict(file_values or {})
+    file_values = file_values or SpaceFileValues()
     names = _family_names(optimizers, file_values)
     if epochs is None:
         epochs = int(file_values.get("epochs", default_epochs))
@@ -226,7 +275,7 @@ def build_space(
 
 
 def _family_names(optimizers: Sequence[str] | None,
-                  file_values: Mapping[str, Any]) -> list[str]:
+                  file_values: SpaceFileValues) -> list[str]:
     """The space's families, from the flag or else the file or the defaults: checked, known,
     installed and without repeats."""
     names = list(optimizers) if optimizers else list(file_values.get("optimizers") or
@@ -241,7 +290,7 @@ def _family_names(optimizers: Sequence[str] | None,
     return names
 
 
-def _scheduler_dist(scheduler: str | None, file_values: Mapping[str, Any],
+def _scheduler_dist(scheduler: str | None, file_values: SpaceFileValues,
                     names: Sequence[str]) -> Dist:
     """The schedules searched: the flag's, else the file's, else the default choice."""
     sched_text = scheduler if scheduler is not None else file_values.get("scheduler",
@@ -302,12 +351,12 @@ def _allows_zero(dist: Dist) -> bool:
 
 def _check_consistent(families: dict[str, dict[str, ParamSpace]]) -> None:
     """Optuna keeps one distribution kind (and scale, and choice list) per parameter name."""
-    seen: dict[str, tuple[str, Any]] = {}
+    seen: dict[str, tuple[str, object]] = {}
     for fname, params in families.items():
         for pname, ps in params.items():
             if isinstance(ps.dist, Fixed):
                 continue
-            key: Any = ps.dist.log if isinstance(ps.dist, Range) else ps.dist.values
+            key: object = ps.dist.log if isinstance(ps.dist, Range) else ps.dist.values
             kind = (type(ps.dist).__name__, key)
             if pname in seen and seen[pname][1] != kind:
                 other = seen[pname][0]
@@ -357,7 +406,7 @@ def parse_task_params(specs: Mapping[str, str]) -> dict[str, ParamSpace]:
     return out
 
 
-def _task_value(token: str) -> Any:
+def _task_value(token: str) -> ParamValue:
     for kind in (int, float):
         try:
             return kind(token)
@@ -366,10 +415,10 @@ def _task_value(token: str) -> Any:
     return token
 
 
-def task_param_values(task_params: Mapping[str, ParamSpace]) -> dict[str, Any]:
+def task_param_values(task_params: Mapping[str, ParamSpace]) -> dict[str, ParamValue]:
     """One value per task hyperparameter (its default, else the middle of its range), for
     checking and sizing the model before any trial."""
-    out: dict[str, Any] = {}
+    out: dict[str, ParamValue] = {}
     for name, ps in task_params.items():
         dist = ps.dist
         if ps.default is not None:
@@ -385,8 +434,6 @@ def task_param_values(task_params: Mapping[str, ParamSpace]) -> dict[str, Any]:
 
 
 def unknown_family_message(name: str) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(FAMILIES), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown optimizer {name!r}; {hint}known: {', '.join(FAMILIES)}"

@@ -19,13 +19,19 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study import optuna_adapter, studies, trial_attrs
 from tuner.study.stores import sqlite_path
+
+if sys.platform == "win32":  # the study lock's file lock, as each system offers one
+    import msvcrt
+else:
+    import fcntl
 
 POLL_SECONDS = 1.0  # how often an idle process looks again while others finish the budget
 
@@ -70,11 +76,9 @@ def _thread_lock() -> Iterator[None]:
 
 
 @contextmanager
-def _file_lock(path: Any) -> Iterator[None]:
+def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+b") as handle:
         if sys.platform == "win32":
-            import msvcrt
-
             handle.seek(0)
             while True:
                 try:
@@ -88,8 +92,6 @@ def _file_lock(path: Any) -> Iterator[None]:
                 handle.seek(0)
                 msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
         else:
-            import fcntl
-
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released by the kernel if we die
             try:
                 yield
@@ -98,9 +100,9 @@ def _file_lock(path: Any) -> Iterator[None]:
 
 
 @contextmanager
-def _server_lock(engine: Any, lock_sql: str, unlock_sql: str, key: str) -> Iterator[None]:
+def _server_lock(engine: sqlalchemy.engine.Engine, lock_sql: str, unlock_sql: str,
+                 key: str) -> Iterator[None]:
     """A session-level lock on a connection of its own: the server frees it if we die."""
-    import sqlalchemy
 
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text(lock_sql), {"key": key})
@@ -136,7 +138,7 @@ def claim_next(study: optuna.Study, *, target: int, recover: Callable[[], None])
                 _prefer_retries(study)
                 trial = study.ask()
             try:
-                trial_attrs.set_owner(study, trial, studies.owner_record())
+                studies.set_owner(study, trial, studies.owner_record())
                 optuna_adapter.record_heartbeat(study, trial)  # stale-detectable from birth
             except BaseException:  # Ctrl-C right after ask: never leave it RUNNING
                 trial_attrs.set_fail_reason(trial, "interrupted")

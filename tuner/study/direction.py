@@ -4,7 +4,7 @@ better, the sign of a change, the worst value a metric can take, and how a table
 One place, so that pruning, the best trial, the queries, the plots, the benchmark and the
 rendering never test ``== "maximize"`` on their own (and never disagree on a minimised MSE).
 A study stores its direction as the plain string, which is what the Literal holds (defined in
-tasks.losses, beside the loss that decides it, since tasks sit below the study).
+tasks.objectives, beside the loss that decides it, since tasks sit below the study).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TypeVar, get_args
 
-from tasks.losses import Direction
+from tasks.objectives import Direction
 
 __all__ = ["DIRECTIONS", "Direction", "as_direction", "as_loss", "best_of", "improvement",
            "reaches", "short", "sign", "unbounded_worst", "wording", "worst_value"]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tuner._version import __version__
 from tuner.errors import OpttuneError, StoreError
+from tuner.jsontypes import JsonObject, JsonValue
 from tuner.space.searchspace import Space
 from tuner.study.direction import Direction, as_direction
 from tuner.study.settings import MlflowIds, StudySettings
@@ -36,7 +37,7 @@ class StoredStudy(Protocol):
     storage lists (without loading each study)."""
 
     @property
-    def user_attrs(self) -> dict[str, Any]: ...
+    def user_attrs(self) -> dict[str, JsonValue]: ...
 
     @property
     def direction(self) -> StudyDirection: ...
@@ -54,14 +55,14 @@ class StudyMeta:
     settings: StudySettings
     mlflow: MlflowIds
 
-    def to_attrs(self) -> dict[str, Any]:
+    def to_attrs(self) -> JsonObject:
         return {
             TASK_ATTR: self.task,
             SPACE_ATTR: space_attr(self.space),
             DATA_SOURCE_ATTR: self.data_source,
             OBJECTIVE_ATTR: {"metric": self.metric, "direction": self.direction},
-            SETTINGS_ATTR: self.settings.to_attrs(),
-            MLFLOW_ATTR: self.mlflow.to_attrs(),
+            SETTINGS_ATTR: {**self.settings.to_attrs()},
+            MLFLOW_ATTR: {**self.mlflow.to_attrs()},
             VERSION_ATTR: __version__,
         }
 
@@ -86,15 +87,15 @@ class StudyMeta:
 def objective_of(study: StoredStudy) -> tuple[str, Direction]:
     """(metric, direction) of a study: as stored by opttune, else Optuna's direction and the
     metric named "value" (a study opttune did not make)."""
-    objective = study.user_attrs.get(OBJECTIVE_ATTR) or {}
+    objective = _json_object(study.user_attrs.get(OBJECTIVE_ATTR)) or {}
     direction = objective.get("direction") or study.direction.name.lower()
     return str(objective.get("metric", "value")), as_direction(str(direction))
 
 
 def space_of(study: StoredStudy) -> Space | None:
     """The search space stored with the study; None for a study opttune did not make."""
-    stored = study.user_attrs.get(SPACE_ATTR)
-    return Space.from_dict(json.loads(stored)) if stored else None
+    stored = study.user_attrs.get(SPACE_ATTR)  # JSON text (see SPACE_ATTR)
+    return Space.from_dict(json.loads(stored)) if isinstance(stored, str) and stored else None
 
 
 def space_attr(space: Space) -> str:
@@ -112,11 +113,16 @@ def data_source_of(study: StoredStudy) -> str | None:
 
 
 def settings_of(study: StoredStudy) -> StudySettings:
-    return StudySettings.from_attrs(study.user_attrs.get(SETTINGS_ATTR))
+    return StudySettings.from_attrs(_json_object(study.user_attrs.get(SETTINGS_ATTR)))
 
 
 def mlflow_ids_of(study: StoredStudy) -> MlflowIds:
-    return MlflowIds.from_attrs(study.user_attrs.get(MLFLOW_ATTR))
+    return MlflowIds.from_attrs(_json_object(study.user_attrs.get(MLFLOW_ATTR)))
+
+
+def _json_object(stored: JsonValue) -> JsonObject | None:
+    """A stored attribute that opttune writes as a JSON object (None: absent, or not one)."""
+    return stored if isinstance(stored, dict) else None
 
 
 def is_benchmark(study: StoredStudy) -> bool:

@@ -43,17 +43,21 @@ import contextlib
 import datetime
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage
+from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import OpttuneError
+from tuner.jsontypes import JsonObject, JsonValue
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
     from optuna.study._frozen import FrozenStudy  # what get_all_studies returns; not exported
 
 CHECKED_ON = ("5.0.0",)  # the Optuna versions this module was read against
@@ -108,17 +112,19 @@ def frozen_trial(study: optuna.Study, trial: AnyTrial) -> FrozenTrial:
     return storage_of(study).get_trial(trial_id(trial))
 
 
-def set_trial_system_attr(study: optuna.Study, trial: AnyTrial, key: str, value: Any) -> None:
+def set_trial_system_attr(study: optuna.Study, trial: AnyTrial, key: str,
+                          value: JsonValue) -> None:
     """Set a system attribute of `trial` (Trial has no public setter since Optuna 3)."""
     storage_of(study).set_trial_system_attr(trial_id(trial), key, value)
 
 
-def set_trial_user_attr(study: optuna.Study, trial: AnyTrial, key: str, value: Any) -> None:
+def set_trial_user_attr(study: optuna.Study, trial: AnyTrial, key: str,
+                        value: JsonValue) -> None:
     """Set a user attribute of any trial of `study`, also one this process does not run."""
     storage_of(study).set_trial_user_attr(trial_id(trial), key, value)
 
 
-def enqueued_params(trial: FrozenTrial) -> dict[str, Any]:
+def enqueued_params(trial: FrozenTrial) -> JsonObject:
     """The parameters `Study.enqueue_trial` fixed for `trial` ({} for a sampled trial)."""
     return dict(trial.system_attrs.get(FIXED_PARAMS_ATTR) or {})
 
@@ -190,9 +196,6 @@ def last_heartbeats(study: optuna.Study) -> dict[int, datetime.datetime]:
     engine = getattr(backend, "engine", None)
     if heartbeat_interval(study) is None or engine is None:
         return {}
-    import sqlalchemy
-    from optuna.storages._rdb import models
-
     beats, trials = models.TrialHeartbeatModel, models.TrialModel
     query = (sqlalchemy.select(beats.trial_id, beats.heartbeat)
              .join(trials, trials.trial_id == beats.trial_id)
@@ -220,7 +223,8 @@ def stale_trial_ids(study: optuna.Study, *,
 
 
 # -- the queue of waiting trials --------------------------------------------------------------
-def set_waiting_order(study: optuna.Study, key: Callable[[FrozenTrial], Any]) -> None:
+def set_waiting_order(study: optuna.Study,
+                      key: Callable[[FrozenTrial], SupportsRichComparison]) -> None:
     """Make `study.ask()` pop its WAITING trials in the order of `key`, smallest first.
 
     Optuna pops the lowest-numbered one. Two processes may pop at once: a trial another
@@ -257,17 +261,20 @@ class _TrialsView:
     def _keep(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
         return [t for t in trials if self._keep_trial(t)]
 
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return self._keep(self._study._get_trials(*args, **kwargs))
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        return self._keep(self._study._get_trials(deepcopy=deepcopy, states=states,
+                                                  use_cache=use_cache))
 
-    def get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return self._keep(self._study.get_trials(*args, **kwargs))
+    def get_trials(self, deepcopy: bool = True,
+                   states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._keep(self._study.get_trials(deepcopy=deepcopy, states=states))
 
     @property
     def trials(self) -> list[FrozenTrial]:
         return self.get_trials()
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._study, name)
 
 

@@ -20,12 +20,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study import studies, trial_attrs
 from tuner.study.meta import StudyMeta, set_mlflow_ids, study_tracking_uri
-from tuner.study.stores import redact
+from tuner.study.stores import open_storage, redact, resolve_stores
+from tuner.study.tracker import RunRecord, Tracker
 
 if TYPE_CHECKING:
     import optuna
-
-    from tuner.study.tracker import RunRecord, Tracker
 
 ORPHAN_TAG = "opttune.orphan"
 OWNER_TAG = "opttune.owner"  # the process that set the parent run RUNNING
@@ -63,9 +62,6 @@ class CheckReport:
 def check(name: str, *, fix: bool = False, home: str | Path | None = None,
           storage: str | None = None, tracking_uri: str | None = None) -> CheckReport:
     """Inspect study `name` in both stores; with `fix`, repair every problem found."""
-    from tuner.study.stores import open_storage, resolve_stores
-    from tuner.study.tracker import Tracker
-
     stores = resolve_stores(home=home, storage=storage, tracking_uri=tracking_uri)
     study = studies.load_study(open_storage(stores.storage_url, create=False), name)
     meta = StudyMeta.from_study(study)

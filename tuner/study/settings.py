@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from tuner.jsontypes import JsonValue
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +46,7 @@ class StudySettings:
         return out
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any] | None) -> StudySettings:
+    def from_attrs(cls, attrs: Mapping[str, JsonValue] | None) -> StudySettings:
         """The settings stored as `attrs` (None or {}: a study opttune did not make)."""
         stored = attrs or {}
         return cls(
@@ -54,9 +55,10 @@ class StudySettings:
             trial_seed=_optional_int(stored.get("trial_seed")),
             device=str(stored.get("device") or "auto"),
             n_trials=_optional_int(stored.get("n_trials")),
-            population=int(stored.get("population") or 1),  # made before populations: 1
-            data_dir=stored.get("data_dir") or None,
-            benchmark=stored.get("benchmark"), benchmark_run_id=stored.get("benchmark_run_id"))
+            population=_optional_int(stored.get("population")) or 1,  # before populations: 1
+            data_dir=_optional_str(stored.get("data_dir") or None),
+            benchmark=_optional_str(stored.get("benchmark")),
+            benchmark_run_id=_optional_str(stored.get("benchmark_run_id")))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +81,7 @@ class MlflowIds:
                 "tracking_uri_given": str(self.tracking_uri_given).lower()}
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any] | None) -> MlflowIds:
+    def from_attrs(cls, attrs: Mapping[str, JsonValue] | None) -> MlflowIds:
         """The ids stored as `attrs` (None or {}: none, as in a study opttune did not make)."""
         stored = attrs or {}
         return cls(experiment_id=str(stored.get("experiment_id") or ""),
@@ -88,5 +90,13 @@ class MlflowIds:
                    tracking_uri_given=stored.get("tracking_uri_given") == "true")
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _optional_int(value: JsonValue) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, list | dict):
+        raise ValueError(f"not a whole number: {value!r}")
+    return int(value)
+
+
+def _optional_str(value: JsonValue) -> str | None:
+    return None if value is None else str(value)

@@ -8,7 +8,6 @@ user reads which parameter changed instead of Optuna's error at the first `ask`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial
@@ -64,5 +63,5 @@ def _named(space: Space) -> list[tuple[str, ParamSpace]]:
     return named
 
 
-def _show(values: Iterable[Any]) -> str:
+def _show(values: Iterable[object]) -> str:
     return ",".join(str(v) for v in values)

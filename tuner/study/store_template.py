@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
+from tasks.datasets import default_cache_dir
+
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -25,7 +27,6 @@ LIBRARIES = ("mlflow", "optuna")
 
 
 def template_path(library: str) -> Path:
-    from tasks.datasets import default_cache_dir
 
     if library not in LIBRARIES:
         raise ValueError(f"library must be one of {', '.join(LIBRARIES)}, but got {library!r}")

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 import re
+import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from optuna.storages import RDBStorage
+from sqlalchemy.engine import make_url
 
 try:
     import fcntl
@@ -25,6 +34,7 @@ except ImportError:  # Windows: no flock; the retry in open_storage still covers
 
 from tuner.errors import StoreError
 from tuner.study import store_template
+from tuner.study.optuna_adapter import alembic_folder
 
 HOME_ENV = "OPTTUNE_HOME"
 HEARTBEAT_ENV = "OPTTUNE_HEARTBEAT_INTERVAL"
@@ -154,8 +164,6 @@ def driver_url(url: str) -> str:
 
     SQLAlchemy before 2.1 reads a bare postgresql:// as psycopg2, which that extra lacks.
     """
-    import importlib.util
-
     if url.startswith("postgres://"):  # Heroku's spelling, which SQLAlchemy no longer reads
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None \
@@ -164,23 +172,18 @@ def driver_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
+def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> RDBStorage:
     """Open the Optuna RDB storage at `url`, turning every failure into a StoreError."""
-    import optuna
-    import sqlalchemy.exc
-
     path = sqlite_path(url)
     _check_store_location(url, path, create=create)
-    engine_kwargs: dict[str, Any] = {}
+    engine_kwargs: dict[str, object] = {}
     if path is not None:
         # Wait for the lock rather than fail at once when another process is writing.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    heartbeat_kwargs: dict[str, Any] = {}
-    if heartbeat:
-        # No retry callback: tuner.study.fail_stale fails and re-queues a stale trial once.
-        heartbeat_kwargs = heartbeat_settings()
+    # No retry callback: studies.fail_stale fails and re-queues a stale trial once.
+    beats = heartbeat_settings() if heartbeat else {}
     try:
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
@@ -191,8 +194,10 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> Any:
                     # heartbeats are "experimental" in Optuna since 2.9
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     with store_template.template_for(path, library="optuna"):
-                        return optuna.storages.RDBStorage(
-                            driver_url(url), engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+                        return RDBStorage(
+                            driver_url(url), engine_kwargs=engine_kwargs,
+                            heartbeat_interval=beats.get("heartbeat_interval"),
+                            grace_period=beats.get("grace_period"))
             except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
                     sqlalchemy.exc.ProgrammingError) as exc:
                 # Processes opening a new store at once (--jobs, workers) race to create its
@@ -315,8 +320,6 @@ def _damaged(path: Path, why: str) -> str:
 def check_optuna_schema(path: Path) -> None:
     """Refuse an existing Optuna store of another schema version before Optuna opens it
     (opening would first add the tables it misses, changing the file, then fail)."""
-    import sqlite3
-
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:
@@ -332,8 +335,6 @@ def check_optuna_schema(path: Path) -> None:
             writers = [r[0] for r in con.execute("SELECT library_version FROM version_info")]
     except sqlite3.DatabaseError as exc:
         raise StoreError(_damaged(path, str(exc))) from None
-    import optuna
-
     if not found or writers == [optuna.__version__]:
         return  # written by this very Optuna (reading its schema history takes a while)
     head, known = _optuna_schema_versions()
@@ -345,11 +346,6 @@ def check_optuna_schema(path: Path) -> None:
 @functools.lru_cache(maxsize=1)
 def _optuna_schema_versions() -> tuple[str, frozenset[str]]:
     """The schema revision this Optuna writes, and every revision it knows."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from tuner.study.optuna_adapter import alembic_folder
-
     config = Config()
     config.set_main_option("script_location", str(alembic_folder()))
     script = ScriptDirectory.from_config(config)
@@ -357,8 +353,6 @@ def _optuna_schema_versions() -> tuple[str, frozenset[str]]:
 
 
 def _schema_message(where: str, *, older: bool, found: str = "", head: str = "") -> str:
-    import optuna
-
     versions = f" (schema {found}; Optuna {optuna.__version__} uses {head})" if found else ""
     if older:
         url = where if "://" in where else f"sqlite:///{where}"
@@ -382,9 +376,6 @@ def check_password_encoded(url: str) -> None:
     then name unmasked (``failed to resolve host 'rest@db.example'``). So too a raw "@" in
     a ``?password=`` after a port: SQLAlchemy reads ``u@h:5432/db?password=p@ss`` as user
     ``u@h``, password ``5432/db?password=p``, host ``ss``."""
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -399,8 +390,6 @@ def check_password_encoded(url: str) -> None:
 def probe_database(url: str, *, what: str) -> None:
     """One quick connection to a database server, so that a wrong URL fails in seconds with
     one clear line (MLflow alone retries for nearly two minutes)."""
-    import sqlalchemy
-    import sqlalchemy.exc
 
     check_password_encoded(url)
 

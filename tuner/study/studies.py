@@ -5,16 +5,19 @@ tuner.study.meta's; what it stores on each trial, tuner.study.trial_attrs'.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import socket
-from collections.abc import Mapping
-from typing import Any
 
 import optuna
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import StudyNotFoundError
+from tuner.jsontypes import JsonObject
 from tuner.study import optuna_adapter, trial_attrs
 from tuner.study.direction import Direction, best_of
 from tuner.study.meta import StudyMeta, space_of
@@ -27,26 +30,28 @@ UNCOUNTED_FAILS = (*KILLED_FAILS, POPULATION_OUT_OF_MEMORY)  # failures that run
 UNOWNED_GRACE_S = 120  # a RUNNING trial with no owner record this old was killed right after ask
 
 
-def study_names(storage: Any) -> list[str]:
+def study_names(storage: BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
-def load_study(storage: Any, name: str, *, sampler: Any = None, pruner: Any = None) -> optuna.Study:
+def load_study(storage: BaseStorage, name: str, *, sampler: BaseSampler | None = None,
+               pruner: BasePruner | None = None) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
         known = study_names(storage)
         listing = ", ".join(known) if known else "none yet"
-        raise StudyNotFoundError(f"no study named {name!r} in {redact(storage.url)}; known "
+        where = storage.url if isinstance(storage, RDBStorage) else type(storage).__name__
+        raise StudyNotFoundError(f"no study named {name!r} in {redact(where)}; known "
                                  f"studies: {listing}") from None
 
 
-def exists(storage: Any, name: str) -> bool:
+def exists(storage: BaseStorage, name: str) -> bool:
     return name in study_names(storage)
 
 
-def create_study(storage: Any, name: str, meta: StudyMeta, *, sampler: Any,
-                 pruner: Any) -> optuna.Study:
+def create_study(storage: BaseStorage, name: str, meta: StudyMeta, *,
+                 sampler: BaseSampler | None, pruner: BasePruner | None) -> optuna.Study:
     direction = optuna.study.StudyDirection[meta.direction.upper()]
     study = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                 sampler=sampler, pruner=pruner)
@@ -103,7 +108,20 @@ def owner_record() -> trial_attrs.Owner:
     return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
 
 
-def owner_gone(owner: Mapping[str, Any]) -> bool:
+def set_owner(study: optuna.Study, trial: optuna_adapter.AnyTrial,
+              process: trial_attrs.Owner) -> None:
+    """Record the process that runs `trial` (a system attribute: through the storage)."""
+    stored: JsonObject = {"host": process["host"], "pid": process["pid"],
+                          "start": process["start"]}
+    optuna_adapter.set_trial_system_attr(study, trial, trial_attrs.OWNER_ATTR, stored)
+
+
+def set_family(study: optuna.Study, trial: optuna_adapter.AnyTrial, family: str) -> None:
+    """Record the optimizer family the sampler chose for `trial`, before any parameter."""
+    optuna_adapter.set_trial_system_attr(study, trial, trial_attrs.FAMILY_ATTR, family)
+
+
+def owner_gone(owner: trial_attrs.Owner) -> bool:
     """Whether the process of an owner record (see :func:`owner_record`) has ended; another
     machine's never is (its heartbeat decides)."""
     if owner.get("host") != socket.gethostname():
@@ -173,8 +191,6 @@ def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def _unowned_too_long(trial: FrozenTrial) -> bool:
     """opttune records the owner right after `ask`; a kill in between leaves no record."""
-    import datetime
-
     start = trial.datetime_start
     return start is not None and (datetime.datetime.now() - start).total_seconds() > \
         UNOWNED_GRACE_S
@@ -187,7 +203,8 @@ def fail_stale(study: optuna.Study, trial: FrozenTrial, *, reason: str = "killed
     decides that the trial does not count and runs again.
     """
     try:
-        trial_attrs.set_fail_reason_of(study, trial, reason)
+        # A user attribute of a trial this process may not run: through the storage.
+        optuna_adapter.set_trial_user_attr(study, trial, trial_attrs.FAIL_REASON_ATTR, reason)
         study.tell(trial.number, state=TrialState.FAIL)
     except (RuntimeError, ValueError):  # UpdateFinishedTrialError; "cannot tell a COMPLETE"
         return  # finished meanwhile by someone else

@@ -14,11 +14,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+
+import requests
 
 from tuner.errors import StoreError
+from tuner.jsontypes import JsonValue
 from tuner.logs import quiet_library_logs
-from tuner.study.stores import redact, sqlite_path
+from tuner.study import store_template
+from tuner.study.names import artifact_folder
+from tuner.study.stores import check_sqlite_file, probe_database, redact, sqlite_path
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Off the training thread is our own doing (the trial loop's MLflow thread); MLflow's async
 # logging would add a second queue whose failures surface late or never.
@@ -50,31 +61,30 @@ class RunRecord:
 def preload() -> None:
     """Import what opening a store will need, before the store is known: MLflow's client and
     its SQL store (the default; a server's store needs less), about 3 s of one core."""
-    import mlflow  # noqa: F401
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    # (importing the SQL store imports mlflow itself)
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401, PLC0415  (heavy: see Tracker)
 
 
 class Tracker:
-    """The MLflow side of one study."""
+    """The MLflow side of one study.
+
+    mlflow (about 2 s to import) is imported when a tracker opens a store, not with this
+    module: a search imports it to track through :class:`TrackerProcess`, a subclass whose
+    child process alone imports MLflow, and `opttune check` reads a study before its runs."""
+
+    client: MlflowClient
 
     def __init__(self, tracking_uri: str, artifact_root: Path) -> None:
-        from tuner.study import store_template
-
         path = sqlite_path(tracking_uri)
         if path is not None:
-            from tuner.study.stores import check_sqlite_file
-
             check_sqlite_file(path)
             path.parent.mkdir(parents=True, exist_ok=True)
         elif "://" in tracking_uri and not tracking_uri.startswith(
                 ("http:", "https:", "file:", "databricks")):
-            from tuner.study.stores import probe_database
-
             probe_database(tracking_uri, what="MLflow store")  # MLflow retries for minutes
         elif is_tracking_server(tracking_uri):
             _probe_server(tracking_uri)  # MLflow retries a refused connection for minutes
-        import mlflow  # noqa: F401  (slow import, kept out of the CLI's start-up)
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # noqa: PLC0415  (heavy: see the class docstring)
 
         quiet_library_logs()  # MLflow sets its own level when imported
 
@@ -95,7 +105,8 @@ class Tracker:
         """Import `modules` ahead of a :meth:`run` that needs them, where that costs the
         search nothing: not here (a process of its own does it while idle)."""
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run(self, fn: Callable[Concatenate[Tracker, P], R], *args: P.args,
+            **kwargs: P.kwargs) -> R:
         """``fn(self, *args, **kwargs)`` where this tracker lives. `fn` is a module-level
         function and its arguments plain data: a tracker in a process of its own gets them
         pickled."""
@@ -119,8 +130,6 @@ class Tracker:
                 # worker's artifacts on its own disk, out of the server's and the UI's reach.
                 experiment_id = self.client.create_experiment(name)
             else:
-                from tuner.study.names import artifact_folder
-
                 location = (self.artifact_root / artifact_folder(name)).resolve().as_uri()
                 experiment_id = self.client.create_experiment(name, artifact_location=location)
         else:
@@ -130,8 +139,8 @@ class Tracker:
         return str(experiment_id)
 
     def start_study(self, name: str, *, task: str, data_source: str,
-                    settings: Mapping[str, Any],
-                    space: Mapping[str, Any] | None = None) -> tuple[str, str]:
+                    settings: Mapping[str, JsonValue],
+                    space: Mapping[str, JsonValue] | None = None) -> tuple[str, str]:
         """The experiment and parent run of a new study (or of one whose experiment was lost):
         (experiment id, parent run id). The parent holds the task, data source and settings
         as params, and the space as ``space.json`` when it is given.
@@ -139,7 +148,8 @@ class Tracker:
         A study of a benchmark (settings ``benchmark`` and ``benchmark_run_id``) lives in the
         benchmark's experiment, its parent run nested under the benchmark's run."""
         benchmark = settings.get("benchmark")
-        experiment_id = self.ensure_experiment(benchmark or name, tags={"opttune.task": task})
+        experiment_id = self.ensure_experiment(str(benchmark) if benchmark else name,
+                                               tags={"opttune.task": task})
         params = {"task": task, "data_source": data_source,
                   **{k: v for k, v in settings.items() if v is not None}}
         tags = {"study": name}
@@ -151,7 +161,7 @@ class Tracker:
             self.log_text(parent, json.dumps(space, indent=2, sort_keys=True), "space.json")
         return experiment_id, parent
 
-    def _create_parent(self, experiment_id: str, *, study: str, params: Mapping[str, Any],
+    def _create_parent(self, experiment_id: str, *, study: str, params: Mapping[str, object],
                       tags: Mapping[str, str]) -> str:
         run = self.client.create_run(experiment_id, run_name=study,
                                      tags={"opttune.role": "study", **tags})
@@ -165,10 +175,8 @@ class Tracker:
         else:
             self.client.set_terminated(run_id, status)
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        self._log_batch(run_id, tags={k: str(v) for k, v in tags.items()})
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
@@ -181,17 +189,14 @@ class Tracker:
         """The study's history on its parent run, at step = trial `number`: ``trial_value``
         (that trial's value, when it has one) and ``best_value`` (the best so far), which the
         MLflow UI draws as the study's progress chart."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(v), now, number)
-                 for key, v in (("trial_value", value), ("best_value", best)) if v is not None]
+        batch = {key: v for key, v in (("trial_value", value), ("best_value", best))
+                 if v is not None}
         if batch:
-            self.client.log_batch(parent_run_id, metrics=batch)
+            self._log_batch(parent_run_id, metrics=batch, step=number)
 
     # -- other runs (retrain) and experiments (delete) -------------------------------------
     def create_run(self, experiment_id: str, *, name: str, tags: Mapping[str, str],
-                   params: Mapping[str, Any]) -> str:
+                   params: Mapping[str, object]) -> str:
         run = self.client.create_run(experiment_id, run_name=name, tags=dict(tags))
         self._log_params(run.info.run_id, params)
         return str(run.info.run_id)
@@ -219,7 +224,7 @@ class Tracker:
 
     # -- trial level -----------------------------------------------------------------------
     def start_trial(self, experiment_id: str, *, parent_run_id: str, study: str, number: int,
-                    config: Mapping[str, Any]) -> str:
+                    config: Mapping[str, object]) -> str:
         lr = config.get("lr")
         name = f"trial {number} · {config.get('optimizer')}" + (
             f" · lr={lr:.3g}" if isinstance(lr, float) else "")
@@ -231,22 +236,12 @@ class Tracker:
         return str(run.info.run_id)
 
     def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
-        from mlflow.entities import Metric
+        self._log_batch(run_id, metrics=metrics, step=step)
 
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=batch)
-
-    def end_trial(self, run_id: str, *, state: str, tags: Mapping[str, Any] | None = None,
+    def end_trial(self, run_id: str, *, state: str, tags: Mapping[str, object] | None = None,
                   metrics: Mapping[str, float] | None = None) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            tags=[RunTag("trial_state", state)] + [RunTag(k, str(v))
-                                                   for k, v in (tags or {}).items()])
+        self._log_batch(run_id, metrics=metrics or {},
+                        tags={"trial_state": state} | {k: str(v) for k, v in (tags or {}).items()})
         self.client.set_terminated(run_id, STATUS_OF_STATE.get(state, "FINISHED"))
 
     # -- integrity (opttune check) ---------------------------------------------------------
@@ -285,22 +280,30 @@ class Tracker:
             if not token:
                 return out
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
+    def _log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        items = [(k, str(v)[:6000]) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self._log_batch(run_id, params=dict(items[i:i + 100]))
+
+    def _log_batch(self, run_id: str, *, metrics: Mapping[str, float] | None = None,
+                   step: int = 0, params: Mapping[str, str] | None = None,
+                   tags: Mapping[str, str] | None = None) -> None:
+        """One MLflow batch: `metrics` at `step` (timestamped now), `params`, `tags`."""
+        from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415  (heavy: see the class)
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            params=[Param(k, v) for k, v in (params or {}).items()],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()])
 
 
 def _probe_server(tracking_uri: str) -> None:
     """One request to a tracking server, without MLflow's retries: a server that is down or
     a wrong host or port fails in seconds with one clear line, where MLflow's client would
-    retry a refused connection for about four minutes. Any answer (even an HTTP error) means
+    retry a refused connection for about four minutes. An answer (even an HTTP error) means
     the server is there; what it answers is for MLflow to judge, and so are TLS troubles
     (MLflow may be told to trust a certificate this request does not)."""
-    import requests
-
     try:
         requests.head(tracking_uri, timeout=(10, 10), allow_redirects=False).close()
     except requests.exceptions.SSLError:

@@ -14,19 +14,20 @@ in flight fails, as MLflow trouble does (one notice), and the next call starts i
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Literal, TypeAlias
 
 from tuner.errors import StoreError
 from tuner.study.stores import redact
-from tuner.study.tracker import Tracker
+from tuner.study.tracker import Tracker, preload
 
 
 def wanted() -> bool:
@@ -37,6 +38,11 @@ def wanted() -> bool:
 
 
 RESTARTS = 3  # how often a search starts its MLflow process again after it died
+
+# What goes through the pipes, pickled: a call (method name, args, kwargs), and its answer,
+# (True, the value returned) or (False, (the exception's type name, its text)).
+Call: TypeAlias = tuple[str, tuple[object, ...], dict[str, object]]
+Answer: TypeAlias = tuple[Literal[True], object] | tuple[Literal[False], tuple[str, str]]
 
 
 class TrackerCallError(RuntimeError):
@@ -135,7 +141,7 @@ class TrackerProcess(Tracker):
             self._proc.wait()
         self._from.close()
 
-    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         with self._lock:
             self._revive()
             self._settle_open()
@@ -153,7 +159,7 @@ class TrackerProcess(Tracker):
         if self._open_error is not None:
             raise self._open_error
 
-    def _send(self, message: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None:
+    def _send(self, message: Call) -> None:
         if self._torn:
             raise StoreError("the MLflow process cannot take more calls: an interruption cut "
                              "one short")
@@ -167,12 +173,12 @@ class TrackerProcess(Tracker):
             raise
         self._unanswered += 1
 
-    def _receive(self) -> tuple[bool, Any]:
+    def _receive(self) -> Answer:
         """The answer to the last call sent. A Ctrl-C while waiting leaves an answer in the
         pipe; it is skipped here, so that each call gets its own."""
         while True:
             try:
-                answer: tuple[bool, Any] = pickle.load(self._from)
+                answer: Answer = pickle.load(self._from)
             except (EOFError, OSError, ValueError, pickle.UnpicklingError):
                 raise self._ended() from None
             self._unanswered -= 1
@@ -185,19 +191,18 @@ class TrackerProcess(Tracker):
             f" (exit code {code})" if code is not None else ""))
 
 
-def _unpacked(answer: tuple[bool, Any]) -> Any:
+def _unpacked(answer: Answer) -> object:
     """The value of an answer, or the exception it carries raised here."""
-    ok, value = answer
-    if ok:
-        return value
-    kind, text = value
+    if answer[0]:
+        return answer[1]
+    kind, text = answer[1]
     if kind == "StoreError":
         raise StoreError(text)
     raise type(kind, (TrackerCallError,), {})(text)
 
 
-def _forwarded(name: str) -> Any:
-    def call(self: TrackerProcess, *args: Any, **kwargs: Any) -> Any:
+def _forwarded(name: str) -> Callable[..., object]:
+    def call(self: TrackerProcess, *args: object, **kwargs: object) -> object:
         return self._call(name, args, kwargs)
 
     call.__name__ = call.__qualname__ = name
@@ -215,8 +220,6 @@ for _name in FORWARDED:
 
 def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     """The child: import MLflow, then answer each call in order until the pipe closes."""
-    from tuner.study.tracker import preload
-
     preload()  # what this process is for: MLflow's import, off the search's core
     tracker: Tracker | None = None
     while True:
@@ -225,7 +228,7 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         except EOFError:
             return
         try:
-            value: Any = None
+            value: object = None
             if name == "open":
                 tracker = Tracker(*args, **kwargs)
             elif name == "warm":
@@ -235,7 +238,7 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
                                  f"is open")
             else:
                 value = getattr(tracker, name)(*args, **kwargs)
-            answer: tuple[bool, Any] = (True, value)
+            answer: Answer = (True, value)
         except Exception as exc:
             answer = (False, (type(exc).__name__, redact(str(exc))))  # may name the URL
         try:
@@ -246,8 +249,6 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
 
 
 def _import_all(modules: Sequence[str]) -> None:
-    import importlib
-
     for module in modules:
         try:
             importlib.import_module(module)

@@ -4,21 +4,26 @@ Optuna keeps two dicts per trial: user attributes (shown by `optuna` tools; what
 study says of a trial) and system attributes (opttune's bookkeeping between processes). The
 keys below are what every stored study holds, so they never change; nothing outside this
 module spells one. Readers take any trial (a live ``optuna.Trial`` or a ``FrozenTrial``);
-writers on a live trial use Optuna's public setter, and those on a trial another process ran
-go through the storage (tuner.study.optuna_adapter).
+writers on a live trial use Optuna's public setter; those that go through the storage (on a
+trial another process ran, or a system attribute) are :mod:`tuner.study.studies`'
+(set_owner, set_family, fail_stale), as they need Optuna's storage where this module does not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
+from typing import TYPE_CHECKING, TypeAlias, TypedDict, cast
+
+from tuner.jsontypes import JsonObject, JsonValue
 
 if TYPE_CHECKING:  # reading a record must not import optuna: the CLI renders records
     import optuna
     from optuna.trial import FrozenTrial
 
 AnyTrial: TypeAlias = "optuna.Trial | FrozenTrial"
-FlatConfig = dict[str, Any]  # TrialConfig.flat(): plain names → the values it trained with
+# TrialConfig.flat(), as stored: plain names → the values it trained with (JSON scalars).
+FlatConfig: TypeAlias = JsonObject
 Scalar = str | int | float  # what the attributes of a trial's end hold (also its run's tags)
 
 # -- user attributes --------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def queued(*, defaults: bool = False, retry_of: int | None = None) -> dict[str, 
     return attrs
 
 
-def set_config(trial: optuna.Trial, flat: FlatConfig) -> None:
+def set_config(trial: optuna.Trial, flat: Mapping[str, JsonValue]) -> None:
     trial.set_user_attr(CONFIG_ATTR, flat)
 
 
@@ -136,24 +141,6 @@ def set_fail_reason(trial: optuna.Trial, why: str) -> None:
     """On a trial this process runs, before it is told FAIL."""
     trial.set_user_attr(FAIL_REASON_ATTR, why)
 
-
-def set_fail_reason_of(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
-    """On any trial of `study`, also one a dead process left RUNNING."""
-    from tuner.study import optuna_adapter  # late: see the imports above
-
-    optuna_adapter.set_trial_user_attr(study, trial, FAIL_REASON_ATTR, why)
-
-
-def set_owner(study: optuna.Study, trial: AnyTrial, process: Owner) -> None:
-    from tuner.study import optuna_adapter  # late: see the imports above
-
-    optuna_adapter.set_trial_system_attr(study, trial, OWNER_ATTR, process)
-
-
-def set_family(study: optuna.Study, trial: AnyTrial, family: str) -> None:
-    from tuner.study import optuna_adapter  # late: see the imports above
-
-    optuna_adapter.set_trial_system_attr(study, trial, FAMILY_ATTR, family)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
+from tuner.jsontypes import JsonValue
 from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study import trial_attrs
+from tuner.study.trial_attrs import FlatConfig
 
 if TYPE_CHECKING:  # records are read without importing optuna: the CLI renders them
     from optuna.trial import FrozenTrial
@@ -32,7 +34,7 @@ class TrialRecord:
     value: float | None
     metric: str
     optimizer: str | None
-    params: dict[str, Any]  # the optimizer's hyperparameters, then the task's
+    params: FlatConfig  # the optimizer's hyperparameters, then the task's
     batch_size: int | None
     epochs: int | None
     scheduler: str | None
@@ -47,13 +49,13 @@ class TrialRecord:
     intermediate: dict[int, float]  # the objective after each epoch (0-based)
 
     @property
-    def config(self) -> dict[str, Any]:
+    def config(self) -> FlatConfig:
         """The flat configuration it trained with, laid out as ``TrialConfig.flat()`` does."""
         hyper = {k: v for k, v in self.params.items() if k in ALL_PARAM_NAMES}
         task = {k: v for k, v in self.params.items() if k not in ALL_PARAM_NAMES}
-        training = {"batch_size": self.batch_size, "epochs": self.epochs,
-                    "scheduler": self.scheduler}
-        head = {} if self.optimizer is None else {"optimizer": self.optimizer}
+        training: FlatConfig = {"batch_size": self.batch_size, "epochs": self.epochs,
+                                "scheduler": self.scheduler}
+        head: FlatConfig = {} if self.optimizer is None else {"optimizer": self.optimizer}
         return {**head, **hyper, **{k: v for k, v in training.items() if v is not None}, **task}
 
 
@@ -67,14 +69,30 @@ def read_trial(t: FrozenTrial, *, metric: str = "value") -> TrialRecord:
     optimizer = config.pop("optimizer", None)
     training = {k: config.pop(k, None) for k in TRAINING_KEYS}
     return TrialRecord(
-        number=t.number, state=state_of(t), value=t.value, metric=metric, optimizer=optimizer,
-        params=config, batch_size=training["batch_size"], epochs=training["epochs"],
-        scheduler=training["scheduler"], epochs_run=trial_attrs.epochs_run(t),
+        number=t.number, state=state_of(t), value=t.value, metric=metric,
+        optimizer=_text(optimizer), params=config, batch_size=_whole(training["batch_size"]),
+        epochs=_whole(training["epochs"]), scheduler=_text(training["scheduler"]),
+        epochs_run=trial_attrs.epochs_run(t),
         seconds=trial_attrs.seconds(t), started=iso(t.datetime_start),
         finished=iso(t.datetime_complete), run_id=trial_attrs.run_id(t),
         reason=trial_attrs.reason(t), defaults_trial=trial_attrs.is_defaults(t),
         retry_of=trial_attrs.retry_of(t),
         intermediate={int(k): v for k, v in sorted(t.intermediate_values.items())})
+
+
+def _text(stored: JsonValue) -> str | None:
+    return None if stored is None else str(stored)
+
+
+def _whole(stored: JsonValue) -> int | None:
+    """A stored whole number (opttune stores ints); None where a study opttune did not make
+    holds something else under its name."""
+    if isinstance(stored, int | float | str):
+        try:
+            return int(stored)
+        except ValueError:
+            return None
+    return None
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -1,5 +1,10 @@
 """Choosing the device a trial trains on (CUDA, then MPS, then CPU), and knowing when it is
-out of memory."""
+out of memory.
+
+Importing this module does not import torch: the command line checks ``--device`` with
+:func:`check_device_spec` before anything loads it, and the search's modules import this one
+at their top without training yet.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ def check_device_spec(spec: str) -> str:
 
 def resolve_device(spec: str = "auto") -> str:
     """The concrete device for `spec`: auto picks CUDA, then MPS, then CPU."""
-    import torch
+    import torch  # noqa: PLC0415  (heavy: see the module docstring)
 
     spec = check_device_spec(spec)
     if spec == "auto":
@@ -45,7 +50,7 @@ def resolve_device(spec: str = "auto") -> str:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` says the device (or the host) ran out of memory."""
-    import torch
+    import torch  # noqa: PLC0415  (heavy: see the module docstring)
 
     if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True

@@ -22,7 +22,7 @@ has no hidden matrix: its `muon` trials train with the AdamW side alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import overload
 
 import torch
 
@@ -57,8 +57,14 @@ class MuonWithAdamW(torch.optim.Optimizer):
             raise ValueError("MuonWithAdamW needs Muon or AdamW, but got neither")
         super().__init__([g for part in self.parts for g in part.param_groups], {})
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():

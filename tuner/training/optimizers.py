@@ -14,14 +14,13 @@ import importlib
 import inspect
 import io
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import torch
 
 from tuner.errors import SpaceError
 from tuner.space.config import TrialConfig
-from tuner.space.families import FAMILIES, Family, missing_package_message
+from tuner.space.families import FAMILIES, Family, OptimizerArg, missing_package_message
 from tuner.training.muon import MuonWithAdamW, split_params
 
 # Optimizers with a fused kernel (one kernel for all parameters) on these device types. On
@@ -35,18 +34,21 @@ IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
 _WARMING = frozenset({"warmup", "onecycle"})
 
 
-def optimizer_class(family: Family) -> Any:
-    """The optimizer class of `family`: ``torch.optim``'s, or its package's."""
+def optimizer_class(family: Family) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer class of `family`: ``torch.optim``'s, or its package's. Typed as what it
+    is called as: each class takes its own keywords (fused, foreach, betas …)."""
     module, sep, name = family.torch_class.rpartition(":")
-    if not sep:
-        return getattr(torch.optim, name)
     try:
-        return getattr(importlib.import_module(module), name)
+        cls = getattr(torch.optim if not sep else importlib.import_module(module), name)
     except ImportError:
         raise SpaceError(missing_package_message(family)) from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise TypeError(f"{family.torch_class} is not a torch optimizer class")
+    return cls
 
 
-def optimizer_kwargs(config: TrialConfig, *, total_steps: int | None = None) -> dict[str, Any]:
+def optimizer_kwargs(config: TrialConfig, *,
+                     total_steps: int | None = None) -> dict[str, OptimizerArg]:
     """The keyword arguments of the optimizer class for `config` (without params).
 
     `total_steps` (the trial's optimizer steps) turns schedulefree's warm-up fraction into
@@ -59,7 +61,7 @@ def optimizer_kwargs(config: TrialConfig, *, total_steps: int | None = None) -> 
     if unknown:
         raise SpaceError(f"{config.optimizer} has no {', '.join(sorted(unknown))}; it takes "
                          f"{', '.join(family.param_names)}")
-    kwargs: dict[str, Any] = dict(family.fixed)
+    kwargs: dict[str, OptimizerArg] = dict(family.fixed)
     hyper = dict(config.hyper)
     if "beta1" in hyper or "beta2" in hyper:
         defaults = {p.name: p.default for p in family.params}
@@ -78,12 +80,6 @@ def optimizer_kwargs(config: TrialConfig, *, total_steps: int | None = None) -> 
         kwargs["safeguard_warmup"] = True
     kwargs.update(hyper)
     return kwargs
-
-
-def takes_schedule(optimizer: str) -> bool:
-    """Whether family `optimizer` follows a learning-rate schedule (schedulefree does not)."""
-    family = FAMILIES.get(optimizer)
-    return family is None or family.schedule
 
 
 def build(config: TrialConfig, params: Iterable[torch.nn.Parameter] | torch.nn.Module, *,
@@ -111,8 +107,7 @@ def build(config: TrialConfig, params: Iterable[torch.nn.Parameter] | torch.nn.M
         return _build_muon(config, params, kwargs, device_type=device_type,
                            implementation=implementation)
     params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
-    # Any: each class has its own keywords (fused, foreach, betas …), checked below.
-    cls: Any = optimizer_class(family)
+    cls = optimizer_class(family)
     accepted = inspect.signature(cls).parameters
     fusable = family.torch_class in _FUSED and "fused" in accepted and (
         device_type in _FUSED_DEVICES or implementation == "fused")
@@ -130,22 +125,34 @@ def build(config: TrialConfig, params: Iterable[torch.nn.Parameter] | torch.nn.M
 
 
 def _build_muon(config: TrialConfig, params: Iterable[torch.nn.Parameter] | torch.nn.Module,
-                kwargs: dict[str, Any], *, device_type: str,
+                kwargs: dict[str, OptimizerArg], *, device_type: str,
                 implementation: str) -> torch.optim.Optimizer:
     """torch's Muon on the hidden matrices, AdamW (built as the adamw family is) on the rest,
     with the Muon authors' AdamW settings and one weight decay for both."""
     hidden, rest = split_params(params)
-    adam_betas, adam_eps = kwargs.pop("adam_betas"), kwargs.pop("adam_eps")
-    adam_lr = kwargs.pop("adam_lr", 3e-4)
-    muon = torch.optim.Muon(hidden, **kwargs) if hidden else None
+    adam_beta1, adam_beta2 = _numbers(kwargs.pop("adam_betas"))
+    adam_eps, adam_lr = _number(kwargs.pop("adam_eps")), _number(kwargs.pop("adam_lr", 3e-4))
+    muon = optimizer_class(FAMILIES[config.optimizer])(hidden, **kwargs) if hidden else None
     adamw = None
     if rest:
-        side = TrialConfig("adamw", {"lr": adam_lr, "beta1": adam_betas[0],
-                                     "beta2": adam_betas[1], "eps": adam_eps,
-                                     "weight_decay": kwargs.get("weight_decay", 0.1)},
+        side = TrialConfig("adamw", {"lr": adam_lr, "beta1": adam_beta1,
+                                     "beta2": adam_beta2, "eps": adam_eps,
+                                     "weight_decay": _number(kwargs.get("weight_decay", 0.1))},
                            config.batch_size, config.epochs, config.scheduler)
         adamw = build(side, rest, device_type=device_type, implementation=implementation)
     return MuonWithAdamW(muon, adamw)
+
+
+def _number(arg: OptimizerArg) -> float:
+    if isinstance(arg, tuple):
+        raise TypeError(f"expected a number, but got {arg!r}")
+    return arg
+
+
+def _numbers(arg: OptimizerArg) -> tuple[float, ...]:
+    if not isinstance(arg, tuple):
+        raise TypeError(f"expected a tuple of numbers, but got {arg!r}")
+    return arg
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *,

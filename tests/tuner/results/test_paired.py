@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from tuner.results.paired import PairedChange, paired_change, paired_text
+from tuner.results.benchmark_text import paired_text
+from tuner.results.paired import PairedChange, paired_change
 
 
 def _hand_interval(d: list[float], level: float) -> tuple[float, float]:

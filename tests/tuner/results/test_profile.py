@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tuner.results.benchmark_profile import profile_png
 from tuner.results.profile import (
     Profile,
     TargetTime,
     median_time_to_target,
     performance_profile,
-    profile_png,
     time_to_target,
 )
 

@@ -4,11 +4,18 @@ ops over the stacks with per-member hyperparameters as (K, 1, ...) tensors."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
-from tuner.training.population._updates import _accumulator, _Table, _Update
+from tuner.training.population._updates import (
+    ParamGroup,
+    _accumulator,
+    _Table,
+    _Update,
+    betas,
+    flag,
+    num,
+)
 
 
 class _Batched(_Update):
@@ -18,18 +25,18 @@ class _Batched(_Update):
 
     def _refresh(self) -> None:
         self.scratch = [torch.empty_like(p) for p in self.data]
-        decays = [(g["weight_decay"] != 0, bool(g.get("decoupled_weight_decay", False)))
-                  for g in self.groups]
+        decays = [(num(g, "weight_decay") != 0,
+                   flag(g, "decoupled_weight_decay", default=False)) for g in self.groups]
         self.coupled = any(wd and not decoupled for wd, decoupled in decays)
         self.decoupled = any(wd and decoupled for wd, decoupled in decays)
 
     def _table(self, lrs: Sequence[float],
-               values: Callable[[dict[str, Any], float], Sequence[float]]) -> _Table:
+               values: Callable[[ParamGroup, float], Sequence[float]]) -> _Table:
         """Rows: the coupled weight decay, the decoupled decay factor, then `values`'s."""
         columns = []
         for group, lr in zip(self.groups, lrs, strict=True):
-            wd = group["weight_decay"]
-            decoupled = group.get("decoupled_weight_decay", False)
+            wd = num(group, "weight_decay")
+            decoupled = flag(group, "decoupled_weight_decay", default=False)
             columns.append((0.0 if decoupled else wd, 1 - lr * wd if decoupled else 1.0,
                             *values(group, lr)))
         return _Table([list(row) for row in zip(*columns, strict=True)])
@@ -64,13 +71,14 @@ class _SgdBatched(_Batched):
 
     def _refresh(self) -> None:
         super()._refresh()
-        self.any_momentum = any(g["momentum"] != 0 for g in self.groups)
-        nesterov = [bool(g["nesterov"]) for g in self.groups]
+        self.any_momentum = any(num(g, "momentum") != 0 for g in self.groups)
+        nesterov = [flag(g, "nesterov") for g in self.groups]
         self.all_nesterov, self.any_nesterov = all(nesterov), any(nesterov)
 
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
         self.t += 1
-        table = self._table(lrs, lambda g, lr: (-lr, g["momentum"], float(g["nesterov"])))
+        table = self._table(lrs, lambda g, lr: (-lr, num(g, "momentum"),
+                                                float(flag(g, "nesterov"))))
         for i, p, g in self._pairs(grads):
             wd, decay, neg_lr, momentum, nesterov = table.like(p)
             self._weight_decay(p, g, wd, decay)
@@ -100,9 +108,9 @@ class _AdamBatched(_Batched):
         self.t += 1
         t = self.t
 
-        def values(g: dict[str, Any], lr: float) -> tuple[float, ...]:
-            beta1, beta2 = g["betas"]
-            return (1 - beta1, beta2, 1 - beta2, (1 - beta2**t) ** 0.5, g["eps"],
+        def values(g: ParamGroup, lr: float) -> tuple[float, ...]:
+            beta1, beta2 = betas(g)
+            return (1 - beta1, beta2, 1 - beta2, (1 - beta2**t) ** 0.5, num(g, "eps"),
                     -lr / (1 - beta1**t))
 
         table = self._table(lrs, values)
@@ -121,12 +129,12 @@ class _RmspropBatched(_Batched):
 
     def _refresh(self) -> None:
         super()._refresh()
-        self.any_momentum = any(g["momentum"] > 0 for g in self.groups)
+        self.any_momentum = any(num(g, "momentum") > 0 for g in self.groups)
 
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
         self.t += 1
-        table = self._table(lrs, lambda g, lr: (g["alpha"], 1 - g["alpha"], g["eps"],
-                                                g["momentum"], -lr))
+        table = self._table(lrs, lambda g, lr: (num(g, "alpha"), 1 - num(g, "alpha"),
+                                                num(g, "eps"), num(g, "momentum"), -lr))
         for i, p, g in self._pairs(grads):
             wd, decay, alpha, w, eps, momentum, neg_lr = table.like(p)
             self._weight_decay(p, g, wd, decay)
@@ -153,7 +161,8 @@ class _AdagradBatched(_Batched):
     def step(self, grads: Sequence[torch.Tensor | None], lrs: Sequence[float]) -> None:
         self.t += 1
         t = self.t
-        table = self._table(lrs, lambda g, lr: (g["eps"], -lr / (1 + (t - 1) * g["lr_decay"])))
+        table = self._table(lrs, lambda g, lr: (num(g, "eps"),
+                                                -lr / (1 + (t - 1) * num(g, "lr_decay"))))
         for i, p, g in self._pairs(grads):
             wd, decay, eps, neg_lr = table.like(p)
             self._weight_decay(p, g, wd, decay)
@@ -169,7 +178,7 @@ class _NadamBatched(_Batched):
 
     states = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, groups: list[dict[str, Any]], params: Sequence[torch.Tensor]) -> None:
+    def __init__(self, groups: Sequence[ParamGroup], params: Sequence[torch.Tensor]) -> None:
         self.mu_product = [1.0] * len(groups)
         super().__init__(groups, params)
 
@@ -183,15 +192,15 @@ class _NadamBatched(_Batched):
         t = self.t
         products = iter(range(len(self.groups)))  # _table calls values once per member, in order
 
-        def values(g: dict[str, Any], lr: float) -> tuple[float, ...]:
-            beta1, beta2 = g["betas"]
-            mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * g["momentum_decay"])))
-            mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * g["momentum_decay"])))
+        def values(g: ParamGroup, lr: float) -> tuple[float, ...]:
+            beta1, beta2 = betas(g)
+            mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * num(g, "momentum_decay"))))
+            mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * num(g, "momentum_decay"))))
             k = next(products)
             # torch keeps the product in a float32 tensor: round it the same way.
             self.mu_product[k] = product = float(
                 torch.tensor(self.mu_product[k], dtype=torch.float32) * mu)
-            return (1 - beta1, beta2, 1 - beta2, (1 - beta2**t) ** 0.5, g["eps"],
+            return (1 - beta1, beta2, 1 - beta2, (1 - beta2**t) ** 0.5, num(g, "eps"),
                     -lr * (1.0 - mu) / (1.0 - product),
                     -lr * mu_next / (1.0 - product * mu_next))
 
@@ -215,8 +224,8 @@ class _RadamBatched(_Batched):
         self.t += 1
         t = self.t
 
-        def values(g: dict[str, Any], lr: float) -> tuple[float, ...]:
-            beta1, beta2 = g["betas"]
+        def values(g: ParamGroup, lr: float) -> tuple[float, ...]:
+            beta1, beta2 = betas(g)
             rho_inf = 2 / (1 - beta2) - 1
             rho_t = rho_inf - 2 * t * (beta2**t) / (1 - beta2**t)
             rect = (((rho_t - 4) * (rho_t - 2) * rho_inf
@@ -224,7 +233,7 @@ class _RadamBatched(_Batched):
             bc1 = 1 - beta1**t
             # As torch's foreach RAdam: 1 / ((sqrt(v) + eps) / c) + u; with c = 0 (not
             # rectified yet) 1/inf = 0 leaves the plain momentum step u.
-            return (1 - beta1, beta2, 1 - beta2, g["eps"],
+            return (1 - beta1, beta2, 1 - beta2, num(g, "eps"),
                     ((1 - beta2**t) ** 0.5) * (lr * rect / bc1) * -1,
                     (lr * (0.0 if rect > 0 else 1.0) / bc1) * -1)
 
@@ -238,6 +247,6 @@ class _RadamBatched(_Batched):
 
 
 
-_BATCHED: dict[str, Callable[[list[dict[str, Any]], Sequence[torch.Tensor]], _Update]] = {
+_BATCHED: dict[str, Callable[[Sequence[ParamGroup], Sequence[torch.Tensor]], _Update]] = {
     "sgd": _SgdBatched, "adam": _AdamBatched, "rmsprop": _RmspropBatched,
     "adagrad": _AdagradBatched, "nadam": _NadamBatched, "radam": _RadamBatched}

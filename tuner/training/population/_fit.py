@@ -8,7 +8,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -23,6 +22,7 @@ from tuner.training.population._errors import CannotStack
 from tuner.training.population._grouping import _RULES, _shared_step_reason, _torch_group
 from tuner.training.population._mixed import make_update
 from tuner.training.population._stack import _build, _check_models, _member_losses, _Stack
+from tuner.training.population._updates import ParamGroup, num, subgroup
 
 _CPU_DIVERGENCE_CHECK = 50  # steps between finiteness checks on CPU, as in loop.fit
 _EVAL_CHUNK = 8192  # samples per validation chunk of one member, as in loop.fit
@@ -111,7 +111,7 @@ class _Population:
     """The training loop of fit_population; `alive` maps stack rows to member indices."""
 
     def __init__(self, task: Task, data: DeviceData, configs: list[TrialConfig],
-                 seeds: list[int], stack: _Stack, groups: list[dict[str, Any]],
+                 seeds: list[int], stack: _Stack, groups: Sequence[ParamGroup],
                  rules: list[str], order: list[int], dev: torch.device, *,
                  update: str) -> None:
         self.task, self.data, self.stack, self.dev = task, data, stack, dev
@@ -135,10 +135,11 @@ class _Population:
         # Muon's and AdamW's, or AdamW's alone where the model has no hidden matrix), so that
         # torch's scheduler gives each member the lrs its own fit would see at every step
         # (recursive schedules included); one holder and schedule per schedule kind.
-        bases = [[groups[k]["lr"]] if rules[k] != "muon" else
-                 [groups[k]["lr"]] * bool(matrices) + [groups[k]["adamw"]["lr"]]
+        bases = [[num(groups[k], "lr")] if rules[k] != "muon" else
+                 [num(groups[k], "lr")] * bool(matrices) + [num(subgroup(groups[k], "adamw"),
+                                                                "lr")]
                  for k in range(len(configs))]
-        self.lr_groups: list[list[dict[str, Any]]] = [[] for _ in configs]  # member → groups
+        self.lr_groups: list[list[ParamGroup]] = [[] for _ in configs]  # member → groups
         self.schedules: list[torch.optim.lr_scheduler.LRScheduler] = []
         for kind in dict.fromkeys(c.scheduler for c in configs):
             members = [k for k, c in enumerate(configs) if c.scheduler == kind]
@@ -168,7 +169,7 @@ class _Population:
 
     def _lrs(self) -> list[list[float]]:
         """Each training member's learning rates, one per param group of its optimizer."""
-        return [[float(g["lr"]) for g in self.lr_groups[k]] for k in self.alive]
+        return [[float(num(g, "lr")) for g in self.lr_groups[k]] for k in self.alive]
 
     def _leave(self, leaving: dict[int, Exception]) -> None:
         """Members (by index) leave with what stopped them; the stacks shrink."""

@@ -15,14 +15,20 @@ time without momentum, 0.98-0.99x with."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from tuner.training.population._batched import _BATCHED
 from tuner.training.population._lion import _LionBatched
 from tuner.training.population._muon import _MuonWithAdamW
-from tuner.training.population._updates import _accumulator, _Update
+from tuner.training.population._updates import (
+    ParamGroup,
+    _accumulator,
+    _Update,
+    betas,
+    flag,
+    num,
+)
 
 # Rules with a torch fused kernel, on these device types (as tuner.training.optimizers uses).
 # RMSprop through Adam's kernel is measured on the CPU only: on a GPU its K launches a step
@@ -38,7 +44,7 @@ class _Fused(_Update):
     """Each member calls torch's fused kernel for its family on its own slices of the stacks:
     one pass over memory per member, the arithmetic of ``fit``'s own optimizer."""
 
-    def __init__(self, rule: str, groups: list[dict[str, Any]],
+    def __init__(self, rule: str, groups: Sequence[ParamGroup],
                  params: Sequence[torch.Tensor]) -> None:
         self.rule = rule
         # RMSprop's "last_grad" is the first moment of Adam's kernel (beta1 = 0).
@@ -86,35 +92,36 @@ class _Fused(_Update):
                 ps = [self.member_params[k][i] for i in used]
                 st = {name: [t[i] for i in used] for name, t in self.member_state[k].items()}
             if self.rule == "adam":
-                kernel = (torch._fused_adamw_ if group["decoupled_weight_decay"]
+                kernel = (torch._fused_adamw_ if flag(group, "decoupled_weight_decay")
                           else torch._fused_adam_)
-                beta1, beta2 = group["betas"]
+                beta1, beta2 = betas(group)
                 kernel(ps, gs, st["exp_avg"], st["exp_avg_sq"], [], steps, lr=lr, beta1=beta1,
-                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                       amsgrad=False, maximize=False)
+                       beta2=beta2, weight_decay=num(group, "weight_decay"),
+                       eps=num(group, "eps"), amsgrad=False, maximize=False)
             elif self.rule == "rmsprop":
                 self._rmsprop(group, lr, ps, gs, st, steps)
             elif self.rule == "sgd":
-                momentum = group["momentum"]
+                momentum = num(group, "momentum")
                 torch._fused_sgd_(ps, gs, st["momentum_buffer"] if momentum != 0 else [],
-                                  weight_decay=group["weight_decay"], momentum=momentum, lr=lr,
-                                  dampening=0.0, nesterov=group["nesterov"], maximize=False,
-                                  is_first_step=self.t == 1 and momentum != 0)
+                                  weight_decay=num(group, "weight_decay"), momentum=momentum,
+                                  lr=lr, dampening=0.0, nesterov=flag(group, "nesterov"),
+                                  maximize=False, is_first_step=self.t == 1 and momentum != 0)
             else:
                 torch._fused_adagrad_(ps, gs, st["sum"], steps, lr=lr,
-                                      lr_decay=group["lr_decay"],
-                                      weight_decay=group["weight_decay"], eps=group["eps"],
-                                      maximize=False)
+                                      lr_decay=num(group, "lr_decay"),
+                                      weight_decay=num(group, "weight_decay"),
+                                      eps=num(group, "eps"), maximize=False)
 
-    def _rmsprop(self, group: dict[str, Any], lr: float, ps: list[torch.Tensor],
+    def _rmsprop(self, group: ParamGroup, lr: float, ps: list[torch.Tensor],
                  gs: list[torch.Tensor], st: dict[str, list[torch.Tensor]],
                  steps: list[torch.Tensor]) -> None:
         """torch.optim.RMSprop (not centered) for one member, through Adam's kernel."""
-        momentum, wd = group["momentum"], group["weight_decay"]
+        momentum, wd = num(group, "momentum"), num(group, "weight_decay")
+        alpha, eps = num(group, "alpha"), num(group, "eps")
         if momentum == 0:
             torch._fused_adam_(ps, gs, st["last_grad"], st["square_avg"], [], steps, lr=lr,
-                               beta1=0.0, beta2=group["alpha"], weight_decay=wd,
-                               eps=group["eps"], amsgrad=False, maximize=False)
+                               beta1=0.0, beta2=alpha, weight_decay=wd,
+                               eps=eps, amsgrad=False, maximize=False)
             return
         # buf = momentum * buf + g / (sqrt(v) + eps), then p -= lr * buf: the kernel's
         # "parameter" is the buffer, so the decay (of the real parameter) comes first.
@@ -123,7 +130,7 @@ class _Fused(_Update):
             torch._foreach_add_(gs, ps, alpha=wd)
         torch._foreach_mul_(buffers, momentum)
         torch._fused_adam_(buffers, gs, st["last_grad"], st["square_avg"], [], steps, lr=-1.0,
-                           beta1=0.0, beta2=group["alpha"], weight_decay=0.0, eps=group["eps"],
+                           beta1=0.0, beta2=alpha, weight_decay=0.0, eps=eps,
                            amsgrad=False, maximize=False)
         torch._foreach_add_(ps, buffers, alpha=-lr)
 
@@ -133,14 +140,14 @@ def _contiguous(t: torch.Tensor | None) -> torch.Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
 
-def _make_update(rule: str, groups: list[dict[str, Any]], params: Sequence[torch.Tensor],
+def _make_update(rule: str, groups: Sequence[ParamGroup], params: Sequence[torch.Tensor],
                  *, update: str, device_type: str, hidden: Sequence[bool] = (),
                  transposed: Sequence[bool] = ()) -> _Update:
     # A forced "fused" falls back to the batched rule where torch has no kernel, as
     # optimizers.build falls back to foreach.
     fusable = device_type in _FUSED_DEVICE_TYPES.get(rule, ())
     if rule == "rmsprop":  # alpha 1 (a square average that never moves) needs the correction
-        fusable = fusable and all(g["alpha"] < 1 for g in groups)
+        fusable = fusable and all(num(g, "alpha") < 1 for g in groups)
     if update != "batched" and fusable:
         return _Fused(rule, groups, params)
     if rule == "lion":  # no torch kernel: the batched rule on every device

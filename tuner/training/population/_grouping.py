@@ -9,7 +9,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -17,6 +16,7 @@ from tuner.space.config import TrialConfig
 from tuner.space.families import FAMILIES
 from tuner.training import optimizers
 from tuner.training.population._errors import _first_line
+from tuner.training.population._updates import ParamGroup, subgroup
 
 # optimizer class (a family's torch_class) → the stacked update rule that implements it.
 # Families that map to the same rule share one update: sgd/momentum/nesterov (per-member
@@ -44,32 +44,33 @@ class Grouping:
 
 
 
-def _torch_group(config: TrialConfig) -> dict[str, Any]:
+def _torch_group(config: TrialConfig) -> dict[str, object]:
     """Every hyperparameter of the torch optimizer `fit` would build for `config`, torch's
     defaults filled in; raises what that constructor raises for invalid values. A `muon`
     config's is its Muon group with its AdamW side's group under "adamw"."""
     if config.optimizer == "muon":
         return _muon_group(config)
     kwargs = optimizers.optimizer_kwargs(config)
-    cls: Any = optimizers.optimizer_class(FAMILIES[config.optimizer])
-    group = dict(cls([torch.zeros(1, requires_grad=True)], **kwargs).param_groups[0])
+    cls = optimizers.optimizer_class(FAMILIES[config.optimizer])
+    group: dict[str, object] = dict(
+        cls([torch.zeros(1, requires_grad=True)], **kwargs).param_groups[0])
     group.pop("params")
     return group
 
 
-def _muon_group(config: TrialConfig) -> dict[str, Any]:
+def _muon_group(config: TrialConfig) -> dict[str, object]:
     """The two param groups of the optimizer `fit` builds for a `muon` config, read from one
     built (as fit builds it) over three plain matrices: the middle one is hidden."""
     probe = [torch.nn.Parameter(torch.zeros(1, 1)) for _ in range(3)]
     built = optimizers.build(config, probe)
-    muon, adamw = (dict(g) for g in built.param_groups)
+    muon, adamw = (dict[str, object](g) for g in built.param_groups)
     muon.pop("params")
     adamw.pop("params")
     muon["adamw"] = adamw
     return muon
 
 
-def _unsupported(rule: str, group: dict[str, Any]) -> str | None:
+def _unsupported(rule: str, group: ParamGroup) -> str | None:
     """Settings no family uses and no stacked rule implements (a custom fixed value)."""
     checks = [("maximize", False), ("amsgrad", False), ("centered", False), ("dampening", 0),
               ("capturable", False), ("differentiable", False)]
@@ -82,7 +83,7 @@ def _unsupported(rule: str, group: dict[str, Any]) -> str | None:
         for key, default in _MUON_NS.items():
             if group[key] != default:
                 return f"{key}={group[key]!r} has no stacked muon rule (it takes {default!r})"
-        return _unsupported("adam", group["adamw"])
+        return _unsupported("adam", subgroup(group, "adamw"))
     return None
 
 

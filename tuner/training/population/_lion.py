@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from tuner.training.population._batched import _Batched
-from tuner.training.population._updates import _Table
+from tuner.training.population._updates import _Table, betas, num
 
 
 class _LionBatched(_Batched):
@@ -28,13 +28,14 @@ class _LionBatched(_Batched):
     def _refresh(self) -> None:
         super()._refresh()
         # Lion's decay multiplies by 1 - lr * wd, as AdamW's: every member decays decoupled.
-        self.coupled, self.decoupled = False, any(g["weight_decay"] != 0 for g in self.groups)
+        self.coupled, self.decoupled = False, any(num(g, "weight_decay") != 0
+                                                  for g in self.groups)
 
     def _table_rows(self, lrs: Sequence[float]) -> list[list[float]]:
         columns = []
         for group, lr in zip(self.groups, lrs, strict=True):
-            beta1, beta2 = group["betas"]
-            columns.append((1.0 - lr * group["weight_decay"], beta1, 1.0 - beta1, beta2,
+            beta1, beta2 = betas(group)
+            columns.append((1.0 - lr * num(group, "weight_decay"), beta1, 1.0 - beta1, beta2,
                             1.0 - beta2, -lr))
         return [list(row) for row in zip(*columns, strict=True)]
 

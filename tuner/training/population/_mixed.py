@@ -5,15 +5,14 @@ its members' rows, which the stack keeps adjacent. :func:`make_update` chooses."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from tuner.training.population._fused import _make_update
-from tuner.training.population._updates import _Update
+from tuner.training.population._updates import ParamGroup, _Update
 
 
-def make_update(rules: Sequence[str], groups: list[dict[str, Any]],
+def make_update(rules: Sequence[str], groups: Sequence[ParamGroup],
                 params: Sequence[torch.Tensor], *, update: str, device_type: str,
                 hidden: Sequence[bool] = (), transposed: Sequence[bool] = ()) -> _Update:
     """The update of a stack whose row r follows `rules[r]` with torch group `groups[r]`
@@ -30,11 +29,11 @@ def make_update(rules: Sequence[str], groups: list[dict[str, Any]],
 class _Mixed(_Update):
     """One update per run of adjacent rows of one rule, each over views of those rows."""
 
-    def __init__(self, rules: Sequence[str], groups: list[dict[str, Any]],
+    def __init__(self, rules: Sequence[str], groups: Sequence[ParamGroup],
                  params: Sequence[torch.Tensor], *, update: str, device_type: str,
                  hidden: Sequence[bool] = (), transposed: Sequence[bool] = ()) -> None:
         # No state of its own (super().__init__ would make some): the parts hold it.
-        self.rules, self.groups = list(rules), groups
+        self.rules, self.groups = list(rules), list(groups)
         self.data = [p.detach() for p in params]
         self.parts: list[tuple[int, int, _Update]] = []
         start = 0

@@ -27,12 +27,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypeVar
 
 import torch
 
 from tuner.training.population._batched import _Batched
-from tuner.training.population._updates import _Table, _Update
+from tuner.training.population._updates import (
+    ParamGroup,
+    _Table,
+    _Update,
+    flag,
+    num,
+    numbers,
+    subgroup,
+    word,
+)
+
+_T = TypeVar("_T")
 
 
 def zeropower_batched(grad: torch.Tensor, ns_coefficients: tuple[float, float, float],
@@ -78,7 +89,7 @@ class _MuonBatched(_Batched):
 
     states = ("momentum_buffer",)
 
-    def __init__(self, groups: list[dict[str, Any]], params: Sequence[torch.Tensor],
+    def __init__(self, groups: Sequence[ParamGroup], params: Sequence[torch.Tensor],
                  transposed: Sequence[bool]) -> None:
         if len(transposed) != len(params):
             raise ValueError(f"one transposed flag per matrix, but got {len(transposed)} for "
@@ -91,11 +102,12 @@ class _MuonBatched(_Batched):
     def _refresh(self) -> None:
         super()._refresh()
         # Muon decays as AdamW does (p *= 1 - lr * wd): every member decays decoupled.
-        self.coupled, self.decoupled = False, any(g["weight_decay"] != 0 for g in self.groups)
-        nesterov = [bool(g["nesterov"]) for g in self.groups]
+        self.coupled, self.decoupled = False, any(num(g, "weight_decay") != 0
+                                                  for g in self.groups)
+        nesterov = [flag(g, "nesterov") for g in self.groups]
         self.all_nesterov, self.any_nesterov = all(nesterov), any(nesterov)
-        settings = {(tuple(g["ns_coefficients"]), int(g["ns_steps"]), float(g["eps"]))
-                    for g in self.groups}
+        settings = {(numbers(g, "ns_coefficients"), int(num(g, "ns_steps")),
+                     float(num(g, "eps"))) for g in self.groups}
         if len(settings) > 1:
             raise ValueError(f"members of one Muon rule share its Newton-Schulz settings, but "
                              f"got {sorted(settings)}")
@@ -113,10 +125,10 @@ class _MuonBatched(_Batched):
         self.t += 1
         columns = []
         for group, lr in zip(self.groups, lrs, strict=True):
-            momentum = group["momentum"]
-            columns.append((1 - momentum, momentum, float(group["nesterov"]),
-                            1 - lr * group["weight_decay"],
-                            *(-_adjusted_lr(lr, group["adjust_lr_fn"], self._shape(i))
+            beta = num(group, "momentum")
+            columns.append((1 - beta, beta, float(flag(group, "nesterov")),
+                            1 - lr * num(group, "weight_decay"),
+                            *(-_adjusted_lr(lr, word(group, "adjust_lr_fn"), self._shape(i))
                               for i in range(len(self.data)))))
         table = _Table([list(row) for row in zip(*columns, strict=True)])
         for i, p, g in self._pairs(grads):
@@ -154,9 +166,9 @@ class _MuonWithAdamW(_Update):
     Each member has two learning rates (its optimizer's two param groups, Muon's first),
     or one (AdamW's) where the model has no hidden matrix: :meth:`step_members`."""
 
-    def __init__(self, groups: list[dict[str, Any]], params: Sequence[torch.Tensor], *,
+    def __init__(self, groups: Sequence[ParamGroup], params: Sequence[torch.Tensor], *,
                  hidden: Sequence[bool], transposed: Sequence[bool],
-                 make_adamw: Callable[[list[dict[str, Any]], list[torch.Tensor]], _Update]
+                 make_adamw: Callable[[list[ParamGroup], list[torch.Tensor]], _Update]
                  ) -> None:
         # `make_adamw` builds the AdamW side (the adam rule, fused or batched): given by
         # _fused._make_update, which chooses between them, so that this module needs not
@@ -166,15 +178,15 @@ class _MuonWithAdamW(_Update):
                              f"parameter, but got {len(hidden)} and {len(transposed)} for "
                              f"{len(params)} parameters")
         # No state of its own (super().__init__ would make some): the sides hold it.
-        self.groups, self.hidden = groups, list(hidden)
+        self.groups, self.hidden = list(groups), list(hidden)
         self.data = [p.detach() for p in params]
         matrices, rest = self._split(self.data)
         self.muon = (_MuonBatched(groups, matrices, [t for t, h in zip(transposed, hidden,
                                                                         strict=True) if h])
                      if matrices else None)
-        self.adamw = make_adamw([g["adamw"] for g in groups], rest) if rest else None
+        self.adamw = make_adamw([subgroup(g, "adamw") for g in groups], rest) if rest else None
 
-    def _split(self, items: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    def _split(self, items: Sequence[_T]) -> tuple[list[_T], list[_T]]:
         return ([x for x, h in zip(items, self.hidden, strict=True) if h],
                 [x for x, h in zip(items, self.hidden, strict=True) if not h])
 

@@ -1,15 +1,61 @@
 """Per-member optimizer updates over stacked (K, ...) parameters: the state every rule
 keeps and sheds as members leave (:class:`_Update`), and per-member scalars broadcast
-over a stack (:class:`_Table`). The rules themselves are in ``_batched`` and
-``_fused``."""
+over a stack (:class:`_Table`), and the member's settings they read (its param group). The
+rules themselves are in ``_batched`` and ``_fused``."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
 
 import torch
+
+# One member's param group (without "params") of the optimizer `fit` builds for it. torch
+# holds a group's values untyped; the rules read each through the functions below, which
+# check its kind and return it as torch holds it (an int stays an int: the same arithmetic).
+ParamGroup: TypeAlias = Mapping[str, object]
+
+
+def num(group: ParamGroup, key: str) -> float:
+    value = group[key]
+    if isinstance(value, (int, float)):
+        return value
+    raise TypeError(f"param group {key} must be a number, but got {value!r}")
+
+
+def flag(group: ParamGroup, key: str, *, default: bool | None = None) -> bool:
+    value = group[key] if default is None else group.get(key, default)
+    if isinstance(value, int):  # bool, or 0/1
+        return bool(value)
+    raise TypeError(f"param group {key} must be True or False, but got {value!r}")
+
+
+def numbers(group: ParamGroup, key: str) -> tuple[float, ...]:
+    value = group[key]
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value):
+        return tuple(value)
+    raise TypeError(f"param group {key} must be a tuple of numbers, but got {value!r}")
+
+
+def betas(group: ParamGroup) -> tuple[float, float]:
+    beta1, beta2 = numbers(group, "betas")
+    return beta1, beta2
+
+
+def word(group: ParamGroup, key: str) -> str | None:
+    value = group[key]
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"param group {key} must be a word or None, but got {value!r}")
+
+
+def subgroup(group: ParamGroup, key: str) -> ParamGroup:
+    """A group held inside another (a muon member's AdamW side, under "adamw")."""
+    value = group[key]
+    if isinstance(value, Mapping):
+        return value
+    raise TypeError(f"param group {key} must be a param group, but got {value!r}")
 
 
 class _Table:
@@ -43,8 +89,8 @@ class _Update(abc.ABC):
 
     states: tuple[str, ...] = ()
 
-    def __init__(self, groups: list[dict[str, Any]], params: Sequence[torch.Tensor]) -> None:
-        self.groups = groups
+    def __init__(self, groups: Sequence[ParamGroup], params: Sequence[torch.Tensor]) -> None:
+        self.groups = list(groups)
         self.t = 0  # steps taken: members start together, so they all share the count
         self.data = [p.detach() for p in params]
         self.state = {name: [self._initial(name, p) for p in self.data] for name in self.states}
@@ -77,7 +123,7 @@ class _Update(abc.ABC):
 
 
 
-def _accumulator(groups: Sequence[dict[str, Any]], p: torch.Tensor) -> torch.Tensor:
+def _accumulator(groups: Sequence[ParamGroup], p: torch.Tensor) -> torch.Tensor:
     """Adagrad's starting sums: each member's initial_accumulator_value."""
-    start = _Table([[float(g["initial_accumulator_value"]) for g in groups]]).like(p)[0]
+    start = _Table([[float(num(g, "initial_accumulator_value")) for g in groups]]).like(p)[0]
     return torch.zeros_like(p, memory_format=torch.contiguous_format).add_(start)
