@@ -1,18 +1,25 @@
-"""Built-in convolutional task: a small CNN on Fashion-MNIST (Unit 7 of the course)."""
+"""Built-in convolutional task: a small CNN on Fashion-MNIST (Unit 7 of the course).
+
+torch is imported inside the functions that build a model or read data, not at the top:
+the registry imports this module to find a task by its name, and a search imports torch
+only once its MLflow process has started, so that the two imports overlap
+(tuner.search.runner).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tasks.base import Task
 from tasks.data import TaskData
 from tasks.images import FASHION_DATA, load_idx_task_data
 from tuner.space.dsl import ParamValue
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_image_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskData:
@@ -25,6 +32,8 @@ def load_image_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskD
 def cnn(channels: int = 16, classes: int = 10) -> torch.nn.Module:
     """Two 3x3 convolutions (channels, then 2x channels), each halving the image by max
     pooling (28 → 14 → 7), then one linear layer to the class scores."""
+    from torch import nn  # noqa: PLC0415  (torch: see the module docstring)
+
     # Pooling before the ReLU gives the same result (ReLU is monotone) on a quarter of the
     # values, which matters on a CPU.
     return nn.Sequential(

@@ -2,6 +2,11 @@
 
 1,797 digits of 8x8 pixels with values 0–16 ship inside scikit-learn (no download); a whole
 study of a few trials runs in seconds on a laptop CPU.
+
+torch is imported inside the functions that build a model or read data, not at the top:
+the registry imports this module to find a task by its name, and a search imports torch
+only once its MLflow process has started, so that the two imports overlap
+(tuner.search.runner).
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from tasks.base import Task
 from tasks.data import TaskData
 from tasks.images import mlp
 from tuner.space.dsl import ParamValue
+
+if TYPE_CHECKING:
+    import torch
 
 DIGITS_SOURCE = "scikit-learn load_digits (1,797 8x8 digits, shipped with scikit-learn)"
 

@@ -1,21 +1,32 @@
-"""Built-in image tasks: MNIST and Fashion-MNIST with an MLP or logistic regression."""
+"""Built-in image tasks: MNIST and Fashion-MNIST with an MLP or logistic regression.
+
+torch is imported inside the functions that build a model or read data, not at the top:
+the registry imports this module to find a task by its name, and a search imports torch
+only once its MLflow process has started, so that the two imports overlap
+(tuner.search.runner).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tasks.base import Task
 from tasks.data import TaskData
 from tasks.datasets import load_image_dataset
-from tasks.tensors import split_train_val
 from tuner.space.dsl import ParamValue
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_idx_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskData:
     """Read MNIST or Fashion-MNIST into flat, normalised float tensors, split train/val."""
+    import torch  # noqa: PLC0415  (torch: see the module docstring)
+
+    from tasks.tensors import split_train_val  # noqa: PLC0415  (torch: see the module docstring)
+
     splits = load_image_dataset(dataset, data_dir=data_dir)
     images = torch.from_numpy(splits.train_images).reshape(len(splits.train_images), -1)
     test_x = torch.from_numpy(splits.test_images).reshape(len(splits.test_images), -1)
@@ -35,6 +46,8 @@ def load_idx_task_data(dataset: str, *, data_dir: Path | None = None) -> TaskDat
 
 def mlp(sizes: list[int]) -> torch.nn.Module:
     """Linear layers with ReLU between them: sizes [784, 256, 128, 10] → two hidden layers."""
+    import torch  # noqa: PLC0415  (torch: see the module docstring)
+
     layers: list[torch.nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b))

@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
+from tasks import cnn, digits, images, tabular
 from tasks.base import Task
 from tuner.errors import TaskError
 
@@ -27,9 +28,6 @@ _HELP = "see the README's 'Tune your own model'"
 
 
 def builtin_tasks() -> dict[str, Task]:
-    # torch: the built-in tasks' modules import it, and reading a study imports this one.
-    from tasks import cnn, digits, images, tabular  # noqa: PLC0415
-
     return {t.name: t for t in (images.MNIST_MLP, images.FASHION_MNIST_MLP, images.MNIST_LOGREG,
                                 cnn.FASHION_MNIST_CNN, digits.DIGITS_MLP, tabular.DIABETES_MLP)}
 

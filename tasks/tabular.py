@@ -4,20 +4,25 @@ The data ship inside scikit-learn (no download): 442 patients, 10 baseline measu
 (age, sex, BMI, blood pressure, six blood serum values), and a measure of disease progression
 one year later. Features and target are standardised with the training split's statistics,
 so a validation MSE of 1.0 is what predicting the mean scores; lower is better.
+
+torch is imported inside the functions that build a model or read data, not at the top:
+the registry imports this module to find a task by its name, and a search imports torch
+only once its MLflow process has started, so that the two imports overlap
+(tuner.search.runner).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tasks.base import Task
 from tasks.data import TaskData
-from tasks.tensors import standardize
 from tuner.space.dsl import ParamValue
+
+if TYPE_CHECKING:
+    import torch
 
 DIABETES_SOURCE = "scikit-learn load_diabetes (442 patients, shipped with scikit-learn)"
 
@@ -26,6 +31,8 @@ def load_diabetes_data() -> TaskData:
     """Split 60/20/20 into train/val/test with a fixed seed; standardise x and y."""
     # scikit-learn: a second to import, and the registry loads this module for every task.
     from sklearn.datasets import load_diabetes  # noqa: PLC0415
+
+    from tasks.tensors import standardize  # noqa: PLC0415  (torch: see the module docstring)
 
     x, y = load_diabetes(return_X_y=True)
     data = TaskData.split(x, y, source=DIABETES_SOURCE, val_fraction=0.2, test_fraction=0.2)
@@ -37,6 +44,8 @@ def load_diabetes_data() -> TaskData:
 
 def regression_mlp(inputs: int, hidden: int, dropout: float) -> torch.nn.Module:
     """inputs → hidden → hidden → 1, ReLU, optional dropout after each hidden layer."""
+    from torch import nn  # noqa: PLC0415  (torch: see the module docstring)
+
     return nn.Sequential(
         nn.Linear(inputs, hidden), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),

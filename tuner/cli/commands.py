@@ -51,7 +51,7 @@ class RunOptions(StoreOptions):
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Library errors become one `Error: …` line and exit code 1, with no traceback."""
-    from tuner.study.stores import redact
+    from tuner.study.locations import redact
 
     try:
         yield
@@ -268,10 +268,10 @@ def _run_search(start: Callable[[Observer], SearchResult], *, create_only: bool)
 def tasks(fmt: str) -> None:
     """List the tasks: what each trains, on what data, and its objective."""
     from tuner.cli import render
-    from tuner.results import queries
+    from tuner.results.task_list import list_tasks
 
     with user_errors():
-        found = queries.list_tasks()
+        found = list_tasks()
     render.emit(found, fmt=fmt, table=render.print_tasks)
 
 

@@ -35,10 +35,9 @@ from tuner.results.summaries import (
     to_json_data,
 )
 from tuner.search.events import NullObserver, StudyStart, TrialOutcome
-from tuner.search.pruning import STARTUP_TRIALS
 from tuner.space.families import ALL_PARAM_NAMES, AUTHORS_DEFAULTS
 from tuner.study.direction import short, wording
-from tuner.study.stores import redact
+from tuner.study.locations import redact
 from tuner.study.trial_record import TRAINING_KEYS
 
 if TYPE_CHECKING:
@@ -180,8 +179,8 @@ class SearchDisplay:
                       f"{redact(info['stores'].tracking_uri)}", style="dim")
         if info.get("pruner") not in (None, "none"):
             console.print(f"Pruning ({info['pruner']}): each trial is judged against trials of "
-                          f"its own optimizer only; a family's first {STARTUP_TRIALS} complete "
-                          f"trials and every trial's last epoch are never pruned.")
+                          f"its own optimizer only; a family's first {info['startup_trials']} "
+                          f"complete trials and every trial's last epoch are never pruned.")
         if console.is_terminal:
             self.live = Live(Text(""), console=console, refresh_per_second=4, transient=True)
             self.live.start()

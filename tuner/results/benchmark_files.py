@@ -15,8 +15,8 @@ from tuner.results.benchmark_report import BenchmarkReport
 from tuner.results.benchmark_text import paired_text, reading, target_text
 from tuner.results.summaries import json_object
 from tuner.study.direction import short
+from tuner.study.locations import Stores
 from tuner.study.names import folder_name
-from tuner.study.stores import Stores
 from tuner.study.tracker import Tracker
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from tuner.errors import OpttuneError
 from tuner.results.mlflow_ui import HOST, answers, stop_server
 from tuner.signals import sigterm_as_interrupt
+from tuner.study.locations import driver_url, redact, resolve_stores
 from tuner.study.optuna_adapter import study_id
-from tuner.study.stores import driver_url, open_storage, redact, resolve_stores
+from tuner.study.stores import open_storage
 from tuner.study.studies import load_study
 
 DEFAULT_PORT = 8080  # optuna-dashboard's own default

@@ -13,9 +13,9 @@ import optuna
 
 from tuner.results.benchmark_record import stored_search_studies
 from tuner.results.queries import open_study
+from tuner.study.locations import Stores, redact, sqlite_path
 from tuner.study.meta import SETTINGS_ATTR, is_benchmark, mlflow_ids_of, settings_of
 from tuner.study.optuna_adapter import storage_of
-from tuner.study.stores import Stores, redact, sqlite_path
 from tuner.study.studies import study_names
 from tuner.study.tracker import Tracker
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from tuner.errors import OpttuneError
 from tuner.results.queries import open_study
 from tuner.results.summaries import StudyTrials, WrittenFile, to_csv_rows, to_json_data
+from tuner.study.locations import redact
 from tuner.study.meta import objective_of, task_of
-from tuner.study.stores import redact
 from tuner.study.trial_record import read_trial
 
 

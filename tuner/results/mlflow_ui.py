@@ -19,8 +19,8 @@ from pathlib import Path
 from tuner.errors import OpttuneError, StoreError
 from tuner.results.queries import open_study
 from tuner.signals import sigterm_as_interrupt
+from tuner.study.locations import redact, resolve_stores, sqlite_path
 from tuner.study.meta import mlflow_ids_of
-from tuner.study.stores import redact, resolve_stores, sqlite_path
 
 HOST = "127.0.0.1"  # never other interfaces: the UI can change and delete runs
 

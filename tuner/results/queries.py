@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from tasks.registry import list_tasks as registered_tasks
 from tuner.errors import OpttuneError
 from tuner.jsontypes import JsonValue
 from tuner.results.summaries import (
@@ -27,12 +26,12 @@ from tuner.results.summaries import (
     StudyComparison,
     StudyList,
     StudySummary,
-    TaskSummary,
     TrialList,
 )
 from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study import optuna_adapter
 from tuner.study.direction import Direction, improvement, sign
+from tuner.study.locations import Stores, redact, resolve_stores
 from tuner.study.meta import (
     data_source_of,
     objective_of,
@@ -40,7 +39,7 @@ from tuner.study.meta import (
     space_of,
     task_of,
 )
-from tuner.study.stores import Stores, open_storage, redact, resolve_stores
+from tuner.study.stores import open_storage
 from tuner.study.studies import best_complete, load_study
 from tuner.study.trial_record import (
     STATES,
@@ -348,11 +347,3 @@ def search_summary(name: str, *, top: int = 5, home: str | Path | None = None,
         families=_group_stats(name, members, by="optimizer", direction=direction,
                               space=space_of(study)),
         endings=statistics.multimode(r.reason or r.state.lower() for _, r in members))
-
-
-# -- tasks ------------------------------------------------------------------------------------
-def list_tasks() -> list[TaskSummary]:
-    """Every task there is (built in, then plugins), with its model's parameter count."""
-    return [TaskSummary(name=t.name, ref=t.ref, summary=t.summary, data=t.data, model=t.model,
-                        parameters=t.parameter_count(), hyperparams=dict(t.hyperparams),
-                        metric=t.metric, direction=t.direction) for t in registered_tasks()]

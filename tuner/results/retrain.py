@@ -28,9 +28,9 @@ from tuner.results.queries import no_best_reason, open_study
 from tuner.space.config import TrialConfig
 from tuner.space.dsl import ParamValue
 from tuner.study import trial_attrs
+from tuner.study.locations import Stores
 from tuner.study.meta import StudyMeta, study_tracking_uri
 from tuner.study.names import folder_name
-from tuner.study.stores import Stores
 from tuner.study.studies import best_complete
 from tuner.study.tracker import Tracker
 from tuner.training.devices import check_device_spec, resolve_device

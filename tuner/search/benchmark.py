@@ -63,9 +63,10 @@ from tuner.space.crowded_valley import (
 from tuner.space.dsl import Fixed
 from tuner.space.searchspace import SCHEDULERS, Space, build_space, task_param_values
 from tuner.study import studies, trial_attrs
+from tuner.study.locations import Stores, redact, resolve_stores
 from tuner.study.meta import BENCHMARK_KIND, SETTINGS_ATTR, is_benchmark
 from tuner.study.optuna_adapter import storage_of
-from tuner.study.stores import Stores, check_store_files, redact, resolve_stores
+from tuner.study.stores import check_store_files
 from tuner.study.tracker import Tracker
 from tuner.training.devices import check_device_spec
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from tuner.space.searchspace import Space
-    from tuner.study.stores import Stores
+    from tuner.study.locations import Stores
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class StudyStart(TypedDict):
     metric: str
     data_source: str
     pruner: str
+    startup_trials: int  # a family's first complete trials, never pruned
     stores: Stores
 
 

@@ -31,8 +31,8 @@ from tuner.training.devices import check_device_spec, resolve_device
 if TYPE_CHECKING:
     import optuna
 
+    from tuner.study.locations import Stores
     from tuner.study.meta import StudyMeta
-    from tuner.study.stores import Stores
 
 
 # -- which device each process trains on -------------------------------------------------

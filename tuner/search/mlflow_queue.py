@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from tuner.study.stores import redact
+from tuner.study.locations import redact
 
 # An MLflow call that fails only after this long was retried by MLflow's client (about four
 # minutes by default for a server that is down): the store is unreachable, and every queued

@@ -35,19 +35,12 @@ from tuner.space.families import check_installed
 from tuner.space.files import load_space_file
 from tuner.space.searchspace import Space, build_space, task_param_values
 from tuner.study import studies, tracker_process
+from tuner.study.locations import Stores, is_server_url, redact, resolve_stores, sqlite_path
 from tuner.study.meta import StudyMeta, set_settings, set_space, study_tracking_uri
 from tuner.study.names import check_study_name
 from tuner.study.settings import MlflowIds, StudySettings
 from tuner.study.space_conflicts import optuna_conflicts, recorded_distributions
-from tuner.study.stores import (
-    Stores,
-    check_store_files,
-    is_server_url,
-    open_storage,
-    redact,
-    resolve_stores,
-    sqlite_path,
-)
+from tuner.study.stores import check_store_files, open_storage
 from tuner.study.tracker import Tracker
 from tuner.study.tracker_process import TrackerProcess
 from tuner.training.devices import check_device_spec, resolve_device

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from tuner.search.events import StudyStart, TrialOutcome, outcome_of
+from tuner.search.pruning import STARTUP_TRIALS
 from tuner.space.searchspace import Space
 from tuner.study.direction import Direction
+from tuner.study.locations import Stores
 from tuner.study.meta import StudyMeta
 from tuner.study.settings import StudySettings
-from tuner.study.stores import Stores
 from tuner.study.studies import best_complete, counted
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def study_start(*, name: str, device: str, target: int, done: int, meta: StudyMe
     (whose processes pipe it, as JSON but for the space and stores, to the display)."""
     return {"study": name, "device": device, "target": target, "done": done,
             "space": meta.space, "metric": meta.metric, "data_source": meta.data_source,
-            "pruner": meta.settings.pruner, "stores": stores}
+            "pruner": meta.settings.pruner, "startup_trials": STARTUP_TRIALS, "stores": stores}
 
 
 def finish_result(result: SearchResult, study: optuna.Study) -> SearchResult:

@@ -26,10 +26,10 @@ from tuner.search.stacked_trials import StackedTrials
 from tuner.search.trial_steps import TrialSteps
 from tuner.signals import Interrupted, sigterm_as_interrupt
 from tuner.study import claims, studies, trial_attrs
+from tuner.study.locations import Stores
 from tuner.study.meta import mlflow_ids_of
 from tuner.study.recovery import OWNER_TAG, Problem, inspect_study, repair
 from tuner.study.settings import StudySettings
-from tuner.study.stores import Stores
 from tuner.study.tracker import Tracker
 from tuner.training.loop import DeviceData
 

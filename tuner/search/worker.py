@@ -32,10 +32,10 @@ from tuner.search.session import SearchResult
 from tuner.signals import Interrupted
 from tuner.space.searchspace import Space
 from tuner.study import studies, tracker_process
+from tuner.study.locations import redact, resolve_stores, sqlite_path
 from tuner.study.meta import SETTINGS_ATTR, StudyMeta, is_benchmark, study_tracking_uri
 from tuner.study.optuna_adapter import storage_of
 from tuner.study.settings import MlflowIds
-from tuner.study.stores import redact, resolve_stores, sqlite_path
 from tuner.study.tracker import Tracker
 
 

@@ -26,7 +26,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study import optuna_adapter, studies, trial_attrs
-from tuner.study.stores import sqlite_path
+from tuner.study.locations import sqlite_path
 
 if sys.platform == "win32":  # the study lock's file lock, as each system offers one
     import msvcrt

@@ -14,8 +14,8 @@ from tuner.errors import OpttuneError, StoreError
 from tuner.jsontypes import JsonObject, JsonValue
 from tuner.space.searchspace import Space
 from tuner.study.direction import Direction, as_direction
+from tuner.study.locations import sqlite_path
 from tuner.study.settings import MlflowIds, StudySettings
-from tuner.study.stores import sqlite_path
 
 if TYPE_CHECKING:
     import optuna

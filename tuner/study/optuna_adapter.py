@@ -48,9 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import optuna
-import sqlalchemy
 from optuna.storages import BaseStorage
-from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import OpttuneError
@@ -196,6 +194,12 @@ def last_heartbeats(study: optuna.Study) -> dict[int, datetime.datetime]:
     engine = getattr(backend, "engine", None)
     if heartbeat_interval(study) is None or engine is None:
         return {}
+    # SQLAlchemy's ORM and Optuna's tables: 0.17 s to import, and only a store with
+    # heartbeats (a server's) needs them, once it is open; a search spawns its MLflow process
+    # before that, so that the two imports overlap (tuner.search.runner).
+    import sqlalchemy  # noqa: PLC0415
+    from optuna.storages._rdb import models  # noqa: PLC0415
+
     beats, trials = models.TrialHeartbeatModel, models.TrialModel
     query = (sqlalchemy.select(beats.trial_id, beats.heartbeat)
              .join(trials, trials.trial_id == beats.trial_id)

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study import studies, trial_attrs
+from tuner.study.locations import redact, resolve_stores
 from tuner.study.meta import StudyMeta, set_mlflow_ids, study_tracking_uri
-from tuner.study.stores import open_storage, redact, resolve_stores
+from tuner.study.stores import open_storage
 from tuner.study.tracker import RunRecord, Tracker
 
 if TYPE_CHECKING:

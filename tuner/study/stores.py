@@ -1,31 +1,25 @@
-"""Where studies and runs are kept: the home folder, store URLs, and opening the Optuna store.
+"""Opening the Optuna store, and checking store files and servers before any work: a bad
+store (a corrupt file, a schema from another Optuna, an unreachable server) becomes one clear
+error here, before any training starts. Where the stores are, and the mask for their
+passwords (redact, which every message and log uses), are tuner.study.locations'.
 
-Bad stores (a corrupt file, a schema from another Optuna, an unreachable server) become one
-clear error here, before any training starts. Passwords in URLs never leave this module
-unmasked: :func:`redact` is what every message and log uses.
+SQLAlchemy (0.12 s to import) is imported by the functions that use it: a search imports
+this module before it starts its MLflow process, which should start as early as it can.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
-import re
 import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy
-import sqlalchemy.exc
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from optuna.storages import RDBStorage
-from sqlalchemy.engine import make_url
 
 try:
     import fcntl
@@ -34,85 +28,11 @@ except ImportError:  # Windows: no flock; the retry in open_storage still covers
 
 from tuner.errors import StoreError
 from tuner.study import store_template
+from tuner.study.locations import PASSWORD_PARAM, Stores, driver_url, redact, sqlite_path
 from tuner.study.optuna_adapter import alembic_folder
 
-HOME_ENV = "OPTTUNE_HOME"
 HEARTBEAT_ENV = "OPTTUNE_HEARTBEAT_INTERVAL"
 GRACE_ENV = "OPTTUNE_HEARTBEAT_GRACE"
-# Passwords are masked wherever a URL can carry one, as the libraries that read it would:
-# - userinfo, read as SQLAlchemy's make_url reads it: the user runs to the first ":" (it may
-#   hold "@"), the password from there to the FIRST "@" ("/", ":", "?" and "#" included).
-#   A raw "@" in a password (SQLAlchemy cuts it there, HTTP clients split at the last "@")
-#   is masked too: the password runs on to the last "@" before a "?", "#" or whitespace.
-#   Masking more than one reader sees is harmless. Whitespace ends a URL: redact runs on
-#   whole messages.
-# - query parameters password=, passwd= (MySQL drivers) and pwd= (ODBC), in any letter case,
-#   also "%3D"-encoded (an odbc_connect string), up to the next "&" or whitespace.
-# Kept to two plain regexes for speed (redact runs on every message and log line): a scheme
-# or key must start a word, so a long run of letters is not retried from each letter.
-_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/\s]*:"
-                       r"(?P<pw>[^@\s]*(?:@[^@\s?#]*)*)(?=@)")
-_PARAM = re.compile(r"(?:(?<![\w.+%\-])|(?<=%3b)|(?<=%26))(?:password|passwd|pwd)(?:=|%3d)"
-                    r"(?P<pw>[^&\s]*)", re.IGNORECASE)
-_MASK = "***"
-
-
-def redact(text: str) -> str:
-    """Mask every password in `text` (``user:***@host``, ``?password=***``).
-
-    Both patterns are matched on the original text and their spans joined, so a password
-    that looks like the other form (``u:a&password=b@host``, ``?password=p@ss``) is masked
-    whole whichever reading applies.
-    """
-    spans = sorted(m.span("pw") for pattern in (_USERINFO, _PARAM)
-                   for m in pattern.finditer(text))
-    pieces: list[str] = []
-    done = -1  # where the last masked span ends
-    for start, end in spans:
-        if start <= done:  # overlaps the span just masked: extend it
-            done = max(done, end)
-            continue
-        pieces += [text[max(done, 0):start], _MASK]
-        done = end
-    return "".join(pieces) + text[max(done, 0):]
-
-
-@dataclass(frozen=True)
-class Stores:
-    """The resolved locations of one invocation's stores."""
-
-    home: Path
-    storage_url: str
-    tracking_uri: str
-    artifact_root: Path
-    tracking_uri_given: bool = False  # --tracking-uri, not the home's own MLflow store
-
-    @property
-    def sqlite_path(self) -> Path | None:
-        return sqlite_path(self.storage_url)
-
-
-def resolve_stores(*, home: str | Path | None = None, storage: str | None = None,
-                   tracking_uri: str | None = None) -> Stores:
-    """`--home`, else $OPTTUNE_HOME, else ./studies; explicit URLs override the defaults."""
-    base = Path(home if home is not None else os.environ.get(HOME_ENV) or "studies")
-    base = base.expanduser().resolve()
-    return Stores(
-        home=base,
-        storage_url=storage or f"sqlite:///{base / 'opttune.db'}",
-        tracking_uri=tracking_uri or f"sqlite:///{base / 'mlflow.db'}",
-        artifact_root=base / "mlartifacts",
-        tracking_uri_given=tracking_uri is not None,
-    )
-
-
-def sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///"):]
-        return Path(rest.split("?", 1)[0]) if rest not in ("", ":memory:") else None
-    return None
-
-
 def check_sqlite_file(path: Path) -> None:
     """Refuse a file that is not an SQLite database before anything writes to it."""
     if not path.exists():
@@ -154,26 +74,9 @@ def heartbeat_settings() -> dict[str, int]:
     return values
 
 
-def is_server_url(url: str) -> bool:
-    """A database server (PostgreSQL, MySQL): where processes on many machines meet."""
-    return sqlite_path(url) is None and not url.startswith("sqlite:")
-
-
-def driver_url(url: str) -> str:
-    """`postgresql://` with the driver the `postgres` extra installs (psycopg 3).
-
-    SQLAlchemy before 2.1 reads a bare postgresql:// as psycopg2, which that extra lacks.
-    """
-    if url.startswith("postgres://"):  # Heroku's spelling, which SQLAlchemy no longer reads
-        url = "postgresql://" + url[len("postgres://"):]
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None \
-            and importlib.util.find_spec("psycopg") is not None:
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
-
-
 def open_storage(url: str, *, create: bool, heartbeat: bool = False) -> RDBStorage:
     """Open the Optuna RDB storage at `url`, turning every failure into a StoreError."""
+    import sqlalchemy  # noqa: PLC0415  (0.12 s: see the module docstring)
     path = sqlite_path(url)
     _check_store_location(url, path, create=create)
     engine_kwargs: dict[str, object] = {}
@@ -346,6 +249,10 @@ def check_optuna_schema(path: Path) -> None:
 @functools.lru_cache(maxsize=1)
 def _optuna_schema_versions() -> tuple[str, frozenset[str]]:
     """The schema revision this Optuna writes, and every revision it knows."""
+    # alembic: 0.3 s to import, needed only for a store that another Optuna wrote.
+    from alembic.config import Config  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     config = Config()
     config.set_main_option("script_location", str(alembic_folder()))
     script = ScriptDirectory.from_config(config)
@@ -376,13 +283,16 @@ def check_password_encoded(url: str) -> None:
     then name unmasked (``failed to resolve host 'rest@db.example'``). So too a raw "@" in
     a ``?password=`` after a port: SQLAlchemy reads ``u@h:5432/db?password=p@ss`` as user
     ``u@h``, password ``5432/db?password=p``, host ``ss``."""
+    import sqlalchemy  # noqa: PLC0415  (0.12 s: see the module docstring)
+
     try:
-        parsed = make_url(url)
+        parsed = sqlalchemy.engine.make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return  # opening it says what is wrong
     if parsed.password is None:
         return
-    if "@" in f"{parsed.host or ''}{parsed.database or ''}" or _PARAM.search(parsed.password):
+    if "@" in f"{parsed.host or ''}{parsed.database or ''}" or \
+            PASSWORD_PARAM.search(parsed.password):
         raise StoreError(f"the password in {redact(url)} holds a raw \"@\", where a URL ends "
                          f"it; write each \"@\" in it as %40")
 
@@ -390,6 +300,7 @@ def check_password_encoded(url: str) -> None:
 def probe_database(url: str, *, what: str) -> None:
     """One quick connection to a database server, so that a wrong URL fails in seconds with
     one clear line (MLflow alone retries for nearly two minutes)."""
+    import sqlalchemy  # noqa: PLC0415  (0.12 s: see the module docstring)
 
     check_password_encoded(url)
 

@@ -20,8 +20,8 @@ from tuner.errors import StudyNotFoundError
 from tuner.jsontypes import JsonObject
 from tuner.study import optuna_adapter, trial_attrs
 from tuner.study.direction import Direction, best_of
+from tuner.study.locations import redact
 from tuner.study.meta import StudyMeta, space_of
-from tuner.study.stores import redact
 
 # A population's members that ran out of memory together run again in smaller populations.
 POPULATION_OUT_OF_MEMORY = "out of memory in a population"

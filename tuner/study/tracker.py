@@ -22,8 +22,9 @@ from tuner.errors import StoreError
 from tuner.jsontypes import JsonValue
 from tuner.logs import quiet_library_logs
 from tuner.study import store_template
+from tuner.study.locations import redact, sqlite_path
 from tuner.study.names import artifact_folder
-from tuner.study.stores import check_sqlite_file, probe_database, redact, sqlite_path
+from tuner.study.stores import check_sqlite_file, probe_database
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

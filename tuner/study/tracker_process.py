@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Literal, TypeAlias
 
 from tuner.errors import StoreError
-from tuner.study.stores import redact
+from tuner.study.locations import redact
 from tuner.study.tracker import Tracker, preload
 
 

@@ -61,3 +61,21 @@ def test_import_tuner_loads_no_optuna() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_search_loads_nothing_heavy_before_its_mlflow_process_starts() -> None:
+    """The runner starts the MLflow process after it has found the task and built the space;
+    torch (over a second), MLflow and SQLAlchemy must load after that, so that the child's
+    import of MLflow overlaps them (measured: a 2-trial digits search took 0.3 s longer when
+    the built-in tasks imported torch at their top)."""
+    code = ("import sys\n"
+            "import tuner.search.runner\n"
+            "from tasks.registry import get_task, list_tasks\n"
+            "tasks = [get_task(t.name) for t in list_tasks()]\n"
+            "print(len(tasks), sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'mlflow', 'sqlalchemy', 'sklearn', 'matplotlib'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    count, loaded = done.stdout.strip().split(" ", 1)
+    assert int(count) >= 6  # the built-in tasks, each found by its name
+    assert loaded == "[]"

@@ -55,7 +55,7 @@ def pg_url() -> Iterator[str]:
     if url:  # promised: an unreachable server fails every test of the module, loudly
         import sqlalchemy
 
-        from tuner.study.stores import driver_url
+        from tuner.study.locations import driver_url
 
         engine = sqlalchemy.create_engine(driver_url(url), connect_args={"connect_timeout": 10})
         try:

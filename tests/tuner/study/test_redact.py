@@ -1,4 +1,4 @@
-"""tuner.study.stores.redact: a password never shows, in any form a URL can carry it.
+"""tuner.study.locations.redact: a password never shows, in any form a URL can carry it.
 
 Userinfo (``user:pw@host``, read as SQLAlchemy reads it), ``password=``/``passwd=``/``pwd=``
 query parameters in any letter case, URL-encoded values; in a bare URL and in free text.
@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from tuner.cli.commands import cli, user_errors
 from tuner.errors import OpttuneError, StoreError
-from tuner.study.stores import check_password_encoded, redact
+from tuner.study.locations import redact
+from tuner.study.stores import check_password_encoded
 
 # -- generated URLs ----------------------------------------------------------------------------
 SCHEMES = ["postgresql", "postgresql+psycopg", "mysql+pymysql", "sqlite", "http", "https"]

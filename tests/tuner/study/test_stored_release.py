@@ -16,9 +16,9 @@ import optuna
 import pytest
 
 from tuner.search.runner import resume
+from tuner.study.locations import sqlite_path
 from tuner.study.meta import StudyMeta, mlflow_ids_of, settings_of
 from tuner.study.recovery import check
-from tuner.study.stores import sqlite_path
 from tuner.study.trial_record import read_trial
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "store-0.1.0"

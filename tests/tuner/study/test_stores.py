@@ -14,14 +14,8 @@ import pytest
 
 from tuner.errors import StoreError
 from tuner.study import stores
-from tuner.study.stores import (
-    HOME_ENV,
-    check_sqlite_file,
-    open_storage,
-    redact,
-    resolve_stores,
-    sqlite_path,
-)
+from tuner.study.locations import HOME_ENV, redact, resolve_stores, sqlite_path
+from tuner.study.stores import check_sqlite_file, open_storage
 
 
 def test_home_flag_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
