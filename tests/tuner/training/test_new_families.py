@@ -203,8 +203,8 @@ def test_schedule_free_batch_norm_statistics_are_refreshed_at_x(digits: DeviceDa
 
 
 def test_retrain_scores_and_saves_the_model_at_x(digits: DeviceData) -> None:
-    """`opttune retrain` (and a benchmark's re-runs) train through train_full: the model it
-    scores and saves is the schedule-free average x, as a hand loop's after eval()."""
+    """`opttune retrain` trains through train_full: the model it scores and saves is the
+    schedule-free average x, as a hand loop's after eval()."""
     hyper, make = CASES["schedulefree"]
     config = TrialConfig("schedulefree", hyper, batch_size=32, epochs=2)
     half = len(digits.train_x) // 2
