@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,8 +26,6 @@ from tasks import Task, TaskData
 def load_data(*, data_dir: Path | None = None) -> TaskData:
     """All the data as tensors: inputs of shape (N, 2), integer labels of shape (N,)."""
     if data_dir is not None:
-        import numpy as np
-
         table = torch.as_tensor(np.loadtxt(data_dir / "points.csv", delimiter=",", skiprows=1))
         x, y = table[:, :2].float(), table[:, 2].long()
         source = f"{data_dir / 'points.csv'} ({len(x)} points)"
