@@ -49,6 +49,12 @@ def _study(home: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home / 'opttune.db'}")
 
 
+def _as_in_a_terminal() -> None:
+    """A search started from a terminal takes Ctrl-C; one started by a shell's `&` (a CI
+    script that backgrounds the suite, say) inherits SIGINT ignored, and so would this one."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_a_group_wide_ctrl_c_stops_every_job_cleanly_and_resume_finishes(
         home: Path, tmp_path: Path) -> None:
@@ -63,7 +69,7 @@ def test_a_group_wide_ctrl_c_stops_every_job_cleanly_and_resume_finishes(
          "--optimizers", "sgd,adam", "--pruner", "none", "--seed", "1", "--device", "cpu",
          "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=gate_env(gate),
-        start_new_session=True)
+        start_new_session=True, preexec_fn=_as_in_a_terminal)
     started: list[int] = []
     try:
         wait_reached(gate, JOBS, proc=proc)  # both jobs hold a trial: both are busy

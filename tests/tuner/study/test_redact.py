@@ -215,13 +215,13 @@ def test_a_trials_fail_reason_is_masked() -> None:
 def test_the_mlflow_process_answers_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     """An error raised in the MLflow process crosses to the search masked (MLflow's REST
     errors quote the request URL, userinfo and all)."""
-    from tuner.study import tracker, tracker_process
+    from tuner.study import tracker_process
 
     class Failing:
         def __init__(self, *args: object) -> None:
             raise RuntimeError("API request to http://u:s3cret@mlflow:5000/api/2.0 failed")
 
-    monkeypatch.setattr(tracker, "preload", lambda: None)
+    monkeypatch.setattr(tracker_process, "preload", lambda: None)  # no MLflow import here
     monkeypatch.setattr(tracker_process, "Tracker", Failing)
     requests = io.BytesIO(pickle.dumps(("open", ("http://u:s3cret@mlflow:5000", Path(".")), {})))
     answers = io.BytesIO()
