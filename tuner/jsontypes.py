@@ -10,3 +10,9 @@ from typing import TypeAlias
 JsonValue: TypeAlias = (None | bool | int | float | str | list["JsonValue"]
                         | dict[str, "JsonValue"])
 JsonObject: TypeAlias = dict[str, JsonValue]
+
+
+def optional_text(stored: object) -> str | None:
+    """A stored value read as text, None where nothing is stored (an attribute that an older
+    release, or another program, did not write)."""
+    return None if stored is None else str(stored)

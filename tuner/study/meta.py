@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tuner._version import __version__
 from tuner.errors import OpttuneError, StoreError
-from tuner.jsontypes import JsonObject, JsonValue
+from tuner.jsontypes import JsonObject, JsonValue, optional_text
 from tuner.space.searchspace import Space
 from tuner.study.direction import Direction, as_direction
 from tuner.study.locations import sqlite_path
@@ -103,13 +103,11 @@ def space_attr(space: Space) -> str:
 
 
 def task_of(study: StoredStudy) -> str | None:
-    found = study.user_attrs.get(TASK_ATTR)
-    return None if found is None else str(found)
+    return optional_text(study.user_attrs.get(TASK_ATTR))
 
 
 def data_source_of(study: StoredStudy) -> str | None:
-    found = study.user_attrs.get(DATA_SOURCE_ATTR)
-    return None if found is None else str(found)
+    return optional_text(study.user_attrs.get(DATA_SOURCE_ATTR))
 
 
 def settings_of(study: StoredStudy) -> StudySettings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tuner.jsontypes import JsonValue
+from tuner.jsontypes import JsonValue, optional_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +56,9 @@ class StudySettings:
             device=str(stored.get("device") or "auto"),
             n_trials=_optional_int(stored.get("n_trials")),
             population=_optional_int(stored.get("population")) or 1,  # before populations: 1
-            data_dir=_optional_str(stored.get("data_dir") or None),
-            benchmark=_optional_str(stored.get("benchmark")),
-            benchmark_run_id=_optional_str(stored.get("benchmark_run_id")))
+            data_dir=optional_text(stored.get("data_dir") or None),
+            benchmark=optional_text(stored.get("benchmark")),
+            benchmark_run_id=optional_text(stored.get("benchmark_run_id")))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +96,3 @@ def _optional_int(value: JsonValue) -> int | None:
     if isinstance(value, list | dict):
         raise ValueError(f"not a whole number: {value!r}")
     return int(value)
-
-
-def _optional_str(value: JsonValue) -> str | None:
-    return None if value is None else str(value)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias, TypedDict, cast
 
-from tuner.jsontypes import JsonObject, JsonValue
+from tuner.jsontypes import JsonObject, JsonValue, optional_text
 
 if TYPE_CHECKING:  # reading a record must not import optuna: the CLI renders records
     import optuna
@@ -65,8 +65,7 @@ def config(trial: AnyTrial) -> FlatConfig | None:
 
 
 def run_id(trial: AnyTrial) -> str | None:
-    found = trial.user_attrs.get(RUN_ID_ATTR)
-    return None if found is None else str(found)
+    return optional_text(trial.user_attrs.get(RUN_ID_ATTR))
 
 
 def is_defaults(trial: AnyTrial) -> bool:
@@ -79,14 +78,13 @@ def retry_of(trial: AnyTrial) -> int | None:
 
 
 def fail_reason(trial: AnyTrial) -> str | None:
-    found = trial.user_attrs.get(FAIL_REASON_ATTR)
-    return None if found is None else str(found)
+    return optional_text(trial.user_attrs.get(FAIL_REASON_ATTR))
 
 
 def reason(trial: AnyTrial) -> str | None:
     """Why the trial was pruned or failed (None when it was neither, or says nothing)."""
-    found = trial.user_attrs.get(PRUNE_REASON_ATTR) or trial.user_attrs.get(FAIL_REASON_ATTR)
-    return None if found is None else str(found)
+    return optional_text(trial.user_attrs.get(PRUNE_REASON_ATTR)
+                         or trial.user_attrs.get(FAIL_REASON_ATTR))
 
 
 def epochs_run(trial: FrozenTrial) -> int:

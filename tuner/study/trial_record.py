@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
-from tuner.jsontypes import JsonValue
+from tuner.jsontypes import JsonValue, optional_text
 from tuner.space.families import ALL_PARAM_NAMES
 from tuner.study import trial_attrs
 from tuner.study.trial_attrs import FlatConfig
@@ -70,18 +70,15 @@ def read_trial(t: FrozenTrial, *, metric: str = "value") -> TrialRecord:
     training = {k: config.pop(k, None) for k in TRAINING_KEYS}
     return TrialRecord(
         number=t.number, state=state_of(t), value=t.value, metric=metric,
-        optimizer=_text(optimizer), params=config, batch_size=_whole(training["batch_size"]),
-        epochs=_whole(training["epochs"]), scheduler=_text(training["scheduler"]),
+        optimizer=optional_text(optimizer), params=config,
+        batch_size=_whole(training["batch_size"]),
+        epochs=_whole(training["epochs"]), scheduler=optional_text(training["scheduler"]),
         epochs_run=trial_attrs.epochs_run(t),
         seconds=trial_attrs.seconds(t), started=iso(t.datetime_start),
         finished=iso(t.datetime_complete), run_id=trial_attrs.run_id(t),
         reason=trial_attrs.reason(t), defaults_trial=trial_attrs.is_defaults(t),
         retry_of=trial_attrs.retry_of(t),
         intermediate={int(k): v for k, v in sorted(t.intermediate_values.items())})
-
-
-def _text(stored: JsonValue) -> str | None:
-    return None if stored is None else str(stored)
 
 
 def _whole(stored: JsonValue) -> int | None:
